@@ -1,0 +1,86 @@
+"""Entry point of the `m3` command.
+
+Subcommands live in their own modules and are imported only when invoked, so
+``m3 --help`` never imports numpy-heavy or torch-based code. Every
+:class:`medm3.errors.MedM3Error` becomes one line on stderr and its exit code,
+without a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import click
+
+from medm3 import __version__
+from medm3.errors import MedM3Error
+
+#: subcommand name -> ("module:attribute", one-line help shown by `m3 --help`).
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "info": ("medm3.cli.info:info", "Show modality, geometry and value range of an image."),
+    "render": ("medm3.cli.render:render", "Render a slice (with optional label overlay) to PNG."),
+    "deid": ("medm3.cli.deid:deid", "De-identify DICOM files (PS3.15 Basic Profile)."),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *SUBCOMMANDS])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in SUBCOMMANDS:
+            module_name, attr = SUBCOMMANDS[cmd_name][0].split(":")
+            return getattr(importlib.import_module(module_name), attr)
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Use the static help lines so `m3 --help` imports no subcommand module.
+        rows = [(name, SUBCOMMANDS[name][1]) for name in sorted(SUBCOMMANDS)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            import difflib
+
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            ctx.fail(f"No such command '{name}'.{hint}")
+        return super().resolve_command(ctx, args)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="m3")
+def cli() -> None:
+    """medm3: a medical vision-language model that calls expert models.
+
+    Scans in (DICOM, NIfTI, NRRD, PNG/JPG), expert-grounded answers out.
+    Run `m3 COMMAND --help` for the options of each command.
+    """
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Run the `m3` CLI; user errors print one line and exit non-zero.
+
+    Args:
+        argv: Arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        Never returns normally when run as a script; raises ``SystemExit``.
+    """
+    try:
+        return cli.main(args=argv, prog_name="m3", standalone_mode=True)
+    except MedM3Error as exc:
+        click.echo(f"m3: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

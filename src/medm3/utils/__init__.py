@@ -1,0 +1,1 @@
+"""Small helpers shared across medm3 (atomic file writes, hashing)."""

@@ -1,0 +1,77 @@
+"""Shared pytest fixtures.
+
+Real sample data lives outside the repository (never commit it). Tests find it
+through ``MEDM3_TEST_DATA`` (default: ``../shared/data`` beside the checkout)
+and skip with a clear reason when it is absent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data"
+
+# Tests never download anything.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def _data_dir() -> Path:
+    return Path(os.environ.get("MEDM3_TEST_DATA", DEFAULT_DATA))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Folder of real sample data (CT + labels, CXR PNG and DICOM, brain MRI)."""
+    path = _data_dir()
+    if not path.is_dir():
+        pytest.skip(f"real sample data not found at {path} (set MEDM3_TEST_DATA)")
+    return path
+
+
+def shared_file(relative: str) -> Path:
+    """Path of one sample file, skipping the test when it is missing."""
+    path = _data_dir() / relative
+    if not path.exists():
+        pytest.skip(f"sample file {path} not found (set MEDM3_TEST_DATA)")
+    return path
+
+
+@pytest.fixture
+def ct_path() -> Path:
+    """Real abdominal CT (122x101x30, 3 mm, HU int16)."""
+    return shared_file("ct/ct_abdomen_3mm.nii.gz")
+
+
+@pytest.fixture
+def ct_labels_path() -> Path:
+    """TotalSegmentator v2 labels of :func:`ct_path` (liver = 5)."""
+    return shared_file("ct/ct_abdomen_3mm_totalseg.nii.gz")
+
+
+@pytest.fixture
+def ct_label_names_path() -> Path:
+    """JSON map label id -> name for :func:`ct_labels_path`."""
+    return shared_file("ct/totalseg_v2_labels.json")
+
+
+@pytest.fixture
+def cxr_png_path() -> Path:
+    """NIH ChestX-ray14 frontal CXR PNG (1024x1024, 8-bit)."""
+    return shared_file("cxr/nih_00000001_000.png")
+
+
+@pytest.fixture
+def cxr_mono1_path() -> Path:
+    """Chest X-ray DICOM with MONOCHROME1 photometric interpretation."""
+    return shared_file("cxr/cxr_monochrome1.dcm")
+
+
+@pytest.fixture
+def mr_path() -> Path:
+    """Small T1 brain MRI (NIfTI)."""
+    return shared_file("mr/brain_t1_anatomical.nii")
