@@ -1,0 +1,372 @@
+"""The expert protocol: what every expert model provides and returns.
+
+An expert is a tool the VLM can call. It declares its trigger name, modality,
+task, valid arguments and model-card text; ``setup()`` loads its weights once
+per process; ``run()`` validates the inputs and arguments and returns an
+:class:`ExpertResult`. Problems the model can react to (wrong modality, an
+unknown argument, nothing found) raise :class:`ExpertError`; everything else
+is a bug and propagates unchanged.
+
+Expert modules import torch/MONAI only inside ``_setup``/``_run`` so that the
+registry, the model cards and ``m3 experts list`` stay light.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from medm3 import prompts
+from medm3.errors import InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from PIL import Image
+
+    from medm3.imaging.image import MedicalImage
+
+
+class ExpertError(InputError):
+    """A recoverable expert failure, shown to the VLM (and to CLI users) as text.
+
+    Examples: the image has the wrong modality, the argument is not valid, a
+    required input is missing. The agent feeds the message back to the model
+    instead of crashing.
+    """
+
+
+@dataclass
+class Overlay:
+    """A rendered view of an expert result (what the VLM and the user see).
+
+    Attributes:
+        name: File-name stem, e.g. ``"overlay_axial_42"``.
+        image: The rendered RGB image.
+        plane: ``axial``/``coronal``/``sagittal`` for volumes, ``None`` for 2D.
+        slice_index: Index of the rendered slice in that plane, if a volume.
+        caption: One line describing the view.
+    """
+
+    name: str
+    image: Image.Image
+    plane: str | None = None
+    slice_index: int | None = None
+    caption: str = ""
+
+
+@dataclass
+class ExpertResult:
+    """What an expert returns.
+
+    Attributes:
+        expert: Registry name of the expert (``vista3d``).
+        args: Normalised argument string (``""`` when none).
+        text: Result text for the VLM (phrasing from :mod:`medm3.prompts`).
+        overlays: Rendered overlay images.
+        label_map: Label volume/image on the input grid (segmentation experts).
+        label_names: Label value -> structure name for ``label_map``.
+        probabilities: Class name -> probability (classification experts).
+        findings: Class name -> present (thresholded probabilities).
+        measurements: One dict per measured structure (see the measure expert).
+        timings: Stage name -> seconds (``setup``, ``inference``, ``total`` ...).
+        info: Other facts: device, weights version, ``cache`` hit/miss ...
+    """
+
+    expert: str
+    args: str
+    text: str
+    overlays: list[Overlay] = field(default_factory=list)
+    label_map: MedicalImage | None = None
+    label_names: dict[int, str] = field(default_factory=dict)
+    probabilities: dict[str, float] = field(default_factory=dict)
+    findings: dict[str, bool] = field(default_factory=dict)
+    measurements: list[dict[str, Any]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def trigger_text(self) -> str:
+        """The trigger that produces this result, e.g. ``<VISTA3D(everything)>``."""
+        from medm3.experts.registry import get_expert_class
+
+        return prompts.format_trigger(get_expert_class(self.expert).trigger, self.args)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable summary (no arrays, no images)."""
+        return {
+            "expert": self.expert,
+            "args": self.args,
+            "text": self.text,
+            "overlays": [
+                {
+                    "name": o.name,
+                    "plane": o.plane,
+                    "slice_index": o.slice_index,
+                    "caption": o.caption,
+                }
+                for o in self.overlays
+            ],
+            "label_names": {str(k): v for k, v in sorted(self.label_names.items())},
+            "probabilities": dict(self.probabilities),
+            "findings": dict(self.findings),
+            "measurements": list(self.measurements),
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+            "info": dict(self.info),
+        }
+
+
+@dataclass
+class RunContext:
+    """What an expert may know about the conversation it runs in.
+
+    Attributes:
+        previous: Earlier results in the same conversation, oldest first (the
+            measure expert reads the latest label map from here).
+        plane: Preferred plane for overlays of volumes.
+        slice_index: Preferred slice for overlays (else the expert chooses).
+        output_dir: Where files may be written, if anywhere.
+        options: Expert-specific options (e.g. VISTA3D point prompts), documented
+            by each expert; unknown keys are ignored.
+    """
+
+    previous: list[ExpertResult] = field(default_factory=list)
+    plane: str = "axial"
+    slice_index: int | None = None
+    output_dir: Path | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class Expert(ABC):
+    """Base class of all experts.
+
+    Subclasses set the class attributes and implement ``_setup`` and ``_run``.
+
+    Args:
+        device: ``"cuda"``, ``"cpu"``, ``"cuda:1"`` or ``None``/``"auto"`` (CUDA
+            when available).
+        weights: Local weights location overriding the catalogue (a bundle
+            folder, a checkpoint file, a cache dir: each expert documents it).
+    """
+
+    #: Registry name, lower case (``vista3d``).
+    name: ClassVar[str]
+    #: Trigger name the VLM writes (``VISTA3D``).
+    trigger: ClassVar[str]
+    #: Modality as written in the model card (``CT``, ``MRI``, ``chest x-ray (CXR)``).
+    card_modality: ClassVar[str]
+    #: Image modality codes accepted (see :data:`medm3.imaging.MODALITIES`).
+    modalities: ClassVar[tuple[str, ...]]
+    #: ``segmentation``, ``classification``, ``measurement`` ...
+    task: ClassVar[str]
+    #: One-sentence description for the model card.
+    overview: ClassVar[str]
+    #: Published accuracy, as a short phrase for the model card.
+    accuracy: ClassVar[str]
+    #: Valid argument values listed in the model card (empty: takes none).
+    valid_args: ClassVar[tuple[str, ...]] = ()
+    #: Whether arguments outside ``valid_args`` may be accepted by ``parse_args``.
+    open_args: ClassVar[bool] = False
+    #: Named inputs; the first is the main image.
+    inputs: ClassVar[tuple[str, ...]] = ("image",)
+    #: Catalogue entry with the weights (``None`` for experts without weights).
+    weights_name: ClassVar[str | None] = None
+    #: Whether the expert appears in the model cards shown to the VLM.
+    in_model_cards: ClassVar[bool] = True
+
+    def __init__(self, *, device: str | None = None, weights: str | Path | None = None) -> None:
+        self.device_preference = device
+        self.weights = Path(weights) if weights is not None else None
+        self._ready = False
+        self._lock = threading.Lock()
+
+    # ----------------------------------------------------------------- text
+    @classmethod
+    def model_card(cls) -> str:
+        """The expert's model-card line, generated from its attributes."""
+        return prompts.model_card(
+            cls.trigger,
+            modality=cls.card_modality,
+            task=cls.task,
+            overview=cls.overview,
+            accuracy=cls.accuracy,
+            valid_args=cls.valid_args,
+        )
+
+    @classmethod
+    def tool_schema(cls) -> dict[str, Any]:
+        """An OpenAI ``tools`` entry for native tool calling."""
+        props: dict[str, Any] = {}
+        required: list[str] = []
+        if cls.valid_args or cls.open_args:
+            arg: dict[str, Any] = {"type": "string", "description": "What to run the expert for."}
+            if cls.valid_args and not cls.open_args:
+                arg["enum"] = list(cls.valid_args)
+            elif cls.valid_args:
+                arg["description"] += " One of: " + ", ".join(cls.valid_args) + ", or a name."
+            props["args"] = arg
+        return {
+            "type": "function",
+            "function": {
+                "name": cls.trigger,
+                "description": f"{cls.overview} Modality: {cls.card_modality}. Task: {cls.task}.",
+                "parameters": {"type": "object", "properties": props, "required": required},
+            },
+        }
+
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        """Facts for ``m3 experts info`` and ``GET /v1/experts``."""
+        return {
+            "name": cls.name,
+            "trigger": cls.trigger,
+            "modality": cls.card_modality,
+            "modalities": list(cls.modalities),
+            "task": cls.task,
+            "overview": cls.overview,
+            "accuracy": cls.accuracy,
+            "valid_args": list(cls.valid_args),
+            "open_args": cls.open_args,
+            "inputs": list(cls.inputs),
+            "weights": cls.weights_name,
+            "model_card": cls.model_card(),
+        }
+
+    # ----------------------------------------------------------------- args
+    def parse_args(self, args: str | None) -> str:
+        """Validate and normalise an argument string.
+
+        The default accepts ``valid_args`` (case-insensitive, surrounding quotes
+        and spaces ignored) and, for experts without arguments, only an empty
+        string (``None`` and ``"none"`` count as empty).
+
+        Raises:
+            ExpertError: The argument is not valid; the message lists the valid ones.
+        """
+        text = (args or "").strip().strip("'\"").strip()
+        if text.lower() in ("", "none", "args"):
+            if self.valid_args and not self.open_args:
+                return self.valid_args[0]
+            return ""
+        for valid in self.valid_args:
+            if text.lower() == valid.lower():
+                return valid
+        if not self.valid_args:
+            raise ExpertError(f"expert {self.trigger} takes no arguments, got {text!r}")
+        raise ExpertError(
+            f"{text!r} is not a valid argument for {self.trigger}; "
+            f"valid args are: {prompts.format_valid_args(self.valid_args)}"
+        )
+
+    # ---------------------------------------------------------------- setup
+    @property
+    def ready(self) -> bool:
+        """Whether the weights are loaded."""
+        return self._ready
+
+    def setup(self) -> None:
+        """Load weights once per instance (thread-safe, idempotent)."""
+        if self._ready:
+            return
+        with self._lock:
+            if not self._ready:
+                self._setup()
+                self._ready = True
+
+    @abstractmethod
+    def _setup(self) -> None:
+        """Load the network(s). Called once, under a lock."""
+
+    # ------------------------------------------------------------------ run
+    def check_inputs(
+        self, images: MedicalImage | Sequence[MedicalImage] | Mapping[str, MedicalImage]
+    ) -> dict[str, MedicalImage]:
+        """Map the given image(s) to the expert's named inputs and check modality.
+
+        A single image fills the first input; a sequence fills the inputs in
+        order only when the expert has exactly that many; a mapping is matched
+        by name (case-insensitive).
+
+        Raises:
+            ExpertError: Missing/unknown inputs or an image of the wrong modality.
+        """
+        from medm3.imaging.image import MedicalImage
+
+        if isinstance(images, MedicalImage):
+            named = {self.inputs[0]: images}
+        elif isinstance(images, Mapping):
+            named = {str(k).lower(): v for k, v in images.items()}
+        else:
+            seq = list(images)
+            if len(seq) == 1:
+                named = {self.inputs[0]: seq[0]}
+            elif len(self.inputs) > 1:
+                raise ExpertError(
+                    f"{self.trigger} needs its inputs named ({', '.join(self.inputs)}), "
+                    f"got {len(seq)} unnamed images"
+                )
+            else:
+                raise ExpertError(f"{self.trigger} takes one image, got {len(seq)}")
+        unknown = sorted(set(named) - set(self.inputs))
+        if unknown:
+            raise ExpertError(
+                f"{self.trigger} has no input named {', '.join(unknown)}; "
+                f"its inputs are: {', '.join(self.inputs)}"
+            )
+        missing = [n for n in self.required_inputs() if n not in named]
+        if missing:
+            raise ExpertError(f"{self.trigger} needs the input(s): {', '.join(missing)}")
+        for key, image in named.items():
+            if self.modalities and image.modality not in self.modalities:
+                how = "inferred" if image.modality_inferred else "given"
+                raise ExpertError(
+                    f"{self.trigger} works on {'/'.join(self.modalities)} images, but {key} "
+                    f"({image.source}) is {image.modality} ({how}); "
+                    "pass the modality explicitly if this is wrong"
+                )
+        return named
+
+    def required_inputs(self) -> tuple[str, ...]:
+        """Inputs that must be given (default: all)."""
+        return self.inputs
+
+    def run(
+        self,
+        images: MedicalImage | Sequence[MedicalImage] | Mapping[str, MedicalImage],
+        args: str | None = "",
+        *,
+        context: RunContext | None = None,
+    ) -> ExpertResult:
+        """Run the expert.
+
+        Args:
+            images: The input image(s) (see :meth:`check_inputs`).
+            args: Argument string as written in the trigger.
+            context: Conversation context (earlier results, preferred slice).
+
+        Returns:
+            The result, with ``timings["setup"]``, ``timings["run"]`` and
+            ``timings["total"]`` filled in.
+
+        Raises:
+            ExpertError: A problem the caller (or the VLM) can fix.
+        """
+        start = time.perf_counter()
+        named = self.check_inputs(images)
+        norm_args = self.parse_args(args)
+        t0 = time.perf_counter()
+        self.setup()
+        t1 = time.perf_counter()
+        result = self._run(named, norm_args, context or RunContext())
+        t2 = time.perf_counter()
+        result.timings.setdefault("setup", t1 - t0)
+        result.timings.setdefault("run", t2 - t1)
+        result.timings["total"] = t2 - start
+        return result
+
+    @abstractmethod
+    def _run(self, inputs: dict[str, MedicalImage], args: str, context: RunContext) -> ExpertResult:
+        """Compute the result for validated inputs and a normalised argument."""

@@ -1,0 +1,151 @@
+"""The single source of truth for VILA-M3 prompt text.
+
+Model cards, the trigger syntax, the phrasing of expert results and the
+follow-up instruction are defined here and nowhere else. The experts, the
+agent loop, the training-data builders and the evaluation all import them, so
+training and inference cannot drift apart.
+
+The strings reproduce the conventions of the released VILA-M3 checkpoints
+(their reference demo and expert-augmented training data): a model card is
+``<NAME(args)> Modality: ..., Task: ..., Overview: ..., Accuracy: ..., Valid
+args are: ...``; segmentation results start with ``The results are
+<segmentation>. The colors in this image describe``; classification results
+list ``label: yes/no`` lines, keys sorted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+#: First line of the model-card block.
+MODEL_CARDS_HEADER = "Here is a list of available expert models:\n"
+#: Last line of the model-card block.
+MODEL_CARDS_FOOTER = "Give the model <NAME(args)> when selecting a suitable expert model.\n"
+#: How a model asks for an expert: ``<VISTA3D(hepatic tumor)>``.
+TRIGGER_TEMPLATE = "<{name}({args})>"
+#: Start of every segmentation result text.
+SEGMENTATION_PREFIX = "The results are <segmentation>. The colors in this image describe "
+#: First line of every classification result text.
+CLASSIFICATION_HEADER = "The resulting predictions are:"
+#: First line of every measurement result text.
+MEASUREMENT_HEADER = "The measurements are:"
+#: Put before the user's question when an expert result is fed back.
+FOLLOW_UP_INSTRUCTION = "Use this result to respond to this prompt:\n"
+#: Threshold the CXR result text uses for yes/no (the reference's, uncalibrated).
+CXR_TEXT_THRESHOLD = 0.5
+
+
+def format_trigger(name: str, args: str = "") -> str:
+    """Return the trigger text for an expert call, e.g. ``<VISTA3D(everything)>``.
+
+    Args:
+        name: Trigger name of the expert (``VISTA3D``, ``BRATS``, ``CXR`` ...).
+        args: The argument string (empty for experts without arguments).
+    """
+    return TRIGGER_TEMPLATE.format(name=name, args=args)
+
+
+def format_valid_args(valid_args: Sequence[str]) -> str:
+    """Format valid arguments as in the model cards: ``'a', 'b', or 'c'`` / ``None``.
+
+    Args:
+        valid_args: The expert's valid argument values (empty: takes none).
+    """
+    quoted = [f"'{a}'" for a in valid_args]
+    if not quoted:
+        return "None"
+    if len(quoted) == 1:
+        return quoted[0]
+    return ", ".join(quoted[:-1]) + ", or " + quoted[-1]
+
+
+def model_card(
+    trigger: str,
+    *,
+    modality: str,
+    task: str,
+    overview: str,
+    accuracy: str,
+    valid_args: Sequence[str],
+) -> str:
+    """One model-card line (no trailing newline).
+
+    Args:
+        trigger: Trigger name, e.g. ``VISTA3D``.
+        modality: Modality as written for the model, e.g. ``CT``.
+        task: ``segmentation``, ``classification``, ``measurement`` ...
+        overview: One-sentence description of the expert.
+        accuracy: The expert's published accuracy, as a short phrase.
+        valid_args: Valid argument values (empty when it takes none).
+    """
+    return (
+        f"{format_trigger(trigger, 'args')} Modality: {modality}, Task: {task}, "
+        f"Overview: {overview}, Accuracy: {accuracy}, "
+        f"Valid args are: {format_valid_args(valid_args)}"
+    )
+
+
+def model_cards_block(cards: Iterable[str]) -> str:
+    """The full model-card block given to the model before the question.
+
+    Args:
+        cards: Lines produced by :func:`model_card`, in the order to show them.
+    """
+    return MODEL_CARDS_HEADER + "".join(f"{c}\n" for c in cards) + MODEL_CARDS_FOOTER
+
+
+def segmentation_text(items: Iterable[tuple[str, str]]) -> str:
+    """Segmentation result text: which colour shows which structure.
+
+    Args:
+        items: ``(colour name, structure name)`` pairs, in the order to list them.
+
+    Returns:
+        E.g. ``The results are <segmentation>. The colors in this image describe
+        red: liver, blue: spleen.`` (``... describe no structures found.`` when empty).
+    """
+    parts = [f"{colour}: {name}" for colour, name in items]
+    body = ", ".join(parts) if parts else "no structures found"
+    return f"{SEGMENTATION_PREFIX}{body}. "
+
+
+def brats_text(colours: Mapping[int, str]) -> str:
+    """BraTS result text from the colours of BraTS labels 1 (NCR), 2 (ED), 4 (ET).
+
+    Args:
+        colours: Label value -> colour name, for the labels present.
+    """
+    ncr, ed, et = colours.get(1), colours.get(2), colours.get(4)
+    text = SEGMENTATION_PREFIX.rstrip(" ") + "\n"
+    if ncr is not None and et is not None:
+        text += f"{ncr} and {et}: tumor core, "
+    elif ncr is not None:
+        text += f"{ncr}: tumor core, "
+    if et is not None:
+        text += f"only {et}: enhancing tumor, "
+    if ncr is None and ed is None and et is None:
+        return text + "no tumor found\n"
+    return text + "all colors: whole tumor\n"
+
+
+def classification_text(findings: Mapping[str, bool]) -> str:
+    """Classification result text: ``label: yes/no`` lines, keys sorted.
+
+    Args:
+        findings: Label name -> present. Names are lower-cased and ``_`` becomes
+            a space, as in the reference (``Pleural_Thickening`` -> ``pleural thickening``).
+    """
+    lines = [
+        f"{key.lower().replace('_', ' ')}: {'yes' if findings[key] else 'no'}"
+        for key in sorted(findings)
+    ]
+    return "\n".join([CLASSIFICATION_HEADER, *lines, "."])
+
+
+def follow_up(question: str) -> str:
+    """The instruction appended to an expert result so the model answers the question.
+
+    Args:
+        question: The user's original question.
+    """
+    return FOLLOW_UP_INSTRUCTION + question
