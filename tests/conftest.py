@@ -61,7 +61,7 @@ def ct_label_names_path() -> Path:
 
 @pytest.fixture
 def cxr_png_path() -> Path:
-    """NIH ChestX-ray14 frontal CXR PNG (1024x1024, 8-bit)."""
+    """NIH ChestX-ray14 frontal CXR PNG (8-bit; 512x512 in the shared copy)."""
     return shared_file("cxr/nih_00000001_000.png")
 
 

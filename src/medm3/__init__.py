@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["MedM3Error", "InputError", "MedicalImage", "load_image", "__version__"]
+__all__ = ["InputError", "MedM3Error", "MedicalImage", "__version__", "load_image"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from medm3.errors import InputError, MedM3Error

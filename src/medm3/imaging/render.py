@@ -1,0 +1,186 @@
+"""High-level rendering: one slice of a :class:`MedicalImage` -> PIL image.
+
+:func:`render_slice` windows the image, cuts the slice in radiological display
+convention (see :mod:`medm3.imaging.slicing`), resamples it to square pixels,
+blends an optional label mask and draws a legend. What it did is recorded in
+``result.info["medm3"]`` (a JSON-serialisable dict, see :func:`render_slice`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image
+
+from medm3.errors import InputError
+from medm3.imaging.image import MedicalImage
+from medm3.imaging.overlay import (
+    LegendEntry,
+    blend_labels,
+    check_mask,
+    draw_legend,
+    legend_entries,
+)
+from medm3.imaging.slicing import (
+    SliceView,
+    extract_slice,
+    normalize_plane,
+    resize_labels,
+    resize_pixels,
+    square_size,
+)
+from medm3.imaging.windowing import (
+    Window,
+    apply_window,
+    parse_window,
+    resolve_window,
+    to_uint8_rgb,
+)
+
+#: With ``scale=None`` small images are enlarged so their long side is at least this.
+MIN_LONG_SIDE = 512
+#: With ``scale=None`` small images are enlarged so their short side is at least this
+#: (as long as the long side stays within :data:`MAX_LONG_SIDE`).
+MIN_SHORT_SIDE = 256
+#: With ``scale=None`` large images are shrunk so their long side is at most this.
+MAX_LONG_SIDE = 2048
+
+
+def _is_rgb(image: MedicalImage) -> bool:
+    return image.channels in (3, 4) and (not image.is_volume or image.array.dtype == np.uint8)
+
+
+def auto_scale(size: tuple[int, int]) -> float:
+    """Zoom used when ``scale`` is None.
+
+    Images are enlarged until the long side is >= 512 px and the short side
+    >= 256 px, but never beyond a 2048 px long side; images whose long side
+    exceeds 2048 px are shrunk to it. Otherwise the zoom is 1.
+
+    Args:
+        size: Square-pixel ``(rows, cols)`` before scaling.
+
+    Returns:
+        The zoom factor.
+    """
+    long_side, short_side = max(size), min(size)
+    if long_side > MAX_LONG_SIDE:
+        return MAX_LONG_SIDE / long_side
+    zoom = max(1.0, MIN_LONG_SIDE / long_side, MIN_SHORT_SIDE / short_side)
+    return min(zoom, MAX_LONG_SIDE / long_side)
+
+
+def render_slice(
+    image: MedicalImage,
+    *,
+    plane: str = "axial",
+    index: int | None = None,
+    window: str = "auto",
+    mask: MedicalImage | np.ndarray | None = None,
+    label_names: Mapping[int, str] | None = None,
+    contours: bool = False,
+    alpha: float = 0.45,
+    legend: bool = True,
+    scale: float | None = None,
+    contour_width: int | None = None,
+    legend_scope: Literal["slice", "volume"] = "slice",
+) -> Image.Image:
+    """Render one slice, with an optional label overlay and legend, as an RGB image.
+
+    Args:
+        image: Volume or 2D image.
+        plane: ``axial``, ``coronal`` or ``sagittal`` (2D images: ``axial`` only).
+        index: Slice index along the plane's normal axis of the RAS+ array
+            (see :mod:`medm3.imaging.slicing`); None: the slice with the largest
+            labelled area when ``mask`` has labels, else the middle slice.
+        window: Window name or ``"W,L"`` (see :mod:`medm3.imaging.windowing`);
+            ignored for RGB images.
+        mask: Label map on the image's grid (:class:`MedicalImage` or array).
+        label_names: ``{id: name}`` for the legend (default ``"label N"``).
+        contours: Draw only label boundaries (opaque) instead of filled regions.
+        alpha: Opacity of filled label regions, 0-1 (contours are opaque).
+        legend: Draw a legend beside the image (only when a mask is given).
+        scale: Zoom applied after resampling to square pixels; None chooses
+            one so the long side is 512-2048 px.
+        contour_width: Contour thickness in output pixels (default: 1 per
+            256 px of the long side, at least 1).
+        legend_scope: List labels present in the rendered ``"slice"`` or in
+            the whole ``"volume"``.
+
+    Returns:
+        An RGB :class:`PIL.Image.Image`. ``info["medm3"]`` holds: ``kind``
+        (``"volume"`` or ``"2d"``), ``plane``, ``index``, ``num_slices``,
+        ``window`` (``{"name", "width", "level", "text"}`` or None for RGB),
+        ``image_size`` (``[width, height]`` of the image part, at the top-left
+        corner), ``zoom`` (``[row_zoom, col_zoom]``:
+        rendered pixel = native slice pixel * zoom), ``labels_in_slice``
+        (ids) and ``legend`` (list of ``{"id", "name", "color", "color_name"}``).
+
+    Raises:
+        InputError: Bad plane, slice, window, alpha, scale or mask.
+    """
+    plane = normalize_plane(plane)
+    if not 0.0 <= float(alpha) <= 1.0:
+        raise InputError(f"alpha must be between 0 and 1, not {alpha}")
+    if scale is not None and not float(scale) > 0:
+        raise InputError(f"scale must be > 0, not {scale}")
+    if legend_scope not in ("slice", "volume"):
+        raise InputError(f"legend scope must be 'slice' or 'volume', not '{legend_scope}'")
+    labels = check_mask(image, mask) if mask is not None else None
+
+    rgb = _is_rgb(image)
+    parse_window(window)  # validate even when unused
+    if not rgb and image.channels > 1:  # multi-channel volume: show the first channel
+        image = image.with_array(image.array[..., 0])
+    win = None if rgb else resolve_window(image, window)
+
+    view = extract_slice(image, plane, index, labels)
+    pixels = to_uint8_rgb(view.pixels) if rgb else apply_window(view.pixels, win)  # type: ignore[arg-type]
+    native = (int(pixels.shape[0]), int(pixels.shape[1]))
+    square = square_size(native, view.pixel_spacing)
+    zoom_factor = auto_scale(square) if scale is None else float(scale)
+    size = square_size(native, view.pixel_spacing, zoom_factor)
+    view.zoom = (size[0] / native[0], size[1] / native[1])
+    pixels = resize_pixels(pixels, size)
+
+    slice_ids: list[int] = []
+    entries: list[LegendEntry] = []
+    if view.mask is not None:
+        shown = resize_labels(view.mask, size)
+        slice_ids = [int(i) for i in np.unique(shown) if i > 0]
+        width = contour_width if contour_width is not None else max(1, round(max(size) / 256))
+        pixels = blend_labels(
+            pixels, shown, alpha=float(alpha), contours=contours, contour_width=width
+        )
+        if legend:
+            ids = slice_ids if legend_scope == "slice" else np.unique(labels)  # type: ignore[arg-type]
+            entries = legend_entries(ids, label_names)
+    result = Image.fromarray(pixels).convert("RGB")
+    if entries:
+        result = draw_legend(result, entries)
+    result.info["medm3"] = _info(view, win, size, slice_ids, entries)
+    result.info["medm3"]["kind"] = "volume" if image.is_volume else "2d"
+    return result
+
+
+def _info(
+    view: SliceView,
+    win: Window | None,
+    size: tuple[int, int],
+    ids: list[int],
+    entries: list[LegendEntry],
+) -> dict[str, Any]:
+    return {
+        "plane": view.plane,
+        "index": view.index,
+        "num_slices": view.count,
+        "window": None
+        if win is None
+        else {"name": win.name, "width": win.width, "level": win.level, "text": win.describe()},
+        "image_size": [size[1], size[0]],
+        "zoom": [view.zoom[0], view.zoom[1]],
+        "labels_in_slice": ids,
+        "legend": [e.as_dict() for e in entries],
+    }
