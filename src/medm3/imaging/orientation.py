@@ -62,7 +62,7 @@ def reorient_to_ras(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, 
     original = axis_codes(affine)
     ornt = nib.orientations.io_orientation(affine)
     if np.array_equal(ornt, [[0, 1], [1, 1], [2, 1]]):
-        return array, affine, original
+        return np.ascontiguousarray(array), affine, original
     new_array = np.ascontiguousarray(nib.orientations.apply_orientation(array, ornt))
     new_affine = affine @ nib.orientations.inv_ornt_aff(ornt, array.shape[:3])
     return new_array, new_affine, original

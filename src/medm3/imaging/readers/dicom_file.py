@@ -109,8 +109,9 @@ def volume_image(
         The volume.
     """
     axes = (2, 1, 0) if values.ndim == 3 else (2, 1, 0, 3)
-    array = np.ascontiguousarray(values.transpose(axes))
-    array, affine, original = reorient_to_ras(array, lps_to_ras(stack.affine_lps))
+    # One copy only: the transpose is a view, reorient_to_ras makes the data contiguous.
+    array, affine, original = reorient_to_ras(values.transpose(axes), lps_to_ras(stack.affine_lps))
+    del values
     metadata["original_orientation"] = original
     metadata["slice_spacing"] = round(float(stack.slice_spacing), 6)
     modality, modality_source = modality_of(ds, array, True)

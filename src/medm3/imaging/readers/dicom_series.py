@@ -276,6 +276,7 @@ def read_group(
     md["files"] = len(geoms)
     md["container"] = container
     values = to_values(stored, ds_first_full, scales[:, 0], scales[:, 1], md)
+    del stored  # keep at most two volume-sized arrays alive (peak memory)
     return volume_image(values, stack, ds_first_full, md, source)
 
 

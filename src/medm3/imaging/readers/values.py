@@ -46,24 +46,47 @@ def apply_rescale(
     intercepts = np.atleast_1d(np.asarray(intercepts, dtype=np.float64))
     if np.all(slopes == 1.0) and np.all(intercepts == 0.0):
         return stack
-    shape = (-1,) + (1,) * (stack.ndim - 1)
-    s = slopes.reshape(shape) if slopes.size > 1 else slopes[0]
-    b = intercepts.reshape(shape) if intercepts.size > 1 else intercepts[0]
     integral = (
         stack.dtype.kind in "iub"
         and np.all(slopes == np.round(slopes))
         and np.all(intercepts == np.round(intercepts))
     )
+    out_dtype = np.float32
     if integral and stack.size:
         lo, hi = int(stack.min()), int(stack.max())
         ends = [lo * slopes.min(), lo * slopes.max(), hi * slopes.min(), hi * slopes.max()]
         out_lo, out_hi = min(ends) + intercepts.min(), max(ends) + intercepts.max()
         if _I16.min <= out_lo and out_hi <= _I16.max:
-            out = stack.astype(np.int32) * np.asarray(s, dtype=np.int32) + np.asarray(
-                b, dtype=np.int32
-            )
-            return out.astype(np.int16)
-    return (stack.astype(np.float64) * s + b).astype(np.float32)
+            out_dtype = np.int16
+    return _scale_in_chunks(stack, slopes, intercepts, out_dtype)
+
+
+def _scale_in_chunks(
+    stack: np.ndarray, slopes: np.ndarray, intercepts: np.ndarray, out_dtype: type
+) -> np.ndarray:
+    """``stack * slope + intercept`` into a new ``out_dtype`` array, a few slices at a time.
+
+    Working slice by slice keeps the peak memory at the input plus the output
+    (a whole-volume int32/float64 temporary would cost 2-4x the volume again).
+    """
+    out = np.empty(stack.shape, dtype=out_dtype)
+    per_slice = slopes.size > 1 or intercepts.size > 1
+    work = np.int64 if out_dtype == np.int16 else np.float64
+    n = stack.shape[0] if stack.ndim else 1
+    chunk = max(1, (1 << 22) // max(1, stack[0].size if stack.ndim > 1 else 1))
+    for k0 in range(0, n, chunk):
+        k1 = min(n, k0 + chunk)
+        part = stack[k0:k1].astype(work)
+        if per_slice:
+            shape = (-1,) + (1,) * (stack.ndim - 1)
+            s = np.broadcast_to(slopes, (n,))[k0:k1].reshape(shape)
+            b = np.broadcast_to(intercepts, (n,))[k0:k1].reshape(shape)
+        else:
+            s, b = slopes[0], intercepts[0]
+        if work is np.int64:
+            s, b = np.asarray(s).astype(np.int64), np.asarray(b).astype(np.int64)
+        out[k0:k1] = part * s + b
+    return out
 
 
 def invert(array: np.ndarray) -> tuple[np.ndarray, float]:
