@@ -16,6 +16,7 @@ list ``label: yes/no`` lines, keys sorted.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 #: First line of the model-card block.
 MODEL_CARDS_HEADER = "Here is a list of available expert models:\n"
@@ -149,3 +150,46 @@ def follow_up(question: str) -> str:
         question: The user's original question.
     """
     return FOLLOW_UP_INSTRUCTION + question
+
+
+def measurement_text(rows: Iterable[Mapping[str, Any]]) -> str:
+    """Measurement result text: one line per structure after :data:`MEASUREMENT_HEADER`.
+
+    Args:
+        rows: Measurement dicts as produced by the measure expert, with the keys
+            ``name``, ``voxels``, ``volume_ml``, ``max_axial_diameter_mm``,
+            ``components``, ``largest_component_ml``, ``mean_intensity`` and
+            ``intensity_unit`` (``"HU"`` for CT, ``""`` otherwise). ``_`` in
+            names becomes a space.
+
+    Returns:
+        E.g. ``The measurements are:`` then ``liver: volume 1043.1 mL, max axial
+        diameter 182.3 mm, mean 104 HU, 1 component(s)``; a structure without
+        voxels reads ``hepatic tumor: not present``. Volumes under 1 mL get three
+        decimals (``0.027 mL``).
+    """
+    lines = [MEASUREMENT_HEADER]
+    for row in rows:
+        name = str(row["name"]).replace("_", " ")
+        if not row.get("voxels"):
+            lines.append(f"{name}: not present")
+            continue
+        unit = row.get("intensity_unit") or ""
+        mean = float(row["mean_intensity"])
+        mean_text = f"mean {mean:.0f} {unit}" if unit else f"mean intensity {mean:.1f}"
+        count = int(row["components"])
+        largest = f" (largest {_ml(row['largest_component_ml'])} mL)" if count > 1 else ""
+        lines.append(
+            f"{name}: volume {_ml(row['volume_ml'])} mL, "
+            f"max axial diameter {float(row['max_axial_diameter_mm']):.1f} mm, "
+            f"{mean_text}, {count} component(s){largest}"
+        )
+    if len(lines) == 1:
+        lines.append("no structures to measure")
+    return "\n".join(lines)
+
+
+def _ml(value: Any) -> str:
+    """A volume in mL: one decimal, three below 1 mL (``1043.1``, ``0.027``)."""
+    volume = float(value)
+    return f"{volume:.1f}" if volume >= 1 else f"{volume:.3f}"

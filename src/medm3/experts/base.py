@@ -13,21 +13,28 @@ registry, the model cards and ``m3 experts list`` stay light.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from medm3 import prompts
-from medm3.errors import InputError
+from medm3.errors import InputError, MedM3Error
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
 
+    from medm3.experts.cache import ResultCache
     from medm3.imaging.image import MedicalImage
+
+#: ``lookup(args)`` given to :meth:`Expert.derive_from_cache`: the cached result of
+#: the same inputs, weights and context with other (normalised) args, or None.
+CacheLookup = Callable[[str], "ExpertResult | None"]
 
 
 class ExpertError(InputError):
@@ -176,10 +183,14 @@ class Expert(ABC):
     weights_name: ClassVar[str | None] = None
     #: Whether the expert appears in the model cards shown to the VLM.
     in_model_cards: ClassVar[bool] = True
+    #: Whether ``run`` uses the result cache (see :mod:`medm3.experts.cache`).
+    cache_results: ClassVar[bool] = True
 
     def __init__(self, *, device: str | None = None, weights: str | Path | None = None) -> None:
         self.device_preference = device
         self.weights = Path(weights) if weights is not None else None
+        #: Result cache used by :meth:`run`; None: the process-wide default.
+        self.result_cache: ResultCache | None = None
         self._ready = False
         self._lock = threading.Lock()
 
@@ -339,17 +350,29 @@ class Expert(ABC):
         args: str | None = "",
         *,
         context: RunContext | None = None,
+        use_cache: bool = True,
     ) -> ExpertResult:
-        """Run the expert.
+        """Run the expert, answering from the result cache when it can.
+
+        Cache (see :mod:`medm3.experts.cache`): a hit returns the stored result
+        with ``info["cache"] = "hit"`` (``info["cache_tier"]``: ``memory`` or
+        ``disk``) without calling ``setup``/``_run``; else
+        :meth:`derive_from_cache` may build it from another cached result
+        (``"derived"``, kept in memory only); else the expert runs, and the
+        result is stored unless ``info["cacheable"] is False`` (``"miss"``).
+        ``"off"`` when the cache is bypassed.
 
         Args:
             images: The input image(s) (see :meth:`check_inputs`).
             args: Argument string as written in the trigger.
             context: Conversation context (earlier results, preferred slice).
+            use_cache: False bypasses the cache (so does ``MEDM3_NO_RESULT_CACHE=1``
+                and ``cache_results = False`` on the class).
 
         Returns:
             The result, with ``timings["setup"]``, ``timings["run"]`` and
-            ``timings["total"]`` filled in.
+            ``timings["total"]`` filled in (a hit: ``timings["cache"]`` and
+            ``timings["total"]``, the original timings in ``info["cached_timings"]``).
 
         Raises:
             ExpertError: A problem the caller (or the VLM) can fix.
@@ -357,15 +380,133 @@ class Expert(ABC):
         start = time.perf_counter()
         named = self.check_inputs(images)
         norm_args = self.parse_args(args)
+        ctx = context or RunContext()
+        key_for = self._cache_keys(named, ctx) if use_cache else None
+        cache = self._cache() if key_for is not None else None
+        key = key_for(norm_args) if key_for is not None else None
+        if cache is not None and key_for is not None and key is not None:
+            found = cache.get(key)
+            if found is not None:
+                result, tier = found
+                result.info["cached_timings"] = dict(result.timings)
+                result.timings = {"cache": time.perf_counter() - start}
+                return self._finish(result, start, "hit", key, tier=tier)
+
+            def lookup(other: str, _key_for: Callable[[str], str] = key_for) -> ExpertResult | None:
+                with contextlib.suppress(ExpertError):
+                    other = self.parse_args(other)
+                hit = cache.get(_key_for(other))
+                return hit[0] if hit is not None else None
+
+            derived = self.derive_from_cache(lookup, named, norm_args, context=ctx)
+            if derived is not None:
+                if derived.info.get("cacheable") is not False:
+                    cache.put(key, derived, disk=False)
+                derived.timings["derive"] = time.perf_counter() - start
+                return self._finish(derived, start, "derived", key)
+
         t0 = time.perf_counter()
         self.setup()
         t1 = time.perf_counter()
-        result = self._run(named, norm_args, context or RunContext())
+        result = self._run(named, norm_args, ctx)
         t2 = time.perf_counter()
         result.timings.setdefault("setup", t1 - t0)
         result.timings.setdefault("run", t2 - t1)
         result.timings["total"] = t2 - start
+        if cache is None or key is None:
+            return self._finish(result, start, "off", None)
+        if result.info.get("cacheable") is not False:
+            cache.put(key, result)
+        return self._finish(result, start, "miss", key)
+
+    @staticmethod
+    def _finish(
+        result: ExpertResult, start: float, status: str, key: str | None, *, tier: str | None = None
+    ) -> ExpertResult:
+        result.timings["total"] = time.perf_counter() - start
+        result.info["cache"] = status
+        if key is not None:
+            result.info["cache_key"] = key
+        if tier is not None:
+            result.info["cache_tier"] = tier
         return result
+
+    def _cache(self) -> ResultCache:
+        from medm3.experts.cache import default_cache
+
+        return self.result_cache if self.result_cache is not None else default_cache()
+
+    def _cache_keys(
+        self, inputs: dict[str, MedicalImage], context: RunContext
+    ) -> Callable[[str], str] | None:
+        """``args -> cache key`` for these inputs, or None when this call is not cached."""
+        from medm3.experts.cache import cache_disabled, cache_key, hash_image
+
+        if not self.cache_results or cache_disabled():
+            return None
+        extra = self.cache_context(inputs, context)
+        if extra is None:
+            return None
+        try:
+            json.dumps(extra, sort_keys=True)
+            weights = self.weights_id()
+        except (TypeError, ValueError, OSError, MedM3Error):
+            return None  # not serialisable / weights missing: run uncached (setup reports it)
+        hashes = {name: hash_image(image) for name, image in inputs.items()}
+        return lambda a: cache_key(self.name, a, weights, hashes, extra)
+
+    def weights_id(self) -> str:
+        """A string identifying the loaded weights, part of the result-cache key.
+
+        Experts with weights override this (e.g. with
+        :func:`medm3.experts.catalogue.weights_version` of their weights folder)
+        so that new weights never serve stale results. It must not load them.
+        """
+        return "none"
+
+    def cache_context(
+        self, inputs: dict[str, MedicalImage], context: RunContext
+    ) -> dict[str, Any] | None:
+        """Context facts that change the result and so belong in the cache key.
+
+        The default: the overlay plane and slice and ``context.options`` (the
+        call is not cached when the options are not JSON-serialisable). Override
+        to add facts (or return None to never cache calls like this one).
+
+        Args:
+            inputs: The checked inputs.
+            context: The run context.
+        """
+        return {
+            "plane": context.plane,
+            "slice_index": context.slice_index,
+            "options": dict(context.options),
+        }
+
+    def derive_from_cache(
+        self,
+        lookup: CacheLookup,
+        inputs: dict[str, MedicalImage],
+        args: str,
+        context: RunContext | None = None,
+    ) -> ExpertResult | None:
+        """Build the result from another cached result of the same image, if possible.
+
+        Called on a cache miss, before ``setup``. ``lookup(other_args)`` returns
+        the cached result for the same inputs, weights and context with
+        ``other_args`` (normalised with :meth:`parse_args`), or None; it never
+        runs the expert. VISTA3D uses it to answer a label-group request from a
+        cached ``everything`` result. Return None (the default) to run normally.
+        A derived result is cached in memory only (unless its
+        ``info["cacheable"]`` is False) and reported as ``info["cache"] = "derived"``.
+
+        Args:
+            lookup: Finds cached results with other args.
+            inputs: The checked inputs.
+            args: The normalised args of this call.
+            context: The run context (always passed by :meth:`run`).
+        """
+        return None
 
     @abstractmethod
     def _run(self, inputs: dict[str, MedicalImage], args: str, context: RunContext) -> ExpertResult:

@@ -153,8 +153,28 @@ def weights_dir(name: str) -> Path:
     return cache_root() / spec.source
 
 
+#: File names torchxrayvision gives each checkpoint (the basename of its release URL);
+#: it finds a checkpoint in ``cache_dir`` by this name. Kept here so checking the cache
+#: needs no torch import; a test compares them with torchxrayvision's own table.
+XRV_FILENAMES: dict[str, str] = {
+    "densenet121-res224-all": "nih-pc-chex-mimic_ch-google-openi-kaggle-densenet121-d121-tw-"
+    "lr001-rot45-tr15-sc15-seed0-best.pt",
+    "densenet121-res224-chex": "chex-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt",
+    "densenet121-res224-mimic_ch": "mimic_ch-densenet121-d121-tw-lr001-rot45-tr15-sc15-"
+    "seed0-best.pt",
+    "densenet121-res224-mimic_nb": "mimic_nb-densenet121-d121-tw-lr001-rot45-tr15-sc15-"
+    "seed0-best.pt",
+    "densenet121-res224-nih": "nih-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt",
+    "densenet121-res224-pc": "pc-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt",
+    "densenet121-res224-rsna": "kaggle-densenet121-d121-tw-lr001-rot45-tr15-sc15-seed0-best.pt",
+    "resnet50-res512-all": "pc-nih-rsna-siim-vin-resnet50-test512-e400-state.pt",
+}
+
+
 def xrv_filename(model: str) -> str:
     """File name torchxrayvision uses for the weights ``model`` (its URL's basename)."""
+    if model in XRV_FILENAMES:
+        return XRV_FILENAMES[model]
     import torchxrayvision as xrv
 
     return os.path.basename(xrv.models.model_urls[model]["weights_url"])

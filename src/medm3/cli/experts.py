@@ -1,0 +1,341 @@
+"""`m3 experts`: list, describe, run and download the expert models.
+
+``list`` and ``cards`` import no torch. ``run`` writes its files into a
+temporary folder and moves them into ``-o DIR`` only when everything
+succeeded, so a failed run writes nothing. Results go to stdout; status lines
+go to stderr when it is a terminal, so a failure is exactly one
+``m3: error: ...`` line.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from medm3.errors import InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from medm3.experts.base import Expert, ExpertResult
+    from medm3.imaging.image import MedicalImage
+
+
+def _status(message: str) -> None:
+    """A progress line on stderr, only when it is a terminal (errors stay one line in logs)."""
+    if sys.stderr.isatty():
+        click.echo(message, err=True)
+
+
+def _weights_state(cls: type[Expert], *, exact: bool) -> str:
+    if cls.weights_name is None:
+        return "not needed"
+    from medm3.experts.download import weights_present
+
+    try:
+        return "present" if weights_present(cls.weights_name, exact=exact) else "missing"
+    except Exception as exc:  # a broken catalogue entry must not break the listing
+        return f"unknown ({type(exc).__name__})"
+
+
+@click.group("experts")
+def experts() -> None:
+    """List, describe, run and download the expert models."""
+
+
+@experts.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+def list_experts(as_json: bool) -> None:
+    """List the experts: name, trigger, modality, task and whether weights are present."""
+    from medm3.experts.registry import expert_names, get_expert_class
+
+    rows: list[dict[str, Any]] = []
+    for name in expert_names():
+        try:
+            cls = get_expert_class(name)
+        except Exception as exc:  # a broken plugin is shown, not fatal
+            rows.append({"name": name, "error": f"{type(exc).__name__}: {exc}"})
+            continue
+        rows.append(
+            {
+                "name": cls.name,
+                "trigger": cls.trigger,
+                "modality": cls.card_modality,
+                "task": cls.task,
+                "weights": _weights_state(cls, exact=False),
+            }
+        )
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    header = ("NAME", "TRIGGER", "MODALITY", "TASK", "WEIGHTS")
+    table = [header] + [
+        (r["name"], "-", "-", "-", f"unavailable: {r['error']}")
+        if "error" in r
+        else (r["name"], r["trigger"], r["modality"], r["task"], r["weights"])
+        for r in rows
+    ]
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(header) - 1)]
+    for row in table:
+        cells = [str(c).ljust(w) for c, w in zip(row, widths, strict=False)]
+        click.echo("  ".join([*cells, str(row[-1])]).rstrip())
+
+
+@experts.command("info")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def info(name: str, as_json: bool) -> None:
+    """Describe expert NAME: model card, arguments, inputs, weights source and folder."""
+    from medm3.experts import catalogue
+    from medm3.experts.registry import get_expert_class
+
+    cls = get_expert_class(name)
+    facts = cls.describe()
+    if cls.weights_name is not None:
+        spec = catalogue.get_spec(cls.weights_name)
+        folder = catalogue.weights_dir(cls.weights_name)
+        facts["weights"] = {
+            "name": spec.name,
+            "source": spec.source,
+            "description": spec.description,
+            "bundle": spec.bundle,
+            "version": spec.version,
+            "hf_repo": spec.hf_repo,
+            "models": list(spec.models),
+            "license": spec.license,
+            "facts": spec.facts,
+            "folder": str(folder),
+            "present": _weights_state(cls, exact=True) == "present",
+        }
+    if as_json:
+        click.echo(json.dumps(facts, indent=2, default=str))
+        return
+    lines = [
+        f"{facts['name']} ({facts['trigger']}): {facts['task']}, {facts['modality']}",
+        f"overview: {facts['overview']}",
+        f"accuracy: {facts['accuracy']}",
+        f"inputs: {', '.join(facts['inputs'])}",
+        f"valid args: {', '.join(facts['valid_args']) or 'none'}"
+        + (" (or other names)" if facts["open_args"] else ""),
+    ]
+    weights = facts["weights"]
+    if isinstance(weights, dict):
+        lines += [
+            f"weights: {weights['description']} [{weights['source']}]",
+            f"license: {weights['license']}",
+            f"folder: {weights['folder']} ({'present' if weights['present'] else 'missing'})",
+        ]
+        lines += [f"  {k}: {v}" for k, v in weights["facts"].items()]
+        if not weights["present"]:
+            lines.append(f"get them with: m3 experts download {cls.name}")
+    else:
+        lines.append("weights: none needed")
+    lines.append(f"model card: {facts['model_card']}")
+    click.echo("\n".join(lines))
+
+
+@experts.command("cards")
+def cards() -> None:
+    """Print the model-card block shown to the VLM."""
+    from medm3.experts.registry import model_cards
+
+    click.echo(model_cards(), nl=False)
+
+
+@experts.command("download")
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Download again even when present.")
+def download(name: str, force: bool) -> None:
+    """Download the weights of expert NAME into the cache."""
+    from medm3.experts import catalogue
+    from medm3.experts.download import download_weights
+    from medm3.experts.registry import get_expert_class
+
+    if name.lower() in catalogue.CATALOGUE:
+        weights_name = name.lower()
+    else:
+        cls = get_expert_class(name)
+        if cls.weights_name is None:
+            click.echo(f"expert '{cls.name}' needs no weights")
+            return
+        weights_name = cls.weights_name
+    _status(f"downloading weights '{weights_name}' ...")
+    folder = download_weights(weights_name, force=force, progress=True)
+    click.echo(f"weights '{weights_name}' are in {folder}")
+
+
+def _parse_images(
+    tokens: tuple[str, ...], inputs: tuple[str, ...]
+) -> list[tuple[str | None, Path]]:
+    """``PATH`` or ``NAME=PATH`` tokens -> (input name or None, path)."""
+    parsed: list[tuple[str | None, Path]] = []
+    for token in tokens:
+        key, sep, rest = token.partition("=")
+        if sep and key.lower() in inputs:
+            parsed.append((key.lower(), Path(rest)))
+        elif sep and not Path(token).exists():
+            raise InputError(
+                f"unknown input name {key!r} in {token!r}; the inputs are: {', '.join(inputs)}"
+            )
+        else:
+            parsed.append((None, Path(token)))
+    named = [n for n, _ in parsed if n is not None]
+    if len(set(named)) != len(named):
+        raise InputError("an input is given twice")
+    if named and len(named) != len(parsed):
+        raise InputError("name either all images (NAME=PATH) or none")
+    return parsed
+
+
+@experts.command("run")
+@click.argument("name")
+@click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
+@click.option("--arg", "arg", default="", help="Argument string, as in <NAME(arg)>.")
+@click.option(
+    "-o",
+    "--output",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Folder for overlays, label map and result.json (default: write nothing).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--mask", "mask_path", type=click.Path(path_type=Path), help="Label map input.")
+@click.option(
+    "--labels",
+    "labels_path",
+    type=click.Path(path_type=Path),
+    help='Label names JSON for the mask: {"1": "spleen", ...} or {"spleen": 1, ...}.',
+)
+@click.option("--modality", default=None, help="Override the image modality (CT, MR, XR ...).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option(
+    "--weights",
+    "weights_path",
+    type=click.Path(path_type=Path),
+    help="Local weights folder/file instead of the cache.",
+)
+@click.option("--slice", "slice_index", type=int, default=None, help="Slice for the overlay.")
+@click.option(
+    "--plane", default="axial", show_default=True, help="axial, coronal or sagittal overlay."
+)
+@click.option("--no-cache", is_flag=True, help="Do not use the result cache.")
+def run(
+    name: str,
+    images: tuple[str, ...],
+    arg: str,
+    out_dir: Path | None,
+    as_json: bool,
+    mask_path: Path | None,
+    labels_path: Path | None,
+    modality: str | None,
+    device: str,
+    weights_path: Path | None,
+    slice_index: int | None,
+    plane: str,
+    no_cache: bool,
+) -> None:
+    """Run expert NAME on IMAGE (or NAME=PATH inputs, e.g. t1ce=a.nii.gz t1=b.nii.gz ...).
+
+    Prints the result text, timings and files written; with --json the
+    result as JSON. Nothing is written unless -o is given.
+    """
+    from medm3.experts.base import RunContext
+    from medm3.experts.catalogue import resolve_weights
+    from medm3.experts.registry import get_expert, get_expert_class
+    from medm3.imaging.io import load_image
+    from medm3.imaging.labels import load_label_map
+    from medm3.imaging.slicing import normalize_plane
+
+    # Cheap checks first: a typo fails before any image is read.
+    cls = get_expert_class(name)
+    plane = normalize_plane(plane)
+    parsed = _parse_images(images, cls.inputs)
+    if mask_path is not None and "mask" not in cls.inputs:
+        raise InputError(f"expert '{cls.name}' takes no mask (its inputs: {', '.join(cls.inputs)})")
+    label_names = load_label_map(labels_path) if labels_path is not None else None
+    device = device.strip().lower()
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise InputError(f"invalid device {device!r}: use auto, cpu, cuda or cuda:N")
+    if cls.weights_name is not None:  # fail on missing weights before reading large images
+        resolve_weights(cls.weights_name, weights_path)
+    expert = get_expert(cls.name, device=None if device == "auto" else device, weights=weights_path)
+    expert.parse_args(arg)
+
+    _status(f"loading {len(parsed) + (mask_path is not None)} image(s) ...")
+    loaded: dict[str, MedicalImage] | list[MedicalImage]
+    if parsed and parsed[0][0] is not None:
+        loaded = {str(n): load_image(p, modality=modality) for n, p in parsed}
+    else:
+        loaded = [load_image(p, modality=modality) for _, p in parsed]
+    if mask_path is not None:
+        named = dict(loaded) if isinstance(loaded, dict) else {}
+        if isinstance(loaded, list):
+            if len(loaded) != 1:
+                raise InputError("with --mask give exactly one image")
+            named[cls.inputs[0]] = loaded[0]
+        named["mask"] = load_image(mask_path)
+        loaded = named
+
+    options: dict[str, Any] = {}
+    if label_names is not None:
+        options["label_names"] = label_names
+    context = RunContext(plane=plane, slice_index=slice_index, options=options)
+    _status(f"running {cls.name} ...")
+    result = expert.run(loaded, arg, context=context, use_cache=not no_cache)
+
+    files: dict[str, str] = {}
+    if out_dir is not None:
+        main = loaded.get(cls.inputs[0]) if isinstance(loaded, dict) else loaded[0]
+        files = _save(result, out_dir, main)
+    _report(result, files, as_json)
+
+
+def _save(result: ExpertResult, out_dir: Path, source_image: MedicalImage | None) -> dict[str, str]:
+    """Write into a temporary folder, then move every file into ``out_dir``."""
+    from medm3.experts.output import save_result
+
+    anchor = out_dir.parent if out_dir.parent.is_dir() else None
+    tmp = Path(tempfile.mkdtemp(prefix=".m3-experts-", dir=anchor))
+    try:
+        written = save_result(result, tmp, source_image=source_image)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        final: dict[str, str] = {}
+        for kind, path in written.items():
+            dest = out_dir / Path(path).name
+            shutil.move(path, dest)
+            final[kind] = str(dest)
+        return final
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _report(result: ExpertResult, files: dict[str, str], as_json: bool) -> None:
+    if as_json:
+        from medm3.experts.output import json_default
+
+        doc = result.to_dict()
+        doc["trigger"] = _trigger(result)
+        doc["files"] = files
+        click.echo(json.dumps(doc, indent=2, default=json_default))
+        return
+    click.echo(result.text.rstrip())
+    timing = ", ".join(f"{k} {v:.2f} s" for k, v in result.timings.items())
+    click.echo(f"timings: {timing} (cache: {result.info.get('cache', 'off')})")
+    for path in files.values():
+        click.echo(f"wrote {path}")
+    sys.stdout.flush()
+
+
+def _trigger(result: ExpertResult) -> str | None:
+    try:
+        return result.trigger_text
+    except Exception:  # expert not in the registry (e.g. a test double)
+        return None
+
+
+__all__ = ["experts"]

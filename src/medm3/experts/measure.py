@@ -1,0 +1,410 @@
+"""The ``measure`` expert: volumes, sizes, intensities and lesion counts of segmented structures.
+
+It needs no weights. The label map comes from the ``mask`` input or, when no
+mask is given, from the latest earlier result with a label map in
+``RunContext.previous`` (segment, then measure). Label names come from that
+result, else from ``RunContext.options["label_names"]`` (``{id: name}``), else
+from ``mask.metadata["label_names"]``, else ``"label N"``.
+
+Per structure (one dict in ``ExpertResult.measurements``, keys below):
+
+* ``label``, ``name``, ``color`` (colour name in the overlay);
+* ``voxels`` and ``volume_ml`` (voxel count x voxel volume, spacing product);
+* ``extent_rl_mm``, ``extent_ap_mm``, ``extent_si_mm``: size of the voxel
+  bounding box along the array axes, which are R-L, A-P and S-I for RAS+
+  volumes (voxel edges included: a single voxel is one spacing long);
+* ``max_axial_diameter_mm`` and ``max_axial_diameter_slice``: the largest
+  in-plane (Feret) diameter over the axial slices, measured on the region's
+  outline (midpoints of the edges between structure and background pixels,
+  so one pixel measures one pixel), using the pixel spacing;
+* ``mean_intensity``, ``std_intensity`` and ``intensity_unit`` (``"HU"`` for
+  CT, ``""`` otherwise);
+* ``components`` and ``largest_component_ml``: connected components with
+  26-connectivity (voxels touching by a face, an edge or a corner belong to
+  the same component; :data:`CONNECTIVITY`).
+
+A requested structure that is known but has no voxels gets ``voxels = 0``
+(text: "not present") and ``None`` for the size fields.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from medm3 import prompts
+from medm3.errors import InputError
+from medm3.experts.base import Expert, ExpertError, ExpertResult, Overlay, RunContext
+
+if TYPE_CHECKING:  # pragma: no cover
+    from medm3.imaging.image import MedicalImage
+
+#: Neighbourhood used to count connected components (3D: faces, edges and corners).
+CONNECTIVITY = 26
+#: Argument meaning "every labelled structure".
+ALL = "all"
+_ALL_ALIASES = ("", "none", "args", "all", "everything")
+
+
+def _norm_name(name: str) -> str:
+    return " ".join(str(name).replace("_", " ").lower().split())
+
+
+class MeasureExpert(Expert):
+    """Measure the structures of a label map on its image (no network, no weights)."""
+
+    name = "measure"
+    trigger = "MEASURE"
+    card_modality = "CT or MRI"
+    modalities = ("CT", "MR")
+    task = "measurement"
+    overview = (
+        "measures volume (mL), maximum axial diameter (mm), extent, mean intensity and "
+        "number of connected components of the structures segmented by an earlier expert "
+        "call; args: 'all' or comma-separated structure names"
+    )
+    accuracy = "exact computation on the segmentation voxels (as accurate as the segmentation)"
+    valid_args = (ALL,)
+    open_args = True
+    inputs = ("image", "mask")
+    weights_name = None
+    #: Cheap to compute and depends on earlier results: never cached.
+    cache_results = False
+
+    def _setup(self) -> None:
+        """Nothing to load."""
+
+    def required_inputs(self) -> tuple[str, ...]:
+        """Only the image; the mask may come from an earlier result."""
+        return ("image",)
+
+    def parse_args(self, args: str | None) -> str:
+        """Normalise ``all`` or a comma-separated list of structure names.
+
+        Names are lower-cased, white space is collapsed and duplicates dropped;
+        whether they exist is checked against the label map at run time.
+        """
+        text = (args or "").strip().strip("'\"").strip()
+        if text.lower() in _ALL_ALIASES:
+            return ALL
+        names: list[str] = []
+        for part in re.split(r"[,;]", text):
+            name = " ".join(part.strip().strip("'\"").lower().split())
+            if name and name not in names:
+                names.append(name)
+        return ", ".join(names) if names else ALL
+
+    def check_inputs(
+        self, images: MedicalImage | Sequence[MedicalImage] | Mapping[str, MedicalImage]
+    ) -> dict[str, MedicalImage]:
+        """Check the image like every expert; the mask is exempt from the modality check.
+
+        Raises:
+            ExpertError: Missing/unknown inputs, wrong modality, or a 2D image.
+        """
+        mask = None
+        if isinstance(images, Mapping):
+            rest = {}
+            for key, value in images.items():
+                if str(key).lower() == "mask":
+                    mask = value
+                else:
+                    rest[key] = value
+            named = super().check_inputs(rest)
+        else:
+            named = super().check_inputs(images)
+        image = named["image"]
+        if not image.is_volume:
+            raise ExpertError(f"{self.trigger} needs a 3D volume, but {image.source} is 2D")
+        if mask is not None:
+            named["mask"] = mask
+        return named
+
+    def _run(self, inputs: dict[str, MedicalImage], args: str, context: RunContext) -> ExpertResult:
+        image = inputs["image"]
+        labels, names, source = self._label_map(image, inputs.get("mask"), context)
+        structures = select_structures(args, labels, names)
+        rows = measure_structures(image, labels, structures)
+        overlays = self._overlays(image, labels, rows, names, context)
+        return ExpertResult(
+            expert=self.name,
+            args=args,
+            text=prompts.measurement_text(rows),
+            overlays=overlays,
+            label_names={r["label"]: r["name"] for r in rows},
+            measurements=rows,
+            info={
+                "label_source": source,
+                "connectivity": CONNECTIVITY,
+                "voxel_volume_mm3": float(np.prod(image.spacing[:3])),
+            },
+        )
+
+    # ------------------------------------------------------------- helpers
+    def _label_map(
+        self, image: MedicalImage, mask: MedicalImage | None, context: RunContext
+    ) -> tuple[np.ndarray, dict[int, str], str]:
+        from medm3.imaging.overlay import check_mask
+
+        option_names = context.options.get("label_names") or {}
+        if mask is not None:
+            names = option_names or mask.metadata.get("label_names") or {}
+            source, where = "mask", f"mask {mask.source}"
+        else:
+            previous = next(
+                (r for r in reversed(context.previous) if r.label_map is not None), None
+            )
+            if previous is None:
+                raise ExpertError(
+                    f"{self.trigger} has no label map to measure: "
+                    "run a segmentation expert first or pass a mask"
+                )
+            mask = previous.label_map
+            names = previous.label_names or option_names
+            source, where = f"previous:{previous.expert}", f"the {previous.expert} result"
+        assert mask is not None
+        try:
+            labels = check_mask(image, mask)
+        except InputError as exc:
+            raise ExpertError(f"cannot measure {where}: {exc.message}") from None
+        return labels, {int(k): str(v) for k, v in dict(names).items()}, source
+
+    def _overlays(
+        self,
+        image: MedicalImage,
+        labels: np.ndarray,
+        rows: list[dict[str, Any]],
+        names: Mapping[int, str],
+        context: RunContext,
+    ) -> list[Overlay]:
+        from medm3.imaging.labels import label_name
+        from medm3.imaging.render import render_slice
+
+        present = [r for r in rows if r["voxels"]]
+        if not present:
+            return []
+        ids = [r["label"] for r in present]
+        shown = np.where(np.isin(labels, ids), labels, 0)
+        index = context.slice_index
+        if index is None and context.plane == "axial" and len(present) == 1:
+            index = present[0]["max_axial_diameter_slice"]
+        try:
+            picture = render_slice(
+                image, plane=context.plane, index=index, mask=shown, label_names=names
+            )
+        except InputError as exc:
+            raise ExpertError(f"cannot render the overlay: {exc.message}") from None
+        meta = picture.info.get("medm3", {})
+        plane, idx = meta.get("plane", context.plane), meta.get("index", index)
+        in_slice = [label_name(names, i) for i in meta.get("labels_in_slice", [])]
+        caption = f"{plane} slice {idx}: " + (", ".join(in_slice) or "no measured structure")
+        return [
+            Overlay(
+                name=f"measure_{plane}_{idx}",
+                image=picture,
+                plane=plane,
+                slice_index=idx,
+                caption=caption,
+            )
+        ]
+
+
+def select_structures(
+    args: str, labels: np.ndarray, names: Mapping[int, str]
+) -> list[tuple[int, str]]:
+    """The ``(label id, name)`` pairs an argument string asks for.
+
+    ``all`` selects every label present. Otherwise each comma-separated name
+    matches a label name (case, ``_`` and spacing ignored) or a label id;
+    failing that, every name containing it (``kidney`` -> ``kidney left``,
+    ``kidney right``).
+
+    Args:
+        args: Normalised argument string (see :meth:`MeasureExpert.parse_args`).
+        labels: The label map.
+        names: Label id -> name.
+
+    Returns:
+        Selected pairs, in the order asked for (``all``: by id).
+
+    Raises:
+        ExpertError: A name matches nothing; the message suggests close names.
+    """
+    from medm3.imaging.labels import label_name
+
+    present = [int(i) for i in np.unique(labels) if i > 0]
+    if args == ALL:
+        return [(i, label_name(names, i)) for i in present]
+    known = {i: label_name(names, i) for i in sorted(set(names) | set(present))}
+    by_name = {_norm_name(n): i for i, n in known.items()}
+    selected: list[tuple[int, str]] = []
+    for query in (q.strip() for q in args.split(",")):
+        key = _norm_name(query)
+        if key in by_name:
+            ids = [by_name[key]]
+        elif key.isdigit() and int(key) in known:
+            ids = [int(key)]
+        else:
+            ids = [i for n, i in by_name.items() if key and key in n]
+        if not ids:
+            close = difflib.get_close_matches(key, list(by_name), n=3, cutoff=0.6)
+            hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            listed = ", ".join(_norm_name(known[i]) for i in present[:20])
+            more = f" ... ({len(present)} in all)" if len(present) > 20 else ""
+            raise ExpertError(
+                f"no structure named {query!r} in the label map.{hint} "
+                f"Structures present: {listed or 'none'}{more}"
+            )
+        selected.extend((i, known[i]) for i in ids if i not in [s[0] for s in selected])
+    return selected
+
+
+def measure_structures(
+    image: MedicalImage, labels: np.ndarray, structures: Sequence[tuple[int, str]]
+) -> list[dict[str, Any]]:
+    """Measure structures of a label map on its image (see the module docstring for keys).
+
+    Args:
+        image: The volume (intensities; multi-channel volumes use channel 0).
+        labels: Integer label map on the image grid.
+        structures: ``(label id, name)`` pairs to measure.
+
+    Returns:
+        One dict per structure, in the given order.
+    """
+    from medm3.imaging.overlay import label_color_name
+
+    ndimage = _require_scipy().ndimage
+
+    spacing = tuple(float(s) for s in image.spacing[:3])
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    values = image.array if image.channels == 1 else image.array[..., 0]
+    unit = "HU" if image.modality == "CT" else ""
+    max_id = max((i for i, _ in structures), default=0)
+    boxes = ndimage.find_objects(labels, max_label=max_id) if max_id else []
+    structure = ndimage.generate_binary_structure(3, 3)  # 26-connectivity
+    rows: list[dict[str, Any]] = []
+    for label_id, name in structures:
+        box = boxes[label_id - 1] if 0 < label_id <= len(boxes) else None
+        row: dict[str, Any] = {
+            "label": int(label_id),
+            "name": name,
+            "color": label_color_name(label_id),
+            "voxels": 0,
+            "volume_ml": 0.0,
+            "extent_rl_mm": None,
+            "extent_ap_mm": None,
+            "extent_si_mm": None,
+            "max_axial_diameter_mm": None,
+            "max_axial_diameter_slice": None,
+            "mean_intensity": None,
+            "std_intensity": None,
+            "intensity_unit": unit,
+            "components": 0,
+            "largest_component_ml": 0.0,
+        }
+        if box is not None:
+            region = labels[box] == label_id
+            count = int(region.sum())
+            components, n_components = ndimage.label(region, structure=structure)
+            sizes = np.bincount(components.ravel())[1:]
+            inside = values[box][region].astype(np.float64)
+            diameter, z = max_axial_diameter(region, spacing[:2])
+            row.update(
+                voxels=count,
+                volume_ml=count * voxel_ml,
+                extent_rl_mm=(box[0].stop - box[0].start) * spacing[0],
+                extent_ap_mm=(box[1].stop - box[1].start) * spacing[1],
+                extent_si_mm=(box[2].stop - box[2].start) * spacing[2],
+                max_axial_diameter_mm=diameter,
+                max_axial_diameter_slice=None if z is None else int(z + box[2].start),
+                mean_intensity=float(inside.mean()),
+                std_intensity=float(inside.std()),
+                components=int(n_components),
+                largest_component_ml=float(sizes.max()) * voxel_ml if sizes.size else 0.0,
+            )
+        rows.append(row)
+    return rows
+
+
+def max_axial_diameter(
+    mask: np.ndarray, pixel_spacing: tuple[float, float]
+) -> tuple[float, int | None]:
+    """Largest in-plane Feret diameter over the axial slices of a 3D mask.
+
+    Args:
+        mask: Boolean ``(X, Y, Z)`` mask.
+        pixel_spacing: Spacing of the X and Y axes in mm.
+
+    Returns:
+        ``(diameter in mm, slice index along Z)``; ``(0.0, None)`` when empty.
+    """
+    best, best_z = 0.0, None
+    for z in np.flatnonzero(mask.reshape(-1, mask.shape[2]).any(axis=0)):
+        diameter = feret_diameter(outline_points(mask[:, :, z], pixel_spacing))
+        if best_z is None or diameter > best:
+            best, best_z = diameter, int(z)
+    return best, best_z
+
+
+def outline_points(mask2d: np.ndarray, pixel_spacing: tuple[float, float]) -> np.ndarray:
+    """Midpoints of the edges between mask pixels and non-mask pixels, in mm.
+
+    Args:
+        mask2d: Boolean 2D mask.
+        pixel_spacing: Spacing of the two axes in mm.
+
+    Returns:
+        ``(N, 2)`` float array of outline points.
+    """
+    padded = np.pad(mask2d.astype(bool), 1)
+    core = padded[1:-1, 1:-1]
+    points = []
+    for dr, dc in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+        neighbour = padded[1 + dr : padded.shape[0] - 1 + dr, 1 + dc : padded.shape[1] - 1 + dc]
+        rows, cols = np.nonzero(core & ~neighbour)
+        points.append(np.stack([rows + 0.5 * dr, cols + 0.5 * dc], axis=1))
+    pts = np.concatenate(points) * np.asarray(pixel_spacing, dtype=np.float64)
+    return np.unique(pts, axis=0)
+
+
+def feret_diameter(points: np.ndarray) -> float:
+    """Largest distance between two of the given 2D points (convex hull + pairwise).
+
+    Args:
+        points: ``(N, 2)`` array.
+
+    Returns:
+        The maximum pairwise distance (0 for fewer than two points).
+    """
+    if len(points) < 2:
+        return 0.0
+    if len(points) > 64:
+        _require_scipy()
+        from scipy.spatial import ConvexHull, QhullError
+
+        try:
+            points = points[ConvexHull(points).vertices]
+        except QhullError:  # collinear: the extremes along the main direction
+            centred = points - points.mean(axis=0)
+            direction = np.linalg.svd(centred, full_matrices=False)[2][0]
+            proj = centred @ direction
+            return float(math.dist(points[int(proj.argmin())], points[int(proj.argmax())]))
+    diff = points[:, None, :] - points[None, :, :]
+    return float(np.sqrt((diff**2).sum(axis=-1)).max())
+
+
+def _require_scipy() -> Any:
+    """Import scipy (with ``scipy.ndimage``), or say which extra installs it."""
+    try:
+        import scipy.ndimage
+    except ImportError:
+        from medm3.errors import MissingDependencyError
+
+        raise MissingDependencyError("scipy", "experts", "The measure expert") from None
+    return scipy
