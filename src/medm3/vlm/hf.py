@@ -1,0 +1,714 @@
+"""The ``hf`` backend: any transformers image-text-to-text model with a chat template.
+
+Works with models that load through ``AutoModelForImageTextToText`` and
+``AutoProcessor`` and ship a chat template: Qwen2-VL / Qwen2.5-VL, MedGemma /
+Gemma 3, llava-hf LLaVA, Idefics3 / SmolVLM, ... from a Hub id or a local folder.
+
+How a conversation is rendered:
+
+* Each :class:`~medm3.vlm.base.Message` becomes ``{"role", "content": [...]}``
+  with ``{"type": "image"}`` entries where image parts stand and
+  ``{"type": "text"}`` entries (adjacent text parts joined); the images are
+  passed to the processor in the same order.
+* ``tool`` turns: most VLM chat templates have no tool role, so a tool turn is
+  rendered as a **user** turn whose text starts with ``"Tool result: "``. When
+  the template does handle a ``tool`` role (detected by rendering a probe, or
+  forced with ``tool_role=True``) the text is sent as a ``tool`` turn (with
+  ``tool_call_id``) and its images follow in a user turn.
+* Assistant tool calls (not produced by this backend, which has
+  ``supports_tools = False``) are written as ``Tool call: NAME {json}`` text.
+* Consecutive turns of the same role are merged (templates such as Gemma 3
+  require strict user/assistant alternation); a template that rejects the
+  system role gets the system text at the start of the first user turn.
+* Control tokens of the tokenizer (``<image>``, ``<|im_start|>``, ...) typed
+  inside message text are broken with a zero-width space, so user text can
+  neither inject turns nor add image placeholders.
+
+Decoding: greedy when ``temperature`` is 0, else sampling (``seed`` honoured
+without touching the global RNG); ``min_new_tokens``; stops at the tokenizer's
+and the generation config's EOS tokens and at ``GenerationConfig.stop`` strings
+(removed from the text). Only new tokens are decoded. :meth:`HFBackend.stream`
+uses ``TextIteratorStreamer``; :meth:`HFBackend.generate_batch` runs real
+left-padded batches.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from medm3.errors import InputError, MedM3Error, MissingDependencyError
+from medm3.vlm.base import (
+    Generation,
+    GenerationConfig,
+    ImagePart,
+    Message,
+    TextPart,
+    VLMBackend,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from PIL import Image
+
+__all__ = ["HFBackend"]
+
+log = logging.getLogger(__name__)
+
+_ZWSP = "\u200b"
+_TOOL_PROBE = "medm3-tool-probe-7f3a"
+_DTYPES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "float": "float32",
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+}
+
+
+def _import_torch_transformers() -> tuple[Any, Any]:
+    try:
+        import torch
+        import transformers
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        package = "torch" if "torch" in str(exc) else "transformers"
+        raise MissingDependencyError(package, "hf", "The 'hf' backend") from None
+    return torch, transformers
+
+
+def _looks_like_path(model_id: str) -> bool:
+    return (
+        model_id.startswith((".", "/", "~", "\\"))
+        or model_id.count("/") > 1
+        or (os.sep != "/" and os.sep in model_id)
+        or bool(re.match(r"^[A-Za-z]:[\\/]", model_id))
+    )
+
+
+class HFBackend(VLMBackend):
+    """Transformers vision-language models driven through their chat template.
+
+    Args:
+        model_id: Hugging Face Hub id (``google/medgemma-4b-it``) or local folder.
+        device: ``cuda``, ``cuda:1``, ``cpu``, ``mps``, or ``auto`` (shard with
+            accelerate's ``device_map="auto"``); ``None`` picks CUDA, then MPS, then CPU.
+        dtype: ``bfloat16``, ``float16``, ``float32``, ``auto`` (the checkpoint's)
+            or a ``torch.dtype``; ``None`` is bfloat16 on CUDA (float16 without
+            bf16 support) and float32 elsewhere.
+        trust_remote_code: Allow the model's own Python code (only for repos you trust).
+        tool_role: Render ``tool`` turns with the template's tool role (True),
+            as user text ``Tool result: ...`` (False), or detect it (None).
+        batch_size: Largest batch :meth:`generate_batch` runs at once.
+
+    Raises:
+        MissingDependencyError: torch or transformers is not installed.
+        InputError: A local folder that does not exist, or a bad dtype.
+        MedM3Error: The model cannot be loaded (offline, unknown id, not an
+            image-text-to-text model, no chat template).
+    """
+
+    name = "hf"
+    vila_format = False
+    supports_tools = False
+
+    def __init__(
+        self,
+        model_id: str,
+        *,
+        device: str | None = None,
+        dtype: str | Any | None = None,
+        trust_remote_code: bool = False,
+        tool_role: bool | None = None,
+        batch_size: int = 8,
+    ) -> None:
+        super().__init__(model_id)
+        torch, transformers = _import_torch_transformers()
+        if batch_size < 1:
+            raise InputError(f"batch_size must be at least 1, got {batch_size}")
+        self.batch_size = batch_size
+        self._lock = threading.RLock()
+        self._warned_tools = False
+
+        source = self._resolve_source(model_id)
+        self.device = self._resolve_device(torch, device)
+        torch_dtype = self._resolve_dtype(torch, dtype, self.device)
+        load_kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code, "dtype": torch_dtype}
+        if self.device == "auto":
+            load_kwargs["device_map"] = "auto"
+        try:
+            self.processor = transformers.AutoProcessor.from_pretrained(
+                source, trust_remote_code=trust_remote_code
+            )
+            model = transformers.AutoModelForImageTextToText.from_pretrained(source, **load_kwargs)
+        except (OSError, ValueError, KeyError) as exc:
+            raise MedM3Error(self._load_error(model_id, source, exc)) from None
+        if self.device != "auto":
+            model = model.to(self.device)
+        self.model = model.eval()
+        self.dtype = next(model.parameters()).dtype
+
+        self.tokenizer = getattr(self.processor, "tokenizer", None)
+        if self.tokenizer is None:
+            raise MedM3Error(f"model '{model_id}': its processor has no tokenizer")
+        template = getattr(self.processor, "chat_template", None) or getattr(
+            self.tokenizer, "chat_template", None
+        )
+        if not template:
+            raise MedM3Error(
+                f"model '{model_id}' has no chat template (chat_template.jinja); the 'hf' backend "
+                "needs an instruction-tuned model whose processor defines one"
+            )
+        self._template_text = template if isinstance(template, str) else json.dumps(template)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self._control_re = self._control_token_pattern()
+        self.tool_role = self._detect_tool_role() if tool_role is None else tool_role
+
+    # ------------------------------------------------------------------ loading
+
+    @staticmethod
+    def _resolve_source(model_id: str) -> str:
+        path = Path(model_id).expanduser()
+        if path.is_dir():
+            return str(path)
+        if path.exists():
+            raise InputError("is a file; pass the model folder (with config.json)", path)
+        if _looks_like_path(model_id):
+            raise InputError("model folder not found", path)
+        return model_id
+
+    @staticmethod
+    def _resolve_device(torch: Any, device: str | None) -> str:
+        if device is not None:
+            return str(device)
+        if torch.cuda.is_available():
+            return "cuda"
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return "mps"
+        return "cpu"
+
+    @staticmethod
+    def _resolve_dtype(torch: Any, dtype: Any, device: str) -> Any:
+        if dtype is None:
+            if device.startswith("cuda") or device == "auto":
+                if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+                    return torch.bfloat16
+                return torch.float16 if torch.cuda.is_available() else torch.float32
+            return torch.float32
+        if isinstance(dtype, torch.dtype):
+            return dtype
+        name = str(dtype).lower().removeprefix("torch.")
+        if name == "auto":
+            return "auto"
+        if name not in _DTYPES:
+            raise InputError(f"unknown dtype '{dtype}' (choose bfloat16, float16, float32 or auto)")
+        return getattr(torch, _DTYPES[name])
+
+    @staticmethod
+    def _load_error(model_id: str, source: str, exc: Exception) -> str:
+        detail = " ".join(str(exc).split())[:300]
+        if source != model_id or Path(source).is_dir():
+            return (
+                f"cannot load the model folder '{source}' with transformers "
+                f"(AutoModelForImageTextToText + AutoProcessor): {detail}"
+            )
+        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or os.environ.get(
+            "TRANSFORMERS_OFFLINE", ""
+        ) not in ("", "0")
+        local_name = model_id.rsplit("/", 1)[-1]
+        hint = (
+            f"Download it where there is internet access with "
+            f"`hf download {model_id} --local-dir ./{local_name}` "
+            f"(gated models need `hf auth login` first), then pass the folder "
+            f"(e.g. --model ./{local_name})."
+        )
+        if isinstance(exc, ValueError) and "Unrecognized" in str(exc) and "connect" not in str(exc):
+            return (
+                f"'{model_id}' is not an image-text-to-text model that transformers can load "
+                f"with AutoModelForImageTextToText/AutoProcessor (try trust_remote_code=True "
+                f"for custom code, or the 'vila' backend for VILA-M3): {detail}"
+            )
+        where = " (offline mode: HF_HUB_OFFLINE is set)" if offline else ""
+        return (
+            f"cannot load Hugging Face model '{model_id}': not in the local cache and not "
+            f"downloadable{where}. {hint} Details: {detail}"
+        )
+
+    def _control_token_pattern(self) -> re.Pattern[str] | None:
+        tokens: set[str] = set(getattr(self.tokenizer, "all_special_tokens", []) or [])
+        decoder = getattr(self.tokenizer, "added_tokens_decoder", {}) or {}
+        for added in decoder.values():
+            content = getattr(added, "content", str(added))
+            if getattr(added, "special", False) or content in self._template_text:
+                tokens.add(content)
+        for attr in ("image_token", "boi_token", "eoi_token", "video_token", "fake_image_token"):
+            value = getattr(self.processor, attr, None)
+            if isinstance(value, str):
+                tokens.add(value)
+        tokens = {t for t in tokens if len(t) > 1 and not t.isspace()}
+        if not tokens:
+            return None
+        return re.compile("|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True)))
+
+    def _detect_tool_role(self) -> bool:
+        """True when the chat template visibly renders a ``tool`` turn."""
+        if not re.search(r"""['"]tool['"]""", self._template_text):
+            return False
+        probe = [
+            {"role": "user", "content": [{"type": "text", "text": "q"}]},
+            {"role": "assistant", "content": [{"type": "text", "text": "a"}]},
+            {
+                "role": "tool",
+                "content": [{"type": "text", "text": _TOOL_PROBE}],
+                "tool_call_id": "0",
+            },
+        ]
+        try:
+            rendered = self.processor.apply_chat_template(
+                probe, add_generation_prompt=True, tokenize=False
+            )
+        except Exception:  # any template error means: no usable tool role
+            return False
+        return _TOOL_PROBE in rendered
+
+    # ------------------------------------------------------------------ prompts
+
+    def _sanitize(self, text: str) -> str:
+        if self._control_re is None:
+            return text
+        return self._control_re.sub(lambda m: m.group(0)[0] + _ZWSP + m.group(0)[1:], text)
+
+    def _content(self, parts: Sequence[Any], prefix: str = "") -> tuple[list[dict], list[Any]]:
+        """Processor content list (adjacent text joined) and the images, in order."""
+        content: list[dict[str, Any]] = []
+        images: list[Any] = []
+        pending = prefix
+        for part in parts:
+            if isinstance(part, TextPart):
+                pending += self._sanitize(part.text)
+            elif isinstance(part, ImagePart):
+                if pending:
+                    content.append({"type": "text", "text": pending})
+                    pending = ""
+                content.append({"type": "image"})
+                img = part.image
+                images.append(img if img.mode == "RGB" else img.convert("RGB"))
+        if pending or not content:
+            content.append({"type": "text", "text": pending})
+        return content, images
+
+    def _to_chat(
+        self, messages: Sequence[Message], *, fold_system: bool = False
+    ) -> tuple[list[dict[str, Any]], list[Image.Image]]:
+        turns: list[dict[str, Any]] = []
+        for msg in messages:
+            if msg.role == "tool":
+                if self.tool_role:
+                    text_parts = [p for p in msg.content if isinstance(p, TextPart)]
+                    content, _ = self._content(text_parts)
+                    turns.append(
+                        {"role": "tool", "content": content, "tool_call_id": msg.tool_call_id}
+                    )
+                    image_parts = [p for p in msg.content if isinstance(p, ImagePart)]
+                    if image_parts:
+                        content, imgs = self._content(image_parts)
+                        turns.append({"role": "user", "content": content, "_images": imgs})
+                    continue
+                content, imgs = self._content(msg.content, prefix="Tool result: ")
+                turns.append({"role": "user", "content": content, "_images": imgs})
+                continue
+            parts = list(msg.content)
+            if msg.role == "assistant" and msg.tool_calls:
+                calls = "\n".join(
+                    f"Tool call: {c.name} {json.dumps(c.arguments, ensure_ascii=False)}"
+                    for c in msg.tool_calls
+                )
+                sep = "\n" if msg.plain_text else ""
+                parts.append(TextPart(sep + calls))
+            content, imgs = self._content(parts)
+            turns.append({"role": msg.role, "content": content, "_images": imgs})
+
+        if fold_system:
+            system = [t for t in turns if t["role"] == "system"]
+            turns = [t for t in turns if t["role"] != "system"]
+            if system:
+                folded: list[dict[str, Any]] = []
+                imgs = []
+                for t in system:
+                    folded += t["content"] + [{"type": "text", "text": "\n\n"}]
+                    imgs += t["_images"]
+                if turns and turns[0]["role"] == "user":
+                    turns[0] = {
+                        "role": "user",
+                        "content": folded + turns[0]["content"],
+                        "_images": imgs + turns[0]["_images"],
+                    }
+                else:
+                    turns.insert(0, {"role": "user", "content": folded, "_images": imgs})
+
+        merged: list[dict[str, Any]] = []
+        for t in turns:
+            if merged and merged[-1]["role"] == t["role"] and t["role"] != "tool":
+                prev = merged[-1]
+                prev["content"] = (
+                    prev["content"] + [{"type": "text", "text": "\n\n"}] + t["content"]
+                )
+                prev["_images"] = prev.get("_images", []) + t.get("_images", [])
+            else:
+                merged.append(dict(t))
+        images: list[Any] = []
+        chat = []
+        for t in merged:
+            images += t.pop("_images", [])
+            t["content"] = _join_text(t["content"])
+            chat.append(t)
+        return chat, images
+
+    def render(self, messages: Sequence[Message]) -> tuple[str, list[Image.Image]]:
+        """Render a conversation to the prompt string (generation prompt added) and its images.
+
+        Args:
+            messages: The conversation.
+
+        Returns:
+            The prompt text exactly as tokenized, and the images in placeholder order.
+
+        Raises:
+            InputError: Empty conversation or a template that rejects it.
+        """
+        if not messages:
+            raise InputError("cannot generate from an empty conversation")
+        from jinja2.exceptions import TemplateError
+
+        chat, images = self._to_chat(messages)
+        try:
+            prompt = self.processor.apply_chat_template(
+                chat, add_generation_prompt=True, tokenize=False
+            )
+        except TemplateError as first:
+            try:  # e.g. "System role not supported": fold the system text into the user turn
+                chat, images = self._to_chat(messages, fold_system=True)
+                prompt = self.processor.apply_chat_template(
+                    chat, add_generation_prompt=True, tokenize=False
+                )
+            except TemplateError:
+                raise InputError(
+                    f"the chat template of '{self.model_id}' rejects this conversation: {first}"
+                ) from None
+        return prompt, images
+
+    # ---------------------------------------------------------------- generation
+
+    def _encode(self, prompts: list[str], images: list[list[Any]]) -> Any:
+        kwargs: dict[str, Any] = {"text": prompts, "return_tensors": "pt", "padding": True}
+        if any(images):
+            kwargs["images"] = images
+        bos = getattr(self.tokenizer, "bos_token", None)
+        if bos and prompts[0].startswith(bos):
+            kwargs["add_special_tokens"] = False  # the template already wrote BOS
+        try:
+            inputs = self.processor(**kwargs)
+        except ValueError as exc:
+            raise MedM3Error(f"model '{self.model_id}' cannot process this input: {exc}") from None
+        import torch
+
+        device = self.model.device if self.device == "auto" else self.device
+        moved = {}
+        for key, value in inputs.items():
+            if isinstance(value, torch.Tensor):
+                value = value.to(device)
+                if torch.is_floating_point(value):
+                    value = value.to(self.dtype)
+            moved[key] = value
+        return moved
+
+    def _eos_ids(self) -> list[int]:
+        ids: list[int] = []
+        for source in (self.model.generation_config.eos_token_id, self.tokenizer.eos_token_id):
+            if source is None:
+                continue
+            for i in source if isinstance(source, (list, tuple)) else [source]:
+                if i not in ids:
+                    ids.append(int(i))
+        return ids
+
+    def _gen_kwargs(self, config: GenerationConfig) -> dict[str, Any]:
+        import copy
+
+        gen = copy.deepcopy(self.model.generation_config)
+        max_new = max(1, config.max_new_tokens)
+        gen.max_new_tokens = max_new
+        gen.max_length = None
+        gen.min_new_tokens = min(max(0, config.min_new_tokens), max_new)
+        gen.do_sample = not config.greedy
+        if config.greedy:
+            gen.temperature, gen.top_p, gen.top_k = None, None, None
+        else:
+            gen.temperature, gen.top_p = config.temperature, config.top_p
+        gen.eos_token_id = self._eos_ids() or None
+        gen.pad_token_id = self.tokenizer.pad_token_id
+        kwargs: dict[str, Any] = {"generation_config": gen}
+        if config.stop:
+            gen.stop_strings = list(config.stop)
+            kwargs["tokenizer"] = self.tokenizer
+        return kwargs
+
+    def _run_generate(self, inputs: dict[str, Any], config: GenerationConfig, **extra: Any) -> Any:
+        import torch
+
+        kwargs = {**inputs, **self._gen_kwargs(config), **extra}
+        with torch.inference_mode():
+            if config.seed is not None and not config.greedy:
+                devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+                with torch.random.fork_rng(devices=devices):
+                    torch.manual_seed(config.seed)
+                    return self.model.generate(**kwargs)
+            return self.model.generate(**kwargs)
+
+    def _warn_tools(self, tools: Sequence[dict[str, Any]] | None) -> None:
+        if tools and not self._warned_tools:
+            self._warned_tools = True
+            log.warning(
+                "the 'hf' backend has no native tool calling; the %d tool definition(s) are "
+                "ignored (describe the experts in the prompt instead)",
+                len(tools),
+            )
+
+    def generate(
+        self,
+        messages: Sequence[Message],
+        config: GenerationConfig | None = None,
+        *,
+        tools: Sequence[dict[str, Any]] | None = None,
+    ) -> Generation:
+        """Generate the next assistant turn (see the module docstring for the rendering).
+
+        Args:
+            messages: The conversation.
+            config: Decoding settings (default :class:`GenerationConfig`).
+            tools: Ignored (this backend has no native tool calling); a warning is logged.
+
+        Returns:
+            The generation; ``raw["prompt"]`` holds the rendered prompt.
+        """
+        self._warn_tools(tools)
+        return self._generate_many([messages], config or GenerationConfig())[0]
+
+    def generate_batch(
+        self,
+        conversations: Sequence[Sequence[Message]],
+        config: GenerationConfig | None = None,
+    ) -> list[Generation]:
+        """Generate for several conversations in left-padded batches of ``batch_size``.
+
+        Conversations with and without images are batched separately (processors
+        disagree on empty image lists). Greedy results equal sequential :meth:`generate`.
+
+        Args:
+            conversations: The conversations.
+            config: Decoding settings shared by all.
+
+        Returns:
+            One generation per conversation, in order.
+        """
+        config = config or GenerationConfig()
+        rendered = [self.render(c) for c in conversations]
+        results: list[Generation | None] = [None] * len(rendered)
+        for with_images in (False, True):
+            idx = [i for i, (_, imgs) in enumerate(rendered) if bool(imgs) == with_images]
+            for start in range(0, len(idx), self.batch_size):
+                chunk = idx[start : start + self.batch_size]
+                outs = self._generate_rendered([rendered[i] for i in chunk], config)
+                for i, out in zip(chunk, outs, strict=True):
+                    results[i] = out
+        return [r for r in results if r is not None]
+
+    def _generate_many(
+        self, conversations: Sequence[Sequence[Message]], config: GenerationConfig
+    ) -> list[Generation]:
+        return self._generate_rendered([self.render(c) for c in conversations], config)
+
+    def _generate_rendered(
+        self, rendered: list[tuple[str, list[Any]]], config: GenerationConfig
+    ) -> list[Generation]:
+        prompts = [p for p, _ in rendered]
+        images = [imgs for _, imgs in rendered]
+        with self._lock:
+            inputs = self._encode(prompts, images)
+            output = self._run_generate(inputs, config)
+        start = inputs["input_ids"].shape[1]
+        new_tokens = output[:, start:].tolist()
+        prompt_lens = inputs["attention_mask"].sum(dim=1).tolist()
+        eos = set(self._eos_ids())
+        pad = self.tokenizer.pad_token_id
+        results = []
+        for row, prompt, n_prompt in zip(new_tokens, prompts, prompt_lens, strict=True):
+            n = len(row)
+            hit_eos = False
+            for k, tok in enumerate(row):
+                if tok in eos:
+                    n, hit_eos = k + 1, True
+                    break
+            if not hit_eos:
+                while n > 0 and row[n - 1] == pad and pad not in eos:
+                    n -= 1
+            text = self.tokenizer.decode(row[:n], skip_special_tokens=True)
+            text, stopped = _cut_at_stop(text, config.stop)
+            finish = "stop" if (hit_eos or stopped or n < config.max_new_tokens) else "length"
+            results.append(
+                Generation(
+                    text=text,
+                    finish_reason=finish,
+                    prompt_tokens=int(n_prompt),
+                    completion_tokens=n,
+                    raw={"prompt": prompt, "model": self.model_id},
+                )
+            )
+        return results
+
+    def stream(
+        self,
+        messages: Sequence[Message],
+        config: GenerationConfig | None = None,
+        *,
+        tools: Sequence[dict[str, Any]] | None = None,
+    ) -> Iterator[str]:
+        """Yield text deltas as they are generated (``TextIteratorStreamer``).
+
+        The concatenated deltas equal :meth:`generate`'s text for the same input
+        and greedy decoding; text that may begin a stop string is held back until
+        it is known not to. Closing the iterator early stops the generation.
+
+        Args:
+            messages: The conversation.
+            config: Decoding settings.
+            tools: Ignored (no native tool calling).
+
+        Yields:
+            Text deltas.
+        """
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        self._warn_tools(tools)
+        config = config or GenerationConfig()
+        prompt, images = self.render(messages)
+        cancel = threading.Event()
+
+        class _Cancel(StoppingCriteria):
+            def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> Any:
+                import torch
+
+                return torch.full(
+                    (input_ids.shape[0],),
+                    cancel.is_set(),
+                    dtype=torch.bool,
+                    device=input_ids.device,
+                )
+
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        errors: list[BaseException] = []
+
+        with self._lock:
+            inputs = self._encode([prompt], [images])
+
+            def run() -> None:
+                try:
+                    self._run_generate(
+                        inputs,
+                        config,
+                        streamer=streamer,
+                        stopping_criteria=StoppingCriteriaList([_Cancel()]),
+                    )
+                except BaseException as exc:  # re-raised in the consumer
+                    errors.append(exc)
+                    streamer.end()
+
+            thread = threading.Thread(target=run, name="medm3-hf-stream", daemon=True)
+            thread.start()
+            try:
+                yield from _filter_stops(streamer, config.stop, cancel)
+            finally:
+                cancel.set()
+                thread.join()
+        if errors:
+            raise errors[0]
+
+    def close(self) -> None:
+        """Drop the model and free accelerator memory."""
+        import gc
+
+        self.model = None  # type: ignore[assignment]
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:  # pragma: no cover
+            pass
+
+
+def _join_text(content: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Merge adjacent text entries; drop empty ones unless nothing else is left."""
+    out: list[dict[str, Any]] = []
+    for item in content:
+        if item["type"] == "text":
+            if out and out[-1]["type"] == "text":
+                out[-1] = {"type": "text", "text": out[-1]["text"] + item["text"]}
+                continue
+            if not item["text"]:
+                continue
+        out.append(dict(item))
+    return out or [{"type": "text", "text": ""}]
+
+
+def _cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
+    """Cut ``text`` at the earliest stop string; True when one was found."""
+    cut = min((i for s in stops if s and (i := text.find(s)) >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def _filter_stops(
+    chunks: Iterator[str], stops: Sequence[str], cancel: threading.Event
+) -> Iterator[str]:
+    """Pass chunks through, ending at the first stop string (excluded) and holding back
+    any tail that could be the start of one."""
+    stops = [s for s in stops if s]
+    if not stops:
+        for chunk in chunks:
+            if chunk:
+                yield chunk
+        return
+    pending = ""
+    for chunk in chunks:
+        pending += chunk
+        text, stopped = _cut_at_stop(pending, stops)
+        if stopped:
+            if text:
+                yield text
+            cancel.set()
+            for _ in chunks:  # drain so the producer thread can finish
+                pass
+            return
+        hold = 0
+        for s in stops:
+            for k in range(min(len(s) - 1, len(pending)), 0, -1):
+                if pending.endswith(s[:k]):
+                    hold = max(hold, k)
+                    break
+        if len(pending) > hold:
+            yield pending[: len(pending) - hold]
+            pending = pending[len(pending) - hold :]
+    if pending:
+        yield pending
