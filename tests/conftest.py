@@ -20,6 +20,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep every test's weights/result cache out of the user's ~/.cache/medm3."""
+    if "MEDM3_CACHE" not in os.environ:
+        os.environ["MEDM3_CACHE"] = str(tmp_path_factory.mktemp("medm3-cache"))
+
+
 def _data_dir() -> Path:
     return Path(os.environ.get("MEDM3_TEST_DATA", DEFAULT_DATA))
 

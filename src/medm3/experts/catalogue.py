@@ -175,7 +175,9 @@ def xrv_filename(model: str) -> str:
     """File name torchxrayvision uses for the weights ``model`` (its URL's basename)."""
     if model in XRV_FILENAMES:
         return XRV_FILENAMES[model]
-    import torchxrayvision as xrv
+    from medm3.experts.cxr import import_xrv
+
+    xrv = import_xrv()
 
     return os.path.basename(xrv.models.model_urls[model]["weights_url"])
 
@@ -195,8 +197,9 @@ def manual_command(spec: WeightsSpec, target: Path) -> str:
             f"python -m monai.bundle download --name {spec.bundle}{version} "
             f"--bundle_dir {target.parent}"
         )
-    import torchxrayvision as xrv
+    from medm3.experts.cxr import import_xrv
 
+    xrv = import_xrv()
     urls = [xrv.models.model_urls[m]["weights_url"] for m in spec.models]
     return "; ".join(f"wget {u} -P {target}" for u in urls)
 

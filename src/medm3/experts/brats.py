@@ -1,0 +1,503 @@
+"""BraTS expert: brain-tumour sub-region segmentation from four MRI sequences.
+
+Runs the MONAI model-zoo bundle ``brats_mri_segmentation`` (SegResNet trained
+on BraTS 2018) the way the bundle's inference config does:
+
+* **Inputs** are named, never taken by position: ``t1ce``, ``t1``, ``t2``,
+  ``flair`` (the reference demo fed them in the wrong order). They are stacked
+  in the bundle's channel order T1ce, T1, T2, FLAIR (:data:`CHANNEL_ORDER`).
+  All four must lie on one grid (same shape and affine): the expert does not
+  register or resample (co-registered, skull-stripped ~1 mm data, as in BraTS).
+* **Preprocessing**: ``NormalizeIntensity(nonzero=True, channel_wise=True)``.
+  Arrays are used in medm3's RAS+ voxel order; the network was trained with
+  random flips on every axis, so the orientation convention does not matter.
+* **Inference**: sliding window, roi ``240 x 240 x 160`` and overlap ``0.5``
+  (both read from ``configs/inference.json`` ``inferer`` when defined), AMP
+  (bf16/fp16 autocast) on CUDA, fp32 on CPU.
+* **Postprocessing**: sigmoid, threshold 0.5; output channels are TC, WT, ET;
+  label map 4 where ET, else 1 where TC, else 2 where WT, else 0 (BraTS labels:
+  1 necrotic / non-enhancing core, 2 oedema, 4 enhancing tumour).
+
+Weights: a bundle folder (``--weights`` or the catalogue cache) holding
+``models/model.pt`` (a raw state dict or ``{"model": state_dict}``, loaded
+strictly). The network is built from ``configs/inference.json``
+``network_def`` when present, else the bundle's SegResNet (:data:`DEFAULT_NETWORK`).
+
+The result text is :func:`medm3.prompts.brats_text` exactly (what the released
+VILA-M3 checkpoints were trained on); tumour volumes in mL go to
+``measurements`` (TC, WT, ET).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from medm3 import prompts
+from medm3.experts.base import Expert, ExpertError, ExpertResult, Overlay, RunContext
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from medm3.imaging.image import MedicalImage
+
+#: Input names, in the bundle's channel order (T1ce, T1, T2, FLAIR).
+CHANNEL_ORDER: tuple[str, ...] = ("t1ce", "t1", "t2", "flair")
+
+#: BraTS label values of the output label map.
+LABEL_NAMES: dict[int, str] = {
+    1: "necrotic / non-enhancing tumor core",
+    2: "peritumoral edema",
+    4: "enhancing tumor",
+}
+
+#: Network of the released bundle, used when ``configs/inference.json`` has no ``network_def``.
+DEFAULT_NETWORK: dict[str, Any] = {
+    "blocks_down": [1, 2, 2, 4],
+    "blocks_up": [1, 1, 1],
+    "init_filters": 16,
+    "in_channels": 4,
+    "out_channels": 3,
+    "dropout_prob": 0.2,
+}
+
+#: Sliding-window roi when the bundle config does not define one.
+DEFAULT_ROI: tuple[int, int, int] = (240, 240, 160)
+#: Sliding-window overlap when the bundle config does not define one.
+DEFAULT_OVERLAP = 0.5
+#: Probability threshold applied after the sigmoid.
+THRESHOLD = 0.5
+#: Largest affine difference (mm) tolerated between the four inputs.
+GRID_ATOL_MM = 1e-2
+
+#: Network output channels -> (abbreviation, name, label values forming the region).
+REGIONS: tuple[tuple[str, str, tuple[int, ...]], ...] = (
+    ("TC", "tumor core", (1, 4)),
+    ("WT", "whole tumor", (1, 2, 4)),
+    ("ET", "enhancing tumor", (4,)),
+)
+
+#: Inputs the overlay may be drawn on (``context.options["overlay_on"]``).
+OVERLAY_INPUTS: tuple[str, ...] = ("flair", "t1ce", "t1", "t2")
+
+
+def regions_to_labels(regions: np.ndarray) -> np.ndarray:
+    """Turn the thresholded TC / WT / ET channels into a BraTS label map.
+
+    Args:
+        regions: Boolean array ``(3, X, Y, Z)``: channels TC, WT, ET.
+
+    Returns:
+        ``uint8`` array ``(X, Y, Z)``: 4 where ET, else 1 where TC, else 2
+        where WT, else 0.
+    """
+    regions = np.asarray(regions, dtype=bool)
+    if regions.shape[0] != 3:
+        raise ValueError(f"expected 3 channels (TC, WT, ET), got {regions.shape[0]}")
+    tc, wt, et = regions[0], regions[1], regions[2]
+    labels = np.zeros(regions.shape[1:], dtype=np.uint8)
+    labels[wt] = 2
+    labels[tc] = 1
+    labels[et] = 4
+    return labels
+
+
+def tumour_volumes(labels: np.ndarray, voxel_volume_mm3: float) -> list[dict[str, Any]]:
+    """Volumes of the tumour core, whole tumour and enhancing tumour.
+
+    Args:
+        labels: BraTS label map (values 0, 1, 2, 4).
+        voxel_volume_mm3: Volume of one voxel in mm^3.
+
+    Returns:
+        One dict per region (TC, WT, ET) with ``name``, ``abbreviation``,
+        ``labels``, ``voxels`` and ``volume_ml``.
+    """
+    out = []
+    for abbrev, name, values in REGIONS:
+        voxels = int(np.isin(labels, values).sum())
+        out.append(
+            {
+                "name": name,
+                "abbreviation": abbrev,
+                "labels": list(values),
+                "voxels": voxels,
+                "volume_ml": round(voxels * float(voxel_volume_mm3) / 1000.0, 3),
+            }
+        )
+    return out
+
+
+def check_grid(named: Mapping[str, MedicalImage]) -> None:
+    """Check that the four sequences are single-channel volumes on one grid.
+
+    Args:
+        named: Input name -> image, for all of :data:`CHANNEL_ORDER`.
+
+    Raises:
+        ExpertError: A 2D or multi-channel input, or a shape / affine that
+            differs from the T1ce image's (the message names the input).
+    """
+    for key in CHANNEL_ORDER:
+        image = named[key]
+        if not image.is_volume:
+            raise ExpertError(f"BRATS needs 3D MRI volumes, but {key} ({image.source}) is 2D")
+        if image.channels != 1:
+            raise ExpertError(
+                f"BRATS needs one single-channel volume per sequence, but {key} "
+                f"({image.source}) has {image.channels} channels; pass t1ce, t1, t2 and "
+                "flair as separate named inputs"
+            )
+    ref_key = CHANNEL_ORDER[0]
+    ref = named[ref_key]
+    for key in CHANNEL_ORDER[1:]:
+        image = named[key]
+        if image.spatial_shape != ref.spatial_shape:
+            raise ExpertError(
+                f"BRATS inputs must share one grid: {key} has shape {image.spatial_shape} "
+                f"but {ref_key} has {ref.spatial_shape} (co-register and resample them first)"
+            )
+        if not np.allclose(image.affine, ref.affine, rtol=0.0, atol=GRID_ATOL_MM):
+            diff = float(np.max(np.abs(np.asarray(image.affine) - np.asarray(ref.affine))))
+            raise ExpertError(
+                f"BRATS inputs must share one grid: the affine of {key} differs from "
+                f"{ref_key}'s by up to {diff:.3g} mm (co-register and resample them first)"
+            )
+
+
+def read_inference_config(folder: Path) -> dict[str, Any]:
+    """The bundle's ``configs/inference.json`` (``{}`` when absent).
+
+    Args:
+        folder: Bundle folder.
+
+    Raises:
+        WeightsNotFoundError: The file exists but is not valid JSON.
+    """
+    from medm3.experts.catalogue import WeightsNotFoundError
+
+    path = folder / "configs" / "inference.json"
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise WeightsNotFoundError(f"cannot read the bundle config {path}: {exc}") from None
+    return data if isinstance(data, dict) else {}
+
+
+def _is_plain(value: Any) -> bool:
+    """True when a config value holds no MONAI expressions/references (``$``, ``@``, ``%``)."""
+    if isinstance(value, str):
+        return not value.startswith(("$", "@", "%"))
+    if isinstance(value, Mapping):
+        return all(_is_plain(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(v) for v in value)
+    return True
+
+
+def build_network(config: Mapping[str, Any]) -> torch.nn.Module:
+    """Build the SegResNet described by the bundle config.
+
+    A plain ``network_def`` whose ``_target_`` names a class of
+    :mod:`monai.networks.nets` is instantiated directly; one with MONAI
+    expressions or references goes through :class:`monai.bundle.ConfigParser`;
+    no ``network_def`` gives :data:`DEFAULT_NETWORK`.
+
+    Args:
+        config: Parsed ``configs/inference.json`` (may be empty).
+
+    Returns:
+        The (randomly initialised) network.
+    """
+    from monai.networks import nets
+
+    net_def = config.get("network_def")
+    if not isinstance(net_def, Mapping):
+        return nets.SegResNet(**DEFAULT_NETWORK)
+    target = str(net_def.get("_target_", ""))
+    short = target.removeprefix("monai.networks.nets.")
+    if _is_plain(net_def) and "." not in short and hasattr(nets, short):
+        kwargs = {k: v for k, v in net_def.items() if not str(k).startswith("_")}
+        return getattr(nets, short)(**kwargs)
+    from monai.bundle import ConfigParser
+
+    return ConfigParser(dict(config)).get_parsed_content("network_def")
+
+
+def load_state(net: torch.nn.Module, checkpoint: Path) -> None:
+    """Load ``models/model.pt`` (raw state dict or ``{"model": ...}``) strictly.
+
+    Raises:
+        WeightsNotFoundError: The checkpoint does not fit the network.
+    """
+    import torch
+
+    from medm3.experts.catalogue import WeightsNotFoundError
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
+        state = state["model"]
+    if not isinstance(state, Mapping):
+        raise WeightsNotFoundError(f"{checkpoint} does not hold a state dict")
+    state = {
+        (k[len("module.") :] if str(k).startswith("module.") else k): v for k, v in state.items()
+    }
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise WeightsNotFoundError(
+            f"{checkpoint} does not match the bundle's network "
+            f"({first[0] if first else 'state dict mismatch'}); re-download the bundle"
+        ) from None
+
+
+def _window_settings(config: Mapping[str, Any]) -> tuple[tuple[int, ...], float, int]:
+    """``(roi_size, overlap, sw_batch_size)`` from the bundle's ``inferer`` (else defaults)."""
+    inferer = config.get("inferer")
+    inferer = inferer if isinstance(inferer, Mapping) else {}
+    roi: tuple[int, ...] = DEFAULT_ROI
+    raw_roi = inferer.get("roi_size")
+    if (
+        isinstance(raw_roi, (list, tuple))
+        and len(raw_roi) == 3
+        and all(isinstance(v, int) and v > 0 for v in raw_roi)
+    ):
+        roi = tuple(int(v) for v in raw_roi)
+    overlap = inferer.get("overlap", DEFAULT_OVERLAP)
+    overlap = float(overlap) if isinstance(overlap, (int, float)) else DEFAULT_OVERLAP
+    batch = inferer.get("sw_batch_size", 1)
+    batch = int(batch) if isinstance(batch, int) and batch > 0 else 1
+    return roi, overlap, batch
+
+
+def largest_area_slice(labels: np.ndarray, axis: int) -> int | None:
+    """Index along ``axis`` of the slice with the largest tumour area.
+
+    Ties (e.g. a slab of equal whole-tumour area) go to the slice with more
+    tumour core, then more enhancing tumour, then the lowest index.
+
+    Args:
+        labels: BraTS label map.
+        axis: Normal axis of the plane (2 for axial).
+
+    Returns:
+        The slice index, or None when there is no tumour.
+    """
+    other = tuple(a for a in range(labels.ndim) if a != axis)
+    whole = np.count_nonzero(labels, axis=other)
+    if not whole.any():
+        return None
+    core = np.count_nonzero(np.isin(labels, (1, 4)), axis=other)
+    enhancing = np.count_nonzero(labels == 4, axis=other)
+    order = np.lexsort((-np.arange(whole.size), enhancing, core, whole))
+    return int(order[-1])
+
+
+class BratsExpert(Expert):
+    """Brain-tumour segmentation (TC / WT / ET) from T1ce, T1, T2 and FLAIR MRI.
+
+    Inputs must be given by name (``{"t1ce": ..., "t1": ..., "t2": ...,
+    "flair": ...}``). ``context.options["overlay_on"]`` picks the sequence the
+    overlay is drawn on (default ``"flair"``). See the module docstring for
+    the exact pipeline.
+
+    Args:
+        device: ``"cuda"``, ``"cpu"``, ``"cuda:N"`` or ``None`` (automatic).
+        weights: A ``brats_mri_segmentation`` bundle folder overriding the cache.
+    """
+
+    name: ClassVar[str] = "brats"
+    trigger: ClassVar[str] = "BRATS"
+    card_modality: ClassVar[str] = "MRI"
+    modalities: ClassVar[tuple[str, ...]] = ("MR",)
+    task: ClassVar[str] = "segmentation"
+    overview: ClassVar[str] = (
+        "A pre-trained model for volumetric (3D) segmentation of brain tumor subregions "
+        "from multimodal MRIs based on BraTS 2018 data"
+    )
+    accuracy: ClassVar[str] = (
+        "Tumor core (TC): 0.8559 - Whole tumor (WT): 0.9026 - Enhancing tumor (ET): 0.7905 "
+        "- Average: 0.8518"
+    )
+    valid_args: ClassVar[tuple[str, ...]] = ()
+    inputs: ClassVar[tuple[str, ...]] = CHANNEL_ORDER
+    weights_name: ClassVar[str | None] = "brats"
+
+    def __init__(self, *, device: str | None = None, weights: str | Path | None = None) -> None:
+        super().__init__(device=device, weights=weights)
+        self._net: Any = None
+        self._device: Any = None
+        self._folder: Path | None = None
+        self._roi: tuple[int, ...] = DEFAULT_ROI
+        self._overlap = DEFAULT_OVERLAP
+        self._sw_batch = 1
+        self._weights_version: str | None = None
+
+    # ---------------------------------------------------------------- setup
+    def weights_folder(self) -> Path:
+        """The bundle folder in use (resolved from ``weights`` or the cache).
+
+        Raises:
+            WeightsNotFoundError: ``models/model.pt`` is missing.
+        """
+        from medm3.experts.catalogue import resolve_weights
+
+        if self._folder is None:
+            self._folder = resolve_weights("brats", self.weights)
+        return self._folder
+
+    def weights_id(self) -> str:
+        """Identifier of the exact weights (for result-cache keys)."""
+        from medm3.experts.catalogue import weights_version
+
+        if self._weights_version is None:
+            self._weights_version = weights_version("brats", self.weights_folder())
+        return self._weights_version
+
+    def _setup(self) -> None:
+        from medm3.experts.device import select_device
+
+        folder = self.weights_folder()
+        config = read_inference_config(folder)
+        net = build_network(config)
+        load_state(net, folder / "models" / "model.pt")
+        self._roi, self._overlap, self._sw_batch = _window_settings(config)
+        self._device = select_device(self.device_preference)
+        self._net = net.to(self._device).eval()
+
+    # ------------------------------------------------------------------ run
+    def check_inputs(
+        self, images: MedicalImage | Sequence[MedicalImage] | Mapping[str, MedicalImage]
+    ) -> dict[str, MedicalImage]:
+        """Check names and modality (see :meth:`Expert.check_inputs`) and the shared grid.
+
+        Raises:
+            ExpertError: Missing, unnamed or unknown inputs, a non-MR image, a
+                2D / multi-channel input, or inputs on different grids.
+        """
+        named = super().check_inputs(images)
+        check_grid(named)
+        return named
+
+    def segment(self, named: Mapping[str, MedicalImage]) -> np.ndarray:
+        """Run the network and return the BraTS label map (no checks, no rendering).
+
+        Args:
+            named: The four sequences by name, already checked.
+
+        Returns:
+            ``uint8`` label map on the input grid (values 0, 1, 2, 4).
+        """
+        import torch
+        from monai.transforms import NormalizeIntensity
+
+        from medm3.experts.device import autocast_dtype
+
+        self.setup()
+        stacked = np.stack(
+            [np.asarray(named[key].array, dtype=np.float32) for key in CHANNEL_ORDER]
+        )
+        norm = NormalizeIntensity(nonzero=True, channel_wise=True, dtype=np.float32)
+        x = torch.as_tensor(np.asarray(norm(stacked), dtype=np.float32))[None]
+        x = x.to(self._device)
+        dtype = autocast_dtype(self._device)
+        with torch.inference_mode():
+            if dtype is not None:
+                with torch.autocast(device_type=self._device.type, dtype=dtype):
+                    logits = self._window(x)
+            else:
+                logits = self._window(x)
+            logits = logits.float()
+            if logits.shape[1] != 3:
+                raise RuntimeError(f"BraTS network gave {logits.shape[1]} channels, expected 3")
+            regions = (torch.sigmoid(logits[0]) > THRESHOLD).cpu().numpy()
+        return regions_to_labels(regions)
+
+    def _window(self, x: torch.Tensor) -> torch.Tensor:
+        from monai.inferers import sliding_window_inference
+
+        out = sliding_window_inference(
+            x,
+            roi_size=self._roi,
+            sw_batch_size=self._sw_batch,
+            predictor=self._net,
+            overlap=self._overlap,
+        )
+        return out  # type: ignore[return-value]
+
+    def _run(self, inputs: dict[str, MedicalImage], args: str, context: RunContext) -> ExpertResult:
+        t0 = time.perf_counter()
+        labels = self.segment(inputs)
+        t1 = time.perf_counter()
+        ref = inputs["flair"]
+        label_image = ref.with_array(
+            labels,
+            metadata={"kind": "label_map", "expert": self.name, "image": ref.source},
+        )
+        present = sorted(int(v) for v in np.unique(labels) if v > 0)
+        colours = self._colours(present)
+        measurements = tumour_volumes(labels, float(np.prod(ref.spacing)))
+        overlays = [self._overlay(inputs, label_image, context)]
+        return ExpertResult(
+            expert=self.name,
+            args=args,
+            text=prompts.brats_text(colours),
+            overlays=overlays,
+            label_map=label_image,
+            label_names=dict(LABEL_NAMES),
+            measurements=measurements,
+            timings={"inference": t1 - t0, "render": time.perf_counter() - t1},
+            info={
+                "device": str(self._device),
+                "weights_version": self.weights_id(),
+                "channel_order": list(CHANNEL_ORDER),
+                "roi_size": list(self._roi),
+                "overlap": self._overlap,
+                "amp": str(self._device).startswith("cuda"),
+                "labels_present": present,
+            },
+        )
+
+    @staticmethod
+    def _colours(present: Sequence[int]) -> dict[int, str]:
+        from medm3.imaging.overlay import label_color_name
+
+        return {label: label_color_name(label) for label in present}
+
+    def _overlay(
+        self, inputs: Mapping[str, MedicalImage], label_image: MedicalImage, context: RunContext
+    ) -> Overlay:
+        from medm3.imaging.render import render_slice
+        from medm3.imaging.slicing import PLANE_AXIS, normalize_plane
+
+        on = str(context.options.get("overlay_on", "flair")).lower()
+        if on not in OVERLAY_INPUTS:
+            raise ExpertError(f"overlay_on must be one of {', '.join(OVERLAY_INPUTS)}, not {on!r}")
+        plane = normalize_plane(context.plane or "axial")
+        index = context.slice_index
+        if index is None:
+            index = largest_area_slice(label_image.array, PLANE_AXIS[plane])
+        if index is None:  # no tumour: middle slice
+            index = label_image.spatial_shape[PLANE_AXIS[plane]] // 2
+        image = render_slice(
+            inputs[on],
+            plane=plane,
+            index=index,
+            mask=label_image,
+            label_names=LABEL_NAMES,
+        )
+        return Overlay(
+            name=f"overlay_{plane}_{index}",
+            image=image,
+            plane=plane,
+            slice_index=int(index),
+            caption=f"BraTS tumour sub-regions on {on.upper()}, {plane} slice {index}",
+        )
