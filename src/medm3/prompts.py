@@ -32,6 +32,10 @@ CLASSIFICATION_HEADER = "The resulting predictions are:"
 MEASUREMENT_HEADER = "The measurements are:"
 #: Put before the user's question when an expert result is fed back.
 FOLLOW_UP_INSTRUCTION = "Use this result to respond to this prompt:\n"
+#: Follow-up instruction after classification (CXR) results, as in the training data.
+CLASSIFICATION_FOLLOW_UP = (
+    "Analyze the image and take these predictions into account when responding to this prompt:\n"
+)
 #: Threshold the CXR result text uses for yes/no (the reference's, uncalibrated).
 CXR_TEXT_THRESHOLD = 0.5
 
@@ -143,13 +147,23 @@ def classification_text(findings: Mapping[str, bool]) -> str:
     return "\n".join([CLASSIFICATION_HEADER, *lines, "."])
 
 
-def follow_up(question: str) -> str:
+def follow_up(question: str, trigger: str | None = None) -> str:
     """The instruction appended to an expert result so the model answers the question.
+
+    The released checkpoints were trained with two phrasings: classification
+    results (CXR) ask the model to "analyze the image and take these
+    predictions into account"; segmentation results say "use this result" and
+    end the question with a full stop.
 
     Args:
         question: The user's original question.
+        trigger: Trigger name of the expert whose result precedes (``CXR`` ...).
     """
-    return FOLLOW_UP_INSTRUCTION + question
+    if trigger is not None and trigger.upper() == "CXR":
+        return CLASSIFICATION_FOLLOW_UP + question
+    return (
+        FOLLOW_UP_INSTRUCTION + question.rstrip() + ("" if question.rstrip().endswith(".") else ".")
+    )
 
 
 def measurement_text(rows: Iterable[Mapping[str, Any]]) -> str:
@@ -193,3 +207,149 @@ def _ml(value: Any) -> str:
     """A volume in mL: one decimal, three below 1 mL (``1043.1``, ``0.027``)."""
     volume = float(value)
     return f"{volume:.1f}" if volume >= 1 else f"{volume:.3f}"
+
+
+# --------------------------------------------------------------------------------------
+# Conversation format (VILA-M3). Text uses IMAGE_TOKEN where an image stands, exactly as
+# the LLaVA-style training JSON does; the agent turns it into text and image parts.
+# --------------------------------------------------------------------------------------
+
+#: Placeholder of one image in conversation text (LLaVA / VILA convention).
+IMAGE_TOKEN = "<image>"
+
+#: How each modality code is named in the first turn ("This is a CT image.").
+MODALITY_WORDS: dict[str, str] = {
+    "CT": "CT",
+    "MR": "MRI",
+    "XR": "CXR",
+    "PT": "PET",
+    "US": "ultrasound",
+}
+
+#: The BraTS inputs in the order and with the names of the training conversations.
+BRATS_SEQUENCES: tuple[tuple[str, str], ...] = (
+    ("t1ce", "T1(contrast enhanced)"),
+    ("t1", "T1"),
+    ("t2", "T2"),
+    ("flair", "FLAIR"),
+)
+
+#: What the model says when it calls an expert (training-data phrasing), per trigger.
+TRIGGER_REPLIES: dict[str, str] = {
+    "VISTA3D": "This looks like a CT image. Let me trigger {trigger}. ",
+    "CXR": "This looks like an chest x-ray. Let me first trigger {trigger}.",
+    "BRATS": "This looks like an MRI image sequence. Let me first trigger {trigger}.",
+}
+#: Fallback phrasing for experts without a training phrasing (e.g. MEASURE).
+DEFAULT_TRIGGER_REPLY = "Let me use an expert: {trigger}."
+
+
+def image_join(before: str, after: str) -> str:
+    """Join text around one image the way VILA-M3 training text is normalised.
+
+    The text before the image is stripped and followed by a space unless it
+    ends a line; the image token is followed by exactly one newline.
+
+    Args:
+        before: Text preceding the image.
+        after: Text following the image (leading whitespace is dropped).
+    """
+    head = before.strip()
+    if head and not head.endswith("\n"):
+        head += " "
+    return f"{head}{IMAGE_TOKEN}\n{after.lstrip()}"
+
+
+def modality_sentence(modality: str | None) -> str:
+    """``This is a CT image.\n`` for a modality code (empty when unknown/other).
+
+    Args:
+        modality: Modality code (``CT``, ``MR``, ``XR`` ...) or ``None``.
+    """
+    word = MODALITY_WORDS.get((modality or "").upper())
+    return f"This is a {word} image.\n" if word else ""
+
+
+def first_turn(question: str, modality: str | None, *, model_cards: str = "") -> str:
+    """The first user turn for one image: model cards, the image, the modality, the question.
+
+    Args:
+        question: The user's question.
+        modality: Modality code of the image (``None``/``OT``: no modality sentence).
+        model_cards: The model-card block (empty: experts not offered).
+
+    Returns:
+        Text with one :data:`IMAGE_TOKEN`, e.g. ``"Here is a list ... expert model.
+        <image>\nThis is a CT image.\nWhat is shown?"``.
+    """
+    return image_join(model_cards, modality_sentence(modality) + question.strip())
+
+
+def brats_first_turn(question: str, *, model_cards: str = "") -> str:
+    """The first user turn for the four BraTS MRI sequences (four image tokens, named).
+
+    Args:
+        question: The user's question.
+        model_cards: The model-card block (empty: experts not offered).
+    """
+    text = model_cards
+    for i, (_, label) in enumerate(BRATS_SEQUENCES):
+        prefix = "" if i == 0 else ", "
+        text = image_join(text + prefix + f"{label}:", "")
+    return text + "These are different MRI modalities.\n" + question.strip()
+
+
+def trigger_reply(trigger: str, args: str = "") -> str:
+    """The assistant turn that calls an expert, in the training phrasing.
+
+    Args:
+        trigger: Trigger name (``VISTA3D``).
+        args: Trigger argument.
+    """
+    template = TRIGGER_REPLIES.get(trigger.upper(), DEFAULT_TRIGGER_REPLY)
+    return template.format(trigger=format_trigger(trigger, args))
+
+
+def expert_feedback(result_text: str, question: str, trigger: str) -> str:
+    """The user turn that returns an expert's result to the model.
+
+    Args:
+        result_text: The expert's result text (:func:`segmentation_text` ...).
+        question: The user's question being answered.
+        trigger: Trigger name of the expert.
+    """
+    text = result_text
+    if not text.endswith((" ", "\n")):
+        text += " "
+    return text + follow_up(question, trigger)
+
+
+def expert_error_feedback(message: str, question: str) -> str:
+    """The user turn telling the model an expert call failed (it may retry or answer).
+
+    Args:
+        message: Why the call failed (an :class:`~medm3.experts.ExpertError` message).
+        question: The user's question being answered.
+    """
+    return (
+        f"The expert model could not be run: {message.strip()}\n"
+        f"Answer without it, or call a valid expert. Respond to this prompt:\n{question.strip()}"
+    )
+
+
+def split_images(text: str) -> list[str | None]:
+    """Split conversation text into text pieces and ``None`` for each image token.
+
+    Args:
+        text: Text possibly holding :data:`IMAGE_TOKEN` placeholders.
+
+    Returns:
+        E.g. ``["cards ", None, "\nThis is a CT image."]`` (empty pieces dropped).
+    """
+    out: list[str | None] = []
+    for i, chunk in enumerate(text.split(IMAGE_TOKEN)):
+        if i:
+            out.append(None)
+        if chunk:
+            out.append(chunk)
+    return out

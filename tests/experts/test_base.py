@@ -9,8 +9,7 @@ import pytest
 
 from medm3.errors import InputError
 from medm3.experts.base import Expert, ExpertError, ExpertResult, RunContext
-
-from .conftest import FakeSegExpert, PairExpert, volume, xray
+from tests.doubles import FakeSegExpert, PairExpert, volume, xray
 
 REFERENCE_VISTA3D_CARD = (
     "<VISTA3D(args)> Modality: CT, Task: segmentation, Overview: domain-specialized "

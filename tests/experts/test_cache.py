@@ -11,8 +11,7 @@ import pytest
 from medm3.experts.base import RunContext
 from medm3.experts.cache import ResultCache, cache_key, hash_image
 from medm3.experts.catalogue import WeightsNotFoundError
-
-from .conftest import DerivingFakeExpert, FakeSegExpert, volume
+from tests.doubles import DerivingFakeExpert, FakeSegExpert, volume
 
 
 def entries(store: ResultCache) -> list[Path]:

@@ -24,8 +24,7 @@ from medm3.experts.measure import (
 from medm3.imaging.image import MedicalImage
 from medm3.imaging.io import load_image
 from medm3.imaging.labels import load_label_map
-
-from .conftest import volume, xray
+from tests.doubles import volume, xray
 
 
 @functools.cache

@@ -14,8 +14,7 @@ from medm3.experts.base import ExpertResult
 from medm3.experts.output import json_default, result_files, save_result
 from medm3.imaging.image import MedicalImage
 from medm3.imaging.io import load_image
-
-from .conftest import FakeSegExpert, volume
+from tests.doubles import FakeSegExpert, volume
 
 
 def test_save_segmentation_result(tmp_path: Path) -> None:

@@ -14,8 +14,7 @@ from medm3.errors import InputError
 from medm3.experts import registry
 from medm3.experts.measure import MeasureExpert
 from medm3.registry import Registry
-
-from .conftest import FakeSegExpert
+from tests.doubles import FakeSegExpert
 
 
 def test_builtin_names_in_model_card_order() -> None:
