@@ -21,6 +21,7 @@ from medm3.errors import MedM3Error
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "info": ("medm3.cli.info:info", "Show modality, geometry and value range of an image."),
     "render": ("medm3.cli.render:render", "Render a slice (with optional label overlay) to PNG."),
+    "chat": ("medm3.cli.chat:chat", "Ask about a scan; the VLM calls expert models as needed."),
     "deid": ("medm3.cli.deid:deid", "De-identify DICOM files (PS3.15 Basic Profile)."),
     "experts": ("medm3.cli.experts:experts", "List, describe, run and download expert models."),
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from medm3.errors import InputError
 from medm3.registry import Registry
 from medm3.vlm.base import VLMBackend
 
@@ -15,6 +16,34 @@ BUILTIN_BACKENDS: dict[str, str] = {
 }
 
 BACKENDS: Registry[type[VLMBackend]] = Registry("backend", "medm3.backends", BUILTIN_BACKENDS)
+
+
+#: Default VILA-M3 checkpoints: 8B where CUDA is available, 3B otherwise.
+VILA_DEFAULT_CUDA = "MONAI/Llama3-VILA-M3-8B"
+VILA_DEFAULT_CPU = "MONAI/Llama3-VILA-M3-3B"
+
+
+def default_model(backend: str) -> str:
+    """The model used when none is given.
+
+    Args:
+        backend: Backend name.
+
+    Returns:
+        For ``vila``: the 8B checkpoint on CUDA machines, the 3B one otherwise.
+
+    Raises:
+        InputError: The backend has no default model (``hf``, ``openai`` need ``--model``).
+    """
+    if backend.lower() == "vila":
+        try:
+            import torch
+
+            cuda = torch.cuda.is_available()
+        except ImportError:  # pragma: no cover - the vila extra is missing
+            cuda = False
+        return VILA_DEFAULT_CUDA if cuda else VILA_DEFAULT_CPU
+    raise InputError(f"backend '{backend}' has no default model: pass --model")
 
 
 def load_backend(name: str, model: str, **options: Any) -> VLMBackend:

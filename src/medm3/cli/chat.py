@@ -1,0 +1,226 @@
+"""`m3 chat`: ask a VLM about a scan; it calls expert models as it needs them.
+
+With a PROMPT it answers once; without, it opens an interactive session that
+keeps the conversation history. Tokens stream to the terminal; expert calls
+and the files they wrote are reported on stderr; ``--json`` prints the whole
+trace instead.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from medm3.errors import InputError
+
+#: Input names an image may carry (``--image t1ce=a.nii.gz``).
+NAMED_INPUTS = ("image", "t1ce", "t1", "t2", "flair")
+
+
+def _backend_options(cls: type, **candidates: Any) -> dict[str, Any]:
+    """Keep the options the backend's constructor accepts and that were given."""
+    params = inspect.signature(cls.__init__).parameters
+    return {k: v for k, v in candidates.items() if v is not None and k in params}
+
+
+def _load_images(tokens: tuple[str, ...], modality: str | None, series: str | None) -> Any:
+    from medm3.cli.experts import _parse_images
+    from medm3.imaging.io import load_image
+
+    parsed = _parse_images(tokens, NAMED_INPUTS)
+    if not parsed:
+        return None
+    if parsed[0][0] is None:
+        if len(parsed) > 1:
+            raise InputError(
+                "several --image options need names, e.g. --image t1ce=a.nii.gz --image t1=b.nii.gz"
+            )
+        return load_image(parsed[0][1], modality, series=series)
+    # Named BraTS sequences are MR unless told otherwise.
+    return {name: load_image(path, modality or "MR", series=series) for name, path in parsed}
+
+
+def _event_printer(json_mode: bool) -> Any:
+    def show(step: dict[str, Any]) -> None:
+        if json_mode:
+            return
+        kind = step["step"]
+        if kind == "expert":
+            cache = step["result"]["info"].get("cache", "")
+            note = " (cached)" if cache in ("hit", "derived") else ""
+            click.echo(
+                f"\n[expert {step['trigger']} done in {step['seconds']:.1f} s{note}]", err=True
+            )
+            for path in step["files"]:
+                click.echo(f"  wrote {path}", err=True)
+        elif kind == "expert_error":
+            click.echo(f"\n[expert call rejected: {step['message']}]", err=True)
+        elif kind == "round_limit":
+            click.echo(f"\n[stopped after {step['max_rounds']} expert calls]", err=True)
+
+    return show
+
+
+@click.command("chat")
+@click.argument("prompt", required=False)
+@click.option(
+    "--model", default=None, help="Hub id or local folder (default: VILA-M3 8B on CUDA, 3B on CPU)."
+)
+@click.option(
+    "--backend", default="vila", show_default=True, help="vila, hf, openai (or a plugin)."
+)
+@click.option(
+    "--image",
+    "images",
+    multiple=True,
+    metavar="PATH",
+    help="Scan to discuss (repeat as t1ce=, t1=, t2=, flair= for the four BraTS sequences).",
+)
+@click.option("--modality", default=None, help="Override the image modality (CT, MR, XR ...).")
+@click.option("--series", default=None, help="DICOM series to use when a folder holds several.")
+@click.option(
+    "--slice", "slice_index", type=int, default=None, help="Slice the VLM sees (volumes)."
+)
+@click.option(
+    "--plane",
+    type=click.Choice(["axial", "coronal", "sagittal"]),
+    default="axial",
+    show_default=True,
+)
+@click.option("--window", default="auto", show_default=True, help="Window of the VLM's view.")
+@click.option("--no-experts", is_flag=True, help="Do not offer expert models to the VLM.")
+@click.option("--experts", "expert_list", default=None, help="Comma-separated experts to offer.")
+@click.option("--max-rounds", type=click.IntRange(0, 10), default=3, show_default=True)
+@click.option("--max-new-tokens", type=click.IntRange(1, 8192), default=1024, show_default=True)
+@click.option("--temperature", type=click.FloatRange(0, 2), default=0.0, show_default=True)
+@click.option("--device", default=None, help="Device for the VLM (auto, cpu, cuda).")
+@click.option("--expert-device", default=None, help="Device for the experts (default: automatic).")
+@click.option("--base-url", default=None, help="OpenAI-compatible server URL (backend openai).")
+@click.option(
+    "--api-key", default=None, help="API key (backend openai; else from the environment)."
+)
+@click.option(
+    "-o",
+    "--output",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Folder for expert overlays, label maps and results (default: ./m3_outputs/chat-TIME).",
+)
+@click.option("--no-cache", is_flag=True, help="Do not use the expert result cache.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the answer and the whole trace as JSON."
+)
+def chat(
+    prompt: str | None,
+    model: str | None,
+    backend: str,
+    images: tuple[str, ...],
+    modality: str | None,
+    series: str | None,
+    slice_index: int | None,
+    plane: str,
+    window: str,
+    no_experts: bool,
+    expert_list: str | None,
+    max_rounds: int,
+    max_new_tokens: int,
+    temperature: float,
+    device: str | None,
+    expert_device: str | None,
+    base_url: str | None,
+    api_key: str | None,
+    out_dir: Path | None,
+    no_cache: bool,
+    as_json: bool,
+) -> None:
+    """Ask about a scan: the VLM answers, calling expert models when it needs them.
+
+    \b
+    Examples:
+      m3 chat --image ct.nii.gz "Is there a liver lesion?"
+      m3 chat --image cxr.dcm --backend openai --model my-vlm --base-url http://localhost:8000/v1
+      m3 chat --image t1ce=a.nii.gz --image t1=b.nii.gz --image t2=c.nii.gz --image flair=d.nii.gz
+    """
+    from medm3.agent import AgentConfig, ChatSession
+    from medm3.vlm.base import GenerationConfig
+    from medm3.vlm.registry import BACKENDS, default_model
+
+    if prompt is not None and not prompt.strip():
+        raise InputError("the prompt is empty")
+    backend_cls = BACKENDS.get(backend)
+    experts = None
+    if expert_list:
+        from medm3.experts.registry import get_expert_class
+
+        experts = tuple(
+            get_expert_class(n.strip()).name for n in expert_list.split(",") if n.strip()
+        )
+    loaded = _load_images(images, modality, series)
+    if out_dir is None:
+        out_dir = Path("m3_outputs") / time.strftime("chat-%Y%m%d-%H%M%S")
+    config = AgentConfig(
+        experts=experts,
+        use_experts=not no_experts,
+        max_rounds=max_rounds,
+        plane=plane,
+        slice_index=slice_index,
+        window=window,
+        device=expert_device,
+        generation=GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature),
+        output_dir=out_dir,
+        use_cache=not no_cache,
+    )
+    model_id = model or default_model(backend)
+    options = _backend_options(backend_cls, device=device, base_url=base_url, api_key=api_key)
+    vlm = backend_cls(model_id, **options)
+    session = ChatSession(vlm, loaded, config, on_event=_event_printer(as_json))
+
+    def stream(piece: str) -> None:
+        click.echo(piece, nl=False)
+        sys.stdout.flush()
+
+    if prompt is not None:
+        reply = session.ask(prompt, on_text=None if as_json else stream)
+        if as_json:
+            doc = {
+                "answer": reply.text,
+                "rounds": reply.rounds,
+                "round_limit_reached": reply.round_limit_reached,
+                "files": reply.files,
+                "model": model_id,
+                "backend": backend,
+                "trace": reply.trace,
+            }
+            click.echo(json.dumps(doc, indent=2, default=str))
+        else:
+            click.echo()
+        return
+    _interactive(session, as_json, stream)
+
+
+def _interactive(session: Any, as_json: bool, stream: Any) -> None:
+    """Read questions until EOF, 'exit' or 'quit'; the history is kept."""
+    interactive = sys.stdin.isatty()
+    if interactive:
+        click.echo("Ask about the scan ('exit' or Ctrl-D to leave).", err=True)
+    while True:
+        try:
+            question = input("you> " if interactive else "")
+        except EOFError:
+            break
+        if question.strip().lower() in ("exit", "quit"):
+            break
+        if not question.strip():
+            continue
+        reply = session.ask(question, on_text=None if as_json else stream)
+        if as_json:
+            click.echo(json.dumps({"answer": reply.text, "trace": reply.trace}, default=str))
+        else:
+            click.echo()
