@@ -100,6 +100,12 @@ def _event_printer(json_mode: bool) -> Any:
 @click.option("--max-new-tokens", type=click.IntRange(1, 8192), default=1024, show_default=True)
 @click.option("--temperature", type=click.FloatRange(0, 2), default=0.0, show_default=True)
 @click.option("--device", default=None, help="Device for the VLM (auto, cpu, cuda).")
+@click.option(
+    "--dtype", default=None, help="VLM precision: fp16, bf16 or fp32 (default by device)."
+)
+@click.option(
+    "--template", default=None, help="VILA chat template: llama_3 or vicuna_v1 (default: detected)."
+)
 @click.option("--expert-device", default=None, help="Device for the experts (default: automatic).")
 @click.option("--base-url", default=None, help="OpenAI-compatible server URL (backend openai).")
 @click.option(
@@ -133,6 +139,8 @@ def chat(
     max_new_tokens: int,
     temperature: float,
     device: str | None,
+    dtype: str | None,
+    template: str | None,
     expert_device: str | None,
     base_url: str | None,
     api_key: str | None,
@@ -178,7 +186,14 @@ def chat(
         use_cache=not no_cache,
     )
     model_id = model or default_model(backend)
-    options = _backend_options(backend_cls, device=device, base_url=base_url, api_key=api_key)
+    options = _backend_options(
+        backend_cls,
+        device=device,
+        dtype=dtype,
+        template=template,
+        base_url=base_url,
+        api_key=api_key,
+    )
     vlm = backend_cls(model_id, **options)
     session = ChatSession(vlm, loaded, config, on_event=_event_printer(as_json))
 
