@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from medm3.cli.main import main
+from tests.cli.helpers import run
 
 
 @pytest.fixture(scope="module")
@@ -24,16 +24,6 @@ def tiny_llava(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from medm3.testing import build_tiny_llava
 
     return build_tiny_llava(tmp_path_factory.mktemp("llava") / "tiny-llava")
-
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_vila_on_real_ct_answers_with_trace(tiny_vila, ct_path, tmp_path, capsys):

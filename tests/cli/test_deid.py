@@ -9,27 +9,11 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from medm3.cli.main import main
+from tests.cli.helpers import assert_one_line_error as assert_input_error
+from tests.cli.helpers import run
 
 CT_SMALL = Path(get_testdata_file("CT_small.dcm"))
 SERIES = CT_SMALL.parent / "dicomdirtests" / "77654033"
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(args)
-    out, err = capsys.readouterr()
-    code = info.value.code
-    return (0 if code is None else int(code)), out, err
-
-
-def assert_input_error(code: int, err: str, needle: str) -> None:
-    assert code == 2
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("m3: error:")
-    assert needle in lines[0]
 
 
 def test_deid_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from medm3.cli.main import main
 from medm3.experts.registry import BUILTIN_EXPERTS, model_cards
+from tests.cli.helpers import assert_one_line_error, run
 
 pytest.importorskip("medm3.imaging.io", reason="medm3.imaging.io is not available yet")
 
@@ -22,22 +22,6 @@ def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("MEDM3_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return cache
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(args)
-    out, err = capsys.readouterr()
-    code = info.value.code
-    return (0 if code is None else int(code)), out, err
-
-
-def assert_one_line_error(code: int, err: str, needle: str, exit_code: int = 2) -> None:
-    assert code == exit_code, err
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("m3: error:") and needle in lines[0], lines[0]
 
 
 def test_list(capsys: pytest.CaptureFixture[str]) -> None:
