@@ -24,6 +24,12 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "chat": ("medm3.cli.chat:chat", "Ask about a scan; the VLM calls expert models as needed."),
     "deid": ("medm3.cli.deid:deid", "De-identify DICOM files (PS3.15 Basic Profile)."),
     "experts": ("medm3.cli.experts:experts", "List, describe, run and download expert models."),
+    "eval": (
+        "medm3.cli.eval:eval_group",
+        "Evaluate a VLM on medical benchmarks (named protocols).",
+    ),
+    "data": ("medm3.cli.data:data", "Build training data (LLaVA JSON) from public datasets; mix."),
+    "serve": ("medm3.cli.serve:serve", "Serve the model: OpenAI-compatible API and web UI."),
 }
 
 
