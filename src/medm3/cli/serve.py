@@ -1,0 +1,167 @@
+"""`m3 serve`: run VILA-M3 as an OpenAI-compatible HTTP service with a web UI.
+
+The model is loaded before the server starts listening, so a bad model or
+backend is reported as one error line. Binding to anything but a loopback
+address requires an API key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from medm3.serve.settings import API_KEY_ENV, DEFAULT_DATA_DIR
+
+
+def mock_echo(messages: list[Any]) -> str:
+    """Answer of ``--backend mock``: repeat the last user question (smoke tests, demos)."""
+    last = next((m.plain_text for m in reversed(messages) if m.role == "user"), "")
+    question = last.strip().splitlines()[-1] if last.strip() else ""
+    return f"(mock model) You asked: {question}"
+
+
+@click.command("serve")
+@click.option(
+    "--model", default=None, help="Hub id or local folder (default: VILA-M3 8B on CUDA, 3B on CPU)."
+)
+@click.option(
+    "--backend", default="vila", show_default=True, help="vila, hf, openai, mock (or a plugin)."
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option(
+    "--api-key",
+    "api_keys",
+    multiple=True,
+    help=f"Accepted API key (repeatable; default: ${API_KEY_ENV}, comma-separated). "
+    "Required unless --host is a loopback address.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=DEFAULT_DATA_DIR,
+    show_default=True,
+    help="Folder of uploads, outputs and the session database.",
+)
+@click.option(
+    "--max-upload-mb",
+    type=click.FloatRange(min=0.001),
+    default=1024.0,
+    show_default=True,
+    help="Largest upload or request body, in MiB (HTTP 413 beyond).",
+)
+@click.option(
+    "--deid/--no-deid",
+    default=True,
+    show_default=True,
+    help="De-identify DICOM uploads on arrival (PS3.15 basic profile).",
+)
+@click.option("--no-ui", is_flag=True, help="Serve the API only (no Gradio web UI on /ui).")
+@click.option("--device", default=None, help="Device for the VLM (auto, cpu, cuda).")
+@click.option("--expert-device", default=None, help="Device for the experts (default: automatic).")
+@click.option("--base-url", default=None, help="Upstream OpenAI-compatible URL (backend openai).")
+@click.option(
+    "--max-queue",
+    type=click.IntRange(0, 10000),
+    default=16,
+    show_default=True,
+    help="Requests that may wait for the model; more are refused with HTTP 429.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Requests run at once on the one model instance.",
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=1),
+    default=600.0,
+    show_default=True,
+    help="Request time limit in seconds (HTTP 504 after).",
+)
+@click.option("--max-rounds", type=click.IntRange(0, 10), default=3, show_default=True)
+@click.option("--max-new-tokens", type=click.IntRange(1, 8192), default=1024, show_default=True)
+@click.option("--log-level", default="info", show_default=True)
+def serve(
+    model: str | None,
+    backend: str,
+    host: str,
+    port: int,
+    api_keys: tuple[str, ...],
+    data_dir: Path,
+    max_upload_mb: float,
+    deid: bool,
+    no_ui: bool,
+    device: str | None,
+    expert_device: str | None,
+    base_url: str | None,
+    max_queue: int,
+    workers: int,
+    timeout_s: float,
+    max_rounds: int,
+    max_new_tokens: int,
+    log_level: str,
+) -> None:
+    """Serve the model over HTTP: OpenAI-compatible API on /v1, web UI on /ui.
+
+    \b
+    Examples:
+      m3 serve                                   # VILA-M3 on http://127.0.0.1:8000
+      m3 serve --backend mock                    # no model: echoes questions
+      m3 serve --host 0.0.0.0 --api-key "$KEY"   # reachable from other machines
+    """
+    from medm3.serve.settings import ServeSettings, keys_from_env
+
+    settings = ServeSettings(
+        backend=backend,
+        model=model,
+        host=host,
+        port=port,
+        api_keys=tuple(api_keys) or keys_from_env(),
+        data_dir=data_dir,
+        max_upload_mb=max_upload_mb,
+        deid=deid,
+        ui=not no_ui,
+        workers=workers,
+        max_queue=max_queue,
+        request_timeout_s=timeout_s,
+        max_rounds=max_rounds,
+        expert_device=expert_device,
+        max_new_tokens=max_new_tokens,
+    )
+    settings.validate()  # refuse an open bind before loading anything
+    try:
+        import uvicorn
+    except ImportError:
+        from medm3.errors import MissingDependencyError
+
+        raise MissingDependencyError("uvicorn", "serve", "m3 serve") from None
+    settings.vlm = _load_vlm(settings, device=device, base_url=base_url)
+
+    from medm3.serve.app import create_app
+
+    app = create_app(settings)
+    where = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+    click.echo(f"m3 serve: model {settings.vlm.model_id} ({backend}); API {where}/v1", err=True)
+    if settings.ui:
+        click.echo(f"m3 serve: web UI {where}/ui", err=True)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)
+
+
+def _load_vlm(settings: Any, *, device: str | None, base_url: str | None) -> Any:
+    from medm3.cli.chat import _backend_options
+    from medm3.vlm.registry import BACKENDS, default_model
+
+    cls = BACKENDS.get(settings.backend)
+    model_id = settings.model or (
+        "mock" if settings.backend == "mock" else default_model(settings.backend)
+    )
+    if settings.backend == "mock":
+        return cls(model_id, script=mock_echo)
+    click.echo(f"m3 serve: loading {model_id} ...", err=True)
+    return cls(model_id, **_backend_options(cls, device=device, base_url=base_url))

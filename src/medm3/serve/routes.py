@@ -1,0 +1,173 @@
+"""The HTTP routes (see :mod:`medm3.serve.app` for the list). Each one: parse, call, return."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import FileResponse, StreamingResponse
+from starlette.background import BackgroundTask
+
+from medm3.serve.auth import key_from_headers, key_is_valid
+from medm3.serve.errors import APIError
+from medm3.serve.files import new_id
+from medm3.serve.protocol import (
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionRequest,
+    Choice,
+    ExpertList,
+    ExpertRunRequest,
+    ExpertRunResponse,
+    FileDeleted,
+    FileList,
+    FileObject,
+    Health,
+    ModelList,
+    SessionObject,
+)
+from medm3.serve.streaming import medm3_result, start_stream
+from medm3.serve.upload import receive_upload
+
+if TYPE_CHECKING:  # pragma: no cover
+    from medm3.serve.service import Service
+
+
+def build_router(svc: Service) -> APIRouter:
+    """All routes of the API, bound to ``svc``."""
+    keys = svc.settings.api_keys
+
+    async def require_key(
+        authorization: str | None = Header(default=None),
+        x_api_key: str | None = Header(default=None),
+    ) -> None:
+        if not key_is_valid(key_from_headers(authorization, x_api_key), keys):
+            raise APIError(
+                401,
+                "invalid or missing API key: send 'Authorization: Bearer KEY'",
+                type="authentication_error",
+                code="invalid_api_key",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    root = APIRouter()
+    api = APIRouter(prefix="/v1", dependencies=[Depends(require_key)])
+
+    @root.get("/health", response_model=Health)
+    async def health() -> Health:
+        return svc.health()
+
+    @api.get("/models", response_model=ModelList)
+    async def models() -> ModelList:
+        return svc.models()
+
+    @api.post("/chat/completions", response_model=None)
+    async def chat_completions(req: ChatCompletionRequest) -> Any:
+        plan = await asyncio.to_thread(svc.plan, req)
+        completion_id = new_id("chatcmpl")
+        if plan.stream:
+            events = start_stream(svc, plan, completion_id)
+            return StreamingResponse(
+                events,
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+        try:
+            out = await svc.chat(plan)
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise svc.api_error(exc) from None
+        return ChatCompletion(
+            id=completion_id,
+            created=_now(),
+            model=plan.model,
+            choices=[Choice(message=AssistantMessage(content=out.answer))],
+            usage=out.usage,
+            medm3=medm3_result(svc, out),
+        )
+
+    @api.post("/files", response_model=FileObject)
+    async def upload_file(request: Request) -> FileObject:
+        tmp = svc.files.tmp_path()
+        got = await receive_upload(request, tmp, svc.settings.max_upload_bytes)
+        if got.path is None:
+            raise APIError(400, "the request has no 'file' part", param="file")
+        purpose = got.fields.get("purpose", "user_data")[:64] or "user_data"
+        rec = await asyncio.to_thread(svc.files.ingest, got.path, got.filename, purpose)
+        return svc.file_object(rec)
+
+    @api.get("/files", response_model=FileList)
+    async def list_files() -> FileList:
+        return FileList(data=[svc.file_object(r) for r in svc.store.list_files()])
+
+    @api.get("/files/{file_id}", response_model=FileObject)
+    async def get_file(file_id: str) -> FileObject:
+        return svc.file_object(svc.files.record(file_id, param="file_id"))
+
+    @api.get("/files/{file_id}/content")
+    async def file_content(file_id: str) -> FileResponse:
+        rec = svc.files.record(file_id, param="file_id")
+        path = svc.files.resolve(file_id, param="file_id")
+        return FileResponse(path, filename=path.name, media_type=_media_type(rec.kind))
+
+    @api.delete("/files/{file_id}", response_model=FileDeleted)
+    async def delete_file(file_id: str) -> FileDeleted:
+        svc.files.delete(file_id)
+        return FileDeleted(id=file_id)
+
+    @api.get("/experts", response_model=ExpertList)
+    async def experts() -> ExpertList:
+        return ExpertList(data=svc.experts())
+
+    @api.post("/experts/{name}/run", response_model=ExpertRunResponse)
+    async def run_expert(name: str, req: ExpertRunRequest) -> ExpertRunResponse:
+        job = svc.expert_run_job(name, req)
+        try:
+            return await svc.runner.run(job)
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise svc.api_error(exc) from None
+
+    @api.get("/sessions/{session_id}", response_model=SessionObject)
+    async def get_session(session_id: str) -> SessionObject:
+        return svc.session(session_id)
+
+    @api.delete("/sessions/{session_id}")
+    async def delete_session(session_id: str) -> dict[str, Any]:
+        svc.delete_session(session_id)
+        return {"id": session_id, "object": "session", "deleted": True}
+
+    @api.get("/outputs/{owner}/archive.zip")
+    async def archive(owner: str) -> FileResponse:
+        path = await asyncio.to_thread(svc.archive, owner)
+        return FileResponse(
+            path,
+            filename=f"{owner}.zip",
+            media_type="application/zip",
+            background=BackgroundTask(path.unlink, missing_ok=True),
+        )
+
+    @api.get("/outputs/{owner}/{path:path}")
+    async def output_file(owner: str, path: str) -> FileResponse:
+        return FileResponse(svc.files.output_path(owner, path))
+
+    root.include_router(api)
+    return root
+
+
+def _now() -> int:
+    import time
+
+    return int(time.time())
+
+
+def _media_type(kind: str) -> str:
+    return {
+        "png": "image/png",
+        "jpeg": "image/jpeg",
+        "dicom": "application/dicom",
+        "dicom_zip": "application/zip",
+    }.get(kind, "application/octet-stream")

@@ -1,0 +1,112 @@
+"""Settings of one ``m3 serve`` process (no FastAPI import here)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from medm3.errors import InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from medm3.vlm.base import VLMBackend
+
+#: Environment variable holding API keys (comma-separated) when ``--api-key`` is not given.
+API_KEY_ENV = "MEDM3_API_KEY"
+#: Default data folder (uploads, outputs, the SQLite database).
+DEFAULT_DATA_DIR = Path("m3_serve")
+
+
+@dataclass
+class ServeSettings:
+    """Everything a server instance needs; :func:`medm3.serve.app.create_app` takes one.
+
+    Attributes:
+        backend: VLM backend name (``vila``, ``hf``, ``openai``, ``mock`` or a plugin).
+        model: Model id or folder (``None``: the backend's default).
+        backend_options: Extra constructor options of the backend (device, base_url ...).
+        vlm: A ready backend instance to serve instead of loading ``backend``/``model``
+            (tests, embedding in another program).
+        host: Interface the server binds to; anything but loopback needs ``api_keys``.
+        port: TCP port.
+        api_keys: Accepted API keys (``Authorization: Bearer KEY`` or ``X-API-Key``);
+            empty: no authentication (allowed on loopback only).
+        data_dir: Folder of the database, uploads and outputs (created when missing).
+        max_upload_mb: Largest accepted upload or request body, in MiB.
+        deid: De-identify DICOM uploads on arrival (the original bytes are not kept).
+        deid_key: Key of the de-identification pseudonyms (``None``: ``$MEDM3_DEID_KEY``,
+            else a random key per upload).
+        ui: Mount the Gradio web UI on ``/ui``.
+        workers: Requests executed at the same time on the one model instance
+            (1 serialises them; more only makes sense for thread-safe backends
+            such as ``openai``).
+        max_queue: Requests allowed to wait behind the running ones; beyond that
+            requests are refused with HTTP 429.
+        request_timeout_s: Longest a request may wait and run, in seconds (HTTP 504 after).
+        session_cache: Conversations kept in memory (older ones are reloaded from
+            the database when they are used again).
+        experts: Experts offered to the model (``None``: all registered).
+        use_experts: Offer experts at all.
+        max_rounds: Most expert calls per question.
+        expert_device: Device of the experts (``None``: automatic).
+        max_new_tokens: Default and upper bound of ``max_tokens``.
+        model_name: Name reported by ``GET /v1/models`` (default: the model id).
+    """
+
+    backend: str = "vila"
+    model: str | None = None
+    backend_options: dict[str, Any] = field(default_factory=dict)
+    vlm: VLMBackend | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_keys: tuple[str, ...] = ()
+    data_dir: Path = DEFAULT_DATA_DIR
+    max_upload_mb: float = 1024.0
+    deid: bool = True
+    deid_key: str | None = None
+    ui: bool = True
+    workers: int = 1
+    max_queue: int = 16
+    request_timeout_s: float = 600.0
+    session_cache: int = 8
+    experts: tuple[str, ...] | None = None
+    use_experts: bool = True
+    max_rounds: int = 3
+    expert_device: str | None = None
+    max_new_tokens: int = 1024
+    model_name: str | None = None
+
+    @property
+    def max_upload_bytes(self) -> int:
+        """The upload cap in bytes."""
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    def validate(self) -> None:
+        """Check the settings; refuse an open bind without API keys.
+
+        Raises:
+            InputError: A value is out of range, or ``host`` is not a loopback
+                address and no API key is configured.
+        """
+        from medm3.serve.auth import check_bind
+
+        if self.workers < 1:
+            raise InputError(f"workers must be at least 1, not {self.workers}")
+        if self.max_queue < 0:
+            raise InputError(f"max_queue must be 0 or more, not {self.max_queue}")
+        if not self.max_upload_mb > 0:
+            raise InputError(f"max_upload_mb must be > 0, not {self.max_upload_mb}")
+        if not self.request_timeout_s > 0:
+            raise InputError(f"request_timeout_s must be > 0, not {self.request_timeout_s}")
+        if self.session_cache < 1:
+            raise InputError(f"session_cache must be at least 1, not {self.session_cache}")
+        if any(not k or k != k.strip() for k in self.api_keys):
+            raise InputError("API keys must be non-empty and without surrounding spaces")
+        check_bind(self.host, self.api_keys)
+
+
+def keys_from_env() -> tuple[str, ...]:
+    """API keys listed in ``$MEDM3_API_KEY`` (comma-separated; empty: none)."""
+    raw = os.environ.get(API_KEY_ENV, "")
+    return tuple(k.strip() for k in raw.split(",") if k.strip())
