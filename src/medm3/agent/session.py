@@ -229,6 +229,50 @@ class ChatSession:
             pictures = [self.view(image)]
         return Message("user", self._parts(text, pictures))
 
+    # ---------------------------------------------------------------- history
+    @property
+    def questions_asked(self) -> int:
+        """How many questions this conversation has had."""
+        return self._questions
+
+    def restore(
+        self, messages: Sequence[Message], results: Sequence[ExpertResult], questions_asked: int
+    ) -> None:
+        """Continue a saved conversation (same images and settings) from its state.
+
+        Args:
+            messages: The conversation so far, as :attr:`messages` held it.
+            results: Its expert results (the measure expert reads the last label map).
+            questions_asked: :attr:`questions_asked` when it was saved.
+        """
+        self.messages = list(messages)
+        self.results = list(results)
+        self._questions = int(questions_asked)
+
+    def seed_history(self, history: Sequence[tuple[str, str]]) -> None:
+        """Start from earlier turns sent by a stateless client, without generating.
+
+        The first user turn is built like a first question (model cards, the
+        rendered image(s), the modality sentence); later turns are added as text.
+
+        Args:
+            history: ``(role, text)`` pairs, oldest first, starting with a user turn.
+
+        Raises:
+            InputError: The history does not start with a user turn, or the
+                conversation already has messages.
+        """
+        if not history:
+            return
+        if self.messages:
+            raise InputError("history can only seed a new conversation")
+        if history[0][0] != "user":
+            raise InputError("the conversation history must start with a user turn")
+        self.messages.append(self._first_message(history[0][1]))
+        for role, text in history[1:]:
+            self.messages.append(Message.text(role, text))  # type: ignore[arg-type]
+        self._questions = sum(1 for role, _ in history if role == "user")
+
     # -------------------------------------------------------------------- ask
     def ask(self, question: str, *, on_text: Callable[[str], None] | None = None) -> AgentReply:
         """Answer one question, calling experts as the model asks for them.

@@ -142,7 +142,7 @@ def dump_state(chat: ChatSession, results: list[str], folder: Path, root: Path) 
         "version": STATE_VERSION,
         "messages": dump_messages(chat.messages, folder, root),
         "results": list(results),
-        "questions": int(chat._questions),
+        "questions": chat.questions_asked,
     }
 
 
@@ -156,15 +156,14 @@ def restore(chat: ChatSession, state: dict[str, Any], inside: Any) -> None:
     """
     from medm3.errors import MedM3Error
 
-    chat.messages = load_messages(state.get("messages", []), inside)
+    messages = load_messages(state.get("messages", []), inside)
     results = []
     for rel in state.get("results", []):
         try:
             results.append(load_result(inside(rel)))
         except (OSError, ValueError, KeyError, MedM3Error):
             continue  # a result folder removed by hand: later experts recompute
-    chat.results = results
-    chat._questions = int(state.get("questions", 0))
+    chat.restore(messages, results, int(state.get("questions", 0)))
 
 
 def seed_history(chat: ChatSession, history: Sequence[tuple[str, str]]) -> None:
@@ -177,13 +176,4 @@ def seed_history(chat: ChatSession, history: Sequence[tuple[str, str]]) -> None:
         chat: A new session.
         history: ``(role, text)`` pairs, oldest first, starting with a user turn.
     """
-    from medm3.vlm.base import Message
-
-    if not history:
-        return
-    first = chat._first_message(history[0][1])
-    chat.messages.append(first)
-    for role, text in history[1:]:
-        chat.messages.append(Message.text(role, text))  # type: ignore[arg-type]
-    asked = sum(1 for role, _ in history if role == "user")
-    chat._questions = asked
+    chat.seed_history(history)

@@ -1,0 +1,116 @@
+"""SLAKE (Liu et al. 2021), English questions only, from the official release.
+
+Layout: ``Slake1.0/{train,validate,test}.json`` + ``imgs/xmlabN/source.jpg``
+(see :class:`SlakeBuilder`, also shown by ``m3 data build slake --help``).
+Rows: ``<image>\\n{question}`` -> answer; splits train / val / test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from medm3 import prompts
+from medm3.data.base import (
+    BadRow,
+    Builder,
+    Item,
+    ItemContext,
+    SkipRow,
+    find_one,
+    listing,
+    read_json_list,
+    text_field,
+)
+from medm3.data.llava import GPT, HUMAN, make_row
+from medm3.errors import InputError
+
+#: Annotation file -> output split.
+SPLIT_FILES: tuple[tuple[str, str], ...] = (
+    ("train.json", "train"),
+    ("validate.json", "val"),
+    ("test.json", "test"),
+)
+
+
+class SlakeBuilder(Builder):
+    """SLAKE 1.0 (English) from the official release (https://www.med-vqa.com/slake/).
+
+    Expected layout of --source (the unzipped Slake1.0 folder)::
+
+        SOURCE/
+          train.json  validate.json  test.json   # lists of question records
+          imgs/xmlab0/source.jpg ...               # img_name is relative to imgs/
+
+    Record fields used: qid, img_name, question, answer, q_lang ("en" kept,
+    "zh" dropped), answer_type (CLOSED/OPEN), modality, location and
+    content_type (kept in the rows; content_type is the question_type).
+    Splits: train.json -> train, validate.json -> val, test.json -> test
+    (1,061 English test questions).
+
+    Output: train.json, val.json, test.json; images/ mirrors imgs/.
+    Row: "<image>\\n{question}" -> "{answer}".
+    """
+
+    name = "slake"
+    summary = "SLAKE 1.0 (train/validate/test.json + imgs/): English radiology VQA"
+
+    def _root(self) -> Path:
+        found = find_one(self.source, ["train.json"])
+        return found.parent if found is not None else self.source
+
+    def check_source(self) -> None:
+        """Check for the three split files and imgs/."""
+        if not self.source.is_dir():
+            raise InputError("SLAKE --source must be the Slake1.0 folder", self.source)
+        root = self._root()
+        missing = [name for name, _ in SPLIT_FILES if not (root / name).is_file()]
+        if missing or not (root / "imgs").is_dir():
+            need = ", ".join([*missing, *([] if (root / "imgs").is_dir() else ["imgs/"])])
+            raise InputError(f"not a SLAKE release: missing {need} ({listing(root)})", self.source)
+
+    def annotation_files(self) -> list[Path]:
+        """The three split files."""
+        return [self._root() / name for name, _ in SPLIT_FILES]
+
+    def items(self) -> Iterable[Item]:
+        """English question records of each split file, in file order."""
+        for file_name, split in SPLIT_FILES:
+            records = read_json_list(self._root() / file_name)
+            for index, record in enumerate(records):
+                if isinstance(record, dict) and str(record.get("q_lang", "en")).strip() != "en":
+                    continue
+                qid = record.get("qid") if isinstance(record, dict) else None
+                key = str(qid).strip() if qid not in (None, "") else f"row{index}"
+                yield Item(id=f"slake/{split}/{key}", split=split, data=record)
+
+    def convert(self, item: Item, ctx: ItemContext) -> list[dict[str, Any]]:
+        """One VQA row; the image is copied under ``images/``."""
+        record = item.data
+        if not isinstance(record, dict):
+            raise BadRow("record is not a JSON object")
+        question = text_field(record, "question")
+        answer = text_field(record, "answer")
+        image_name = text_field(record, "img_name")
+        answer_type = str(record.get("answer_type", "")).strip().upper()
+        if answer_type not in ("CLOSED", "OPEN"):
+            raise BadRow(f"answer_type must be CLOSED or OPEN, not {answer_type!r}")
+        rel = Path(image_name)
+        if rel.is_absolute() or ".." in rel.parts:
+            raise BadRow(f"img_name must be relative to imgs/: {image_name!r}")
+        path = self._root() / "imgs" / rel
+        if not path.is_file():
+            raise SkipRow("image file missing")
+        image = ctx.link_or_copy(path, f"images/{rel.as_posix()}")
+        meta = {
+            "dataset": self.name,
+            "qid": str(record.get("qid", "")),
+            "question_type": str(record.get("content_type", "")).strip() or "other",
+            "answer_type": answer_type,
+            "modality": str(record.get("modality", "")).strip(),
+            "location": str(record.get("location", "")).strip(),
+            "q_lang": "en",
+        }
+        turns = [(HUMAN, prompts.first_turn(question, None)), (GPT, answer)]
+        return [make_row(item.id, turns, [image], meta)]
