@@ -30,6 +30,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     ),
     "data": ("medm3.cli.data:data", "Build training data (LLaVA JSON) from public datasets; mix."),
     "serve": ("medm3.cli.serve:serve", "Serve the model: OpenAI-compatible API and web UI."),
+    "train": ("medm3.cli.train:train", "Fine-tune VILA-M3 or an HF VLM on LLaVA JSON (full/LoRA)."),
 }
 
 

@@ -1,0 +1,33 @@
+"""Supervised fine-tuning (``m3 train``) of VILA-M3 and transformers VLMs on LLaVA JSON.
+
+Importing this package is cheap; torch, transformers, accelerate and peft are
+imported when a run starts. Entry points:
+
+- :func:`medm3.train.config.load_config`: YAML + ``--set`` overrides -> :class:`Config`.
+- :func:`medm3.train.trainer.train`: run it (checkpoints, resume, export).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__all__ = ["Config", "TrainResult", "load_config", "train"]
+
+_HOMES = {
+    "Config": "medm3.train.config",
+    "load_config": "medm3.train.config",
+    "train": "medm3.train.trainer",
+    "TrainResult": "medm3.train.trainer",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from medm3.train.config import Config, load_config
+    from medm3.train.trainer import TrainResult, train
+
+
+def __getattr__(name: str) -> Any:
+    """Resolve the public names lazily."""
+    if name in _HOMES:
+        return getattr(importlib.import_module(_HOMES[name]), name)
+    raise AttributeError(f"module 'medm3.train' has no attribute {name!r}")
