@@ -165,14 +165,12 @@ def test_tool_role_detection(backend: HFBackend) -> None:
     )
     try:
         backend.processor.chat_template = tool_template
-        backend._template_text = tool_template
         assert backend._detect_tool_role() is True
         backend.tool_role = True
         prompt, _ = backend.render([Message.text("user", "q"), Message.text("tool", "42")])
         assert "<tool_response>42</tool_response>" in prompt
     finally:
         backend.processor.chat_template = template
-        backend._template_text = template
         backend.tool_role = False
 
 

@@ -41,35 +41,12 @@ from medm3.train.recipe import (
     set_trainable,
     weight_dtype,
 )
-from medm3.vlm.base import ImagePart, Message, TextPart
+from medm3.vlm.base import Message
 
 if TYPE_CHECKING:  # pragma: no cover
     from medm3.train.config import Config
 
 logger = logging.getLogger(__name__)
-
-
-def to_chat(messages: Sequence[Message]) -> tuple[list[dict[str, Any]], list[Any]]:
-    """Processor chat entries and the RGB images, as the ``hf`` backend builds them."""
-    chat: list[dict[str, Any]] = []
-    images: list[Any] = []
-    for message in messages:
-        content: list[dict[str, Any]] = []
-        pending = ""
-        for part in message.content:
-            if isinstance(part, TextPart):
-                pending += part.text
-            elif isinstance(part, ImagePart):
-                if pending:
-                    content.append({"type": "text", "text": pending})
-                    pending = ""
-                content.append({"type": "image"})
-                image = part.image
-                images.append(image if image.mode == "RGB" else image.convert("RGB"))
-        if pending or not content:
-            content.append({"type": "text", "text": pending})
-        chat.append({"role": message.role, "content": content})
-    return chat, images
 
 
 def _n_images(chat: Sequence[dict[str, Any]]) -> int:
@@ -90,8 +67,12 @@ class HFEncoder:
     def __init__(
         self, processor: Any, max_length: int, stop_ids: Sequence[int], image_ids: Sequence[int]
     ) -> None:
+        from medm3.vlm.hf_chat import ChatFormatter
+
         self.processor = processor
         self.tokenizer = processor.tokenizer
+        # The hf backend's own formatter: training text renders exactly like inference.
+        self.formatter = ChatFormatter(processor)
         self.max_length = max_length
         self.stop_ids = set(stop_ids)
         self.image_ids = set(image_ids)
@@ -126,7 +107,7 @@ class HFEncoder:
 
     def labelled(self, messages: Sequence[Message]) -> tuple[dict[str, Any], list[int]]:
         """Processor outputs of the full conversation and its labels (no truncation)."""
-        chat, images = to_chat(messages)
+        chat, images = self.formatter.to_chat(messages)
         text = self.render(chat, generation_prompt=False)
         encoded = self.process(text, images)
         ids = encoded["input_ids"][0].tolist()

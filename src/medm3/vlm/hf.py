@@ -34,7 +34,6 @@ left-padded batches.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -47,11 +46,10 @@ from medm3.errors import InputError, MedM3Error, MissingDependencyError
 from medm3.vlm.base import (
     Generation,
     GenerationConfig,
-    ImagePart,
     Message,
-    TextPart,
     VLMBackend,
 )
+from medm3.vlm.hf_chat import ChatFormatter
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -61,8 +59,6 @@ __all__ = ["HFBackend"]
 
 log = logging.getLogger(__name__)
 
-_ZWSP = "\u200b"
-_TOOL_PROBE = "medm3-tool-probe-7f3a"
 _DTYPES = {
     "float32": "float32",
     "fp32": "float32",
@@ -167,12 +163,10 @@ class HFBackend(VLMBackend):
                 f"model '{model_id}' has no chat template (chat_template.jinja); the 'hf' backend "
                 "needs an instruction-tuned model whose processor defines one"
             )
-        self._template_text = template if isinstance(template, str) else json.dumps(template)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self._control_re = self._control_token_pattern()
-        self.tool_role = self._detect_tool_role() if tool_role is None else tool_role
+        self.chat_format = ChatFormatter(self.processor, tool_role)
 
     # ------------------------------------------------------------------ loading
 
@@ -245,135 +239,24 @@ class HFBackend(VLMBackend):
             f"downloadable{where}. {hint} Details: {detail}"
         )
 
-    def _control_token_pattern(self) -> re.Pattern[str] | None:
-        tokens: set[str] = set(getattr(self.tokenizer, "all_special_tokens", []) or [])
-        decoder = getattr(self.tokenizer, "added_tokens_decoder", {}) or {}
-        for added in decoder.values():
-            content = getattr(added, "content", str(added))
-            if getattr(added, "special", False) or content in self._template_text:
-                tokens.add(content)
-        for attr in ("image_token", "boi_token", "eoi_token", "video_token", "fake_image_token"):
-            value = getattr(self.processor, attr, None)
-            if isinstance(value, str):
-                tokens.add(value)
-        tokens = {t for t in tokens if len(t) > 1 and not t.isspace()}
-        if not tokens:
-            return None
-        return re.compile("|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True)))
-
-    def _detect_tool_role(self) -> bool:
-        """True when the chat template visibly renders a ``tool`` turn."""
-        if not re.search(r"""['"]tool['"]""", self._template_text):
-            return False
-        probe = [
-            {"role": "user", "content": [{"type": "text", "text": "q"}]},
-            {"role": "assistant", "content": [{"type": "text", "text": "a"}]},
-            {
-                "role": "tool",
-                "content": [{"type": "text", "text": _TOOL_PROBE}],
-                "tool_call_id": "0",
-            },
-        ]
-        try:
-            rendered = self.processor.apply_chat_template(
-                probe, add_generation_prompt=True, tokenize=False
-            )
-        except Exception:  # any template error means: no usable tool role
-            return False
-        return _TOOL_PROBE in rendered
-
     # ------------------------------------------------------------------ prompts
 
-    def _sanitize(self, text: str) -> str:
-        if self._control_re is None:
-            return text
-        return self._control_re.sub(lambda m: m.group(0)[0] + _ZWSP + m.group(0)[1:], text)
+    @property
+    def tool_role(self) -> bool:
+        """Whether ``tool`` turns use the template's tool role (see :class:`ChatFormatter`)."""
+        return self.chat_format.tool_role
 
-    def _content(self, parts: Sequence[Any], prefix: str = "") -> tuple[list[dict], list[Any]]:
-        """Processor content list (adjacent text joined) and the images, in order."""
-        content: list[dict[str, Any]] = []
-        images: list[Any] = []
-        pending = prefix
-        for part in parts:
-            if isinstance(part, TextPart):
-                pending += self._sanitize(part.text)
-            elif isinstance(part, ImagePart):
-                if pending:
-                    content.append({"type": "text", "text": pending})
-                    pending = ""
-                content.append({"type": "image"})
-                img = part.image
-                images.append(img if img.mode == "RGB" else img.convert("RGB"))
-        if pending or not content:
-            content.append({"type": "text", "text": pending})
-        return content, images
+    @tool_role.setter
+    def tool_role(self, value: bool) -> None:
+        self.chat_format.tool_role = value
+
+    def _detect_tool_role(self) -> bool:
+        return self.chat_format.detect_tool_role()
 
     def _to_chat(
         self, messages: Sequence[Message], *, fold_system: bool = False
     ) -> tuple[list[dict[str, Any]], list[Image.Image]]:
-        turns: list[dict[str, Any]] = []
-        for msg in messages:
-            if msg.role == "tool":
-                if self.tool_role:
-                    text_parts = [p for p in msg.content if isinstance(p, TextPart)]
-                    content, _ = self._content(text_parts)
-                    turns.append(
-                        {"role": "tool", "content": content, "tool_call_id": msg.tool_call_id}
-                    )
-                    image_parts = [p for p in msg.content if isinstance(p, ImagePart)]
-                    if image_parts:
-                        content, imgs = self._content(image_parts)
-                        turns.append({"role": "user", "content": content, "_images": imgs})
-                    continue
-                content, imgs = self._content(msg.content, prefix="Tool result: ")
-                turns.append({"role": "user", "content": content, "_images": imgs})
-                continue
-            parts = list(msg.content)
-            if msg.role == "assistant" and msg.tool_calls:
-                calls = "\n".join(
-                    f"Tool call: {c.name} {json.dumps(c.arguments, ensure_ascii=False)}"
-                    for c in msg.tool_calls
-                )
-                sep = "\n" if msg.plain_text else ""
-                parts.append(TextPart(sep + calls))
-            content, imgs = self._content(parts)
-            turns.append({"role": msg.role, "content": content, "_images": imgs})
-
-        if fold_system:
-            system = [t for t in turns if t["role"] == "system"]
-            turns = [t for t in turns if t["role"] != "system"]
-            if system:
-                folded: list[dict[str, Any]] = []
-                imgs = []
-                for t in system:
-                    folded += t["content"] + [{"type": "text", "text": "\n\n"}]
-                    imgs += t["_images"]
-                if turns and turns[0]["role"] == "user":
-                    turns[0] = {
-                        "role": "user",
-                        "content": folded + turns[0]["content"],
-                        "_images": imgs + turns[0]["_images"],
-                    }
-                else:
-                    turns.insert(0, {"role": "user", "content": folded, "_images": imgs})
-
-        merged: list[dict[str, Any]] = []
-        for t in turns:
-            if merged and merged[-1]["role"] == t["role"] and t["role"] != "tool":
-                prev = merged[-1]
-                prev["content"] = (
-                    prev["content"] + [{"type": "text", "text": "\n\n"}] + t["content"]
-                )
-                prev["_images"] = prev.get("_images", []) + t.get("_images", [])
-            else:
-                merged.append(dict(t))
-        images: list[Any] = []
-        chat = []
-        for t in merged:
-            images += t.pop("_images", [])
-            t["content"] = _join_text(t["content"])
-            chat.append(t)
-        return chat, images
+        return self.chat_format.to_chat(messages, fold_system=fold_system)
 
     def render(self, messages: Sequence[Message]) -> tuple[str, list[Image.Image]]:
         """Render a conversation to the prompt string (generation prompt added) and its images.
@@ -657,20 +540,6 @@ class HFBackend(VLMBackend):
                 torch.cuda.empty_cache()
         except ImportError:  # pragma: no cover
             pass
-
-
-def _join_text(content: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Merge adjacent text entries; drop empty ones unless nothing else is left."""
-    out: list[dict[str, Any]] = []
-    for item in content:
-        if item["type"] == "text":
-            if out and out[-1]["type"] == "text":
-                out[-1] = {"type": "text", "text": out[-1]["text"] + item["text"]}
-                continue
-            if not item["text"]:
-                continue
-        out.append(dict(item))
-    return out or [{"type": "text", "text": ""}]
 
 
 def _cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
