@@ -8,6 +8,7 @@ and skip with a clear reason when it is absent.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,20 @@ def cxr_mono1_path() -> Path:
 def mr_path() -> Path:
     """Small T1 brain MRI (NIfTI)."""
     return shared_file("mr/brain_t1_anatomical.nii")
+
+
+@pytest.fixture
+def fake_experts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Register the FAKESEG test double; isolate shared expert instances and the result cache."""
+    from medm3.experts import cache as cache_module
+    from medm3.experts import registry
+    from tests.doubles import FakeSegExpert
+
+    monkeypatch.delenv("MEDM3_NO_RESULT_CACHE", raising=False)
+    store = cache_module.ResultCache(tmp_path / "results")
+    monkeypatch.setattr(cache_module, "default_cache", lambda: store)
+    monkeypatch.setattr(registry, "_instances", {})
+    registry.EXPERTS.register(FakeSegExpert.name, FakeSegExpert, overwrite=True)
+    yield
+    registry.EXPERTS._loaded.pop(FakeSegExpert.name, None)
+    registry.EXPERTS._targets.pop(FakeSegExpert.name, None)
