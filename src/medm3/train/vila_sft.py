@@ -150,17 +150,7 @@ class VilaForTraining(nn.Module):
 
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """As :meth:`VilaModel.encode_images`, with gradients: ``(n, T, H)``."""
-        vila = self.vila
-        tower_dtype = next(vila.vision_tower.parameters()).dtype
-        out = vila.vision_tower(
-            pixel_values=pixel_values.to(device=vila.device, dtype=tower_dtype),
-            output_hidden_states=True,
-        )
-        features = out.hidden_states[vila.config.vision_select_layer]
-        if vila.config.vision_select_feature == "patch":
-            features = features[:, 1:]
-        proj_dtype = next(vila.projector.parameters()).dtype
-        return vila.projector(features.to(proj_dtype))
+        return self.vila.project_images(pixel_values)
 
     def splice_batch(
         self,

@@ -109,13 +109,21 @@ class VilaModel(nn.Module):
 
     @torch.inference_mode()
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Vision features projected to the LLM width.
+        """Vision features projected to the LLM width (inference: no gradients).
 
         Args:
             pixel_values: ``(n, 3, S, S)`` from :meth:`preprocess`.
 
         Returns:
             ``(n, T, H)``: T = 196 for the released checkpoints (27x27 -> 14x14).
+        """
+        return self.project_images(pixel_values).to(self.dtype)
+
+    def project_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """SigLIP hidden state ``mm_vision_select_layer`` -> projector, with autograd.
+
+        Shared by inference (:meth:`encode_images`) and training, so both see
+        the same features. Returns the projector's output in its own dtype.
         """
         vt_dtype = next(self.vision_tower.parameters()).dtype
         out = self.vision_tower(
@@ -126,7 +134,7 @@ class VilaModel(nn.Module):
         if self.config.vision_select_feature == "patch":
             features = features[:, 1:]
         proj_dtype = next(self.projector.parameters()).dtype
-        return self.projector(features.to(proj_dtype)).to(self.dtype)
+        return self.projector(features.to(proj_dtype))
 
     # -- prompts ------------------------------------------------------------------------
     @torch.inference_mode()
