@@ -201,7 +201,8 @@ def _parse_images(
     "--output",
     "out_dir",
     type=click.Path(path_type=Path, file_okay=False),
-    help="Folder for overlays, label map and result.json (default: write nothing).",
+    help="Folder for overlays, label map (+ DICOM-SEG for a DICOM series) and result.json "
+    "(default: write nothing).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--mask", "mask_path", type=click.Path(path_type=Path), help="Label map input.")
@@ -289,20 +290,30 @@ def run(
     result = expert.run(loaded, arg, context=context, use_cache=not no_cache)
 
     files: dict[str, str] = {}
+    warnings: list[str] = []
     if out_dir is not None:
         main = loaded.get(cls.inputs[0]) if isinstance(loaded, dict) else loaded[0]
-        files = _save(result, out_dir, main)
-    _report(result, files, as_json)
+        files = _save(result, out_dir, main, warnings)
+    _report(result, files, as_json, warnings)
 
 
-def _save(result: ExpertResult, out_dir: Path, source_image: MedicalImage | None) -> dict[str, str]:
-    """Write into a temporary folder, then move every file into ``out_dir``."""
+def _save(
+    result: ExpertResult,
+    out_dir: Path,
+    source_image: MedicalImage | None,
+    warnings: list[str] | None = None,
+) -> dict[str, str]:
+    """Write into a temporary folder, then move every file into ``out_dir``.
+
+    A DICOM series input also gets ``<expert>_seg.dcm``; why one could not be
+    written is appended to ``warnings``.
+    """
     from medm3.experts.output import save_result
 
     anchor = out_dir.parent if out_dir.parent.is_dir() else None
     tmp = Path(tempfile.mkdtemp(prefix=".m3-experts-", dir=anchor))
     try:
-        written = save_result(result, tmp, source_image=source_image)
+        written = save_result(result, tmp, source_image=source_image, warnings=warnings)
         out_dir.mkdir(parents=True, exist_ok=True)
         final: dict[str, str] = {}
         for kind, path in written.items():
@@ -314,13 +325,19 @@ def _save(result: ExpertResult, out_dir: Path, source_image: MedicalImage | None
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _report(result: ExpertResult, files: dict[str, str], as_json: bool) -> None:
+def _report(
+    result: ExpertResult, files: dict[str, str], as_json: bool, warnings: list[str] | None = None
+) -> None:
+    for warning in warnings or []:
+        click.echo(f"m3: warning: {warning}", err=True)
     if as_json:
         from medm3.experts.output import json_default
 
         doc = result.to_dict()
         doc["trigger"] = _trigger(result)
         doc["files"] = files
+        if warnings:
+            doc["warnings"] = list(warnings)
         click.echo(json.dumps(doc, indent=2, default=json_default))
         return
     click.echo(result.text.rstrip())

@@ -6,25 +6,36 @@ Layout written by :func:`save_result` into ``out_dir``:
 * ``<expert>_labels.nii.gz``: the label map on the input grid (when the
   result has one), written with :func:`medm3.imaging.io.save_nifti`
   (``<expert>_labels.png``, 8- or 16-bit grey, for 2D label maps);
+* ``<expert>_seg.dcm``: the label map as a DICOM Segmentation referencing
+  the input series (:mod:`medm3.experts.dicom_seg`), only when the input
+  image was read from a DICOM series (not for NIfTI, PNG or single DICOM
+  files);
 * ``result.json``: :meth:`ExpertResult.to_dict` plus ``"files"`` (kind ->
-  file name relative to ``out_dir``), written last.
+  file name relative to ``out_dir``) and, when something could not be
+  written, ``"warnings"`` (one line each), written last.
 
 Every file is written atomically (temporary file + rename), so a folder never
-holds a partial file. DICOM-SEG export is not implemented.
+holds a partial file. A DICOM-SEG that cannot be written (empty label map,
+source series moved or changed, no Frame of Reference UID, highdicom not
+installed ...) does not fail the save: the other files are written and the
+reason goes to ``warnings``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medm3.errors import InputError
+from medm3.errors import InputError, MedM3Error
 
 if TYPE_CHECKING:  # pragma: no cover
     from medm3.experts.base import ExpertResult
     from medm3.imaging.image import MedicalImage
+
+logger = logging.getLogger(__name__)
 
 #: File name of the JSON summary.
 RESULT_JSON = "result.json"
@@ -43,12 +54,23 @@ def json_default(obj: Any) -> Any:
     return os.fspath(obj) if isinstance(obj, os.PathLike) else str(obj)
 
 
-def result_files(result: ExpertResult) -> dict[str, str]:
-    """File names :func:`save_result` writes for ``result`` (kind -> name), before writing."""
+def result_files(result: ExpertResult, source_image: MedicalImage | None = None) -> dict[str, str]:
+    """File names :func:`save_result` may write for ``result`` (kind -> name), before writing.
+
+    Args:
+        result: The expert result.
+        source_image: The input image; a DICOM series adds ``dicom_seg``
+            (which :func:`save_result` skips, with a warning, when it cannot
+            be written).
+    """
+    from medm3.experts.dicom_seg import seg_file_name, supports_dicom_seg
+
     files = {f"overlay:{o.name}": f"{o.name}.png" for o in result.overlays}
     if result.label_map is not None:
         suffix = ".nii.gz" if result.label_map.is_volume else ".png"
         files["label_map"] = f"{result.expert}_labels{suffix}"
+        if result.label_map.is_volume and supports_dicom_seg(source_image):
+            files["dicom_seg"] = seg_file_name(result.expert)
     files["result"] = RESULT_JSON
     return files
 
@@ -58,6 +80,7 @@ def save_result(
     out_dir: str | os.PathLike[str],
     *,
     source_image: MedicalImage | None = None,
+    warnings: list[str] | None = None,
 ) -> dict[str, str]:
     """Write a result's overlays, label map and JSON summary into ``out_dir``.
 
@@ -66,10 +89,14 @@ def save_result(
         out_dir: Destination folder (created when missing).
         source_image: The input image; when given, the label map must lie on
             its grid (checked), so the NIfTI overlays the input in any viewer.
+            When it was read from a DICOM series the label map is also
+            written as a DICOM-SEG.
+        warnings: When given, one-line warnings (e.g. why no DICOM-SEG was
+            written) are appended to it; they are in ``result.json`` too.
 
     Returns:
         Kind -> path of every file written: ``overlay:<name>``, ``label_map``,
-        ``result``.
+        ``dicom_seg``, ``result``.
 
     Raises:
         InputError: The label map does not match ``source_image``'s grid.
@@ -80,7 +107,7 @@ def save_result(
     from medm3.utils.atomic import atomic_path, atomic_write_text
 
     folder = Path(out_dir)
-    names = result_files(result)
+    names = result_files(result, source_image)
     if result.label_map is not None and source_image is not None:
         lm = result.label_map
         if lm.spatial_shape != source_image.spatial_shape or not np.allclose(
@@ -104,12 +131,48 @@ def save_result(
         else:
             _save_label_png(result.label_map.array, path)
         written["label_map"] = str(path)
+    notes: list[str] = []
+    if "dicom_seg" in names and result.label_map is not None and source_image is not None:
+        path = folder / names["dicom_seg"]
+        note = _save_dicom_seg(result, source_image, path)
+        if note is None:
+            written["dicom_seg"] = str(path)
+        else:
+            notes.append(note)
     doc = result.to_dict()
     doc["files"] = {kind: names[kind] for kind in [*written, "result"]}
+    if notes:
+        doc["warnings"] = notes
     path = folder / RESULT_JSON
     atomic_write_text(path, json.dumps(doc, indent=2, default=json_default) + "\n")
     written["result"] = str(path)
+    if warnings is not None:
+        warnings.extend(notes)
     return written
+
+
+def _save_dicom_seg(result: ExpertResult, source_image: MedicalImage, path: Path) -> str | None:
+    """Write the DICOM-SEG; return None, or a one-line warning saying why it was not written."""
+    from medm3.experts.dicom_seg import write_dicom_seg
+
+    assert result.label_map is not None
+    version = result.info.get("weights_version") or result.info.get("bundle_version")
+    try:
+        write_dicom_seg(
+            result.label_map,
+            result.label_names,
+            source_image,
+            path,
+            expert=result.expert,
+            expert_version=str(version) if version else None,
+        )
+    except MedM3Error as exc:  # InputError, MissingDependencyError (no highdicom)
+        return "no DICOM-SEG written: " + " ".join(exc.message.split())
+    except Exception as exc:  # a SEG problem must not lose the other outputs
+        logger.warning("DICOM-SEG export failed", exc_info=True)
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        return f"no DICOM-SEG written: {type(exc).__name__}: {first}"
+    return None
 
 
 def _save_label_png(array: Any, path: Path) -> None:

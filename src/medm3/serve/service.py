@@ -603,4 +603,6 @@ def _kind(name: str) -> str:
         return "label_map"
     if name == "trace.json":
         return "trace"
+    if name.endswith("_seg.dcm"):
+        return "dicom_seg"
     return "overlay" if name.endswith(".png") else "file"

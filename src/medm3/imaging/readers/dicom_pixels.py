@@ -74,6 +74,10 @@ def read_dataset(
     return ds
 
 
+#: Modalities whose objects are never stacked as images.
+NON_IMAGE_MODALITIES = frozenset({"SEG", "RTSTRUCT", "RTPLAN", "SR", "PR", "KO", "REG"})
+
+
 def looks_like_image(ds: Any) -> bool:
     """True if the dataset header describes pixel data (Rows and Columns present).
 
@@ -81,8 +85,13 @@ def looks_like_image(ds: Any) -> bool:
         ds: A dataset, possibly read with ``stop_before_pixels``.
 
     Returns:
-        Whether it is an image (SR, RTSTRUCT, DICOMDIR, ... are not).
+        Whether it is an image (SR, RTSTRUCT, DICOMDIR, ... are not). Derived
+        objects that carry frames but are not pictures of the patient (SEG,
+        RTSTRUCT, presentation states) are not images either, so a
+        segmentation written next to its series never counts as a second series.
     """
+    if str(ds.get("Modality", "")).upper() in NON_IMAGE_MODALITIES:
+        return False
     return "Rows" in ds and "Columns" in ds and "DirectoryRecordSequence" not in ds
 
 

@@ -275,6 +275,8 @@ def read_group(
     md = base_metadata(ds_first_full, "dicom-series")
     md["files"] = len(geoms)
     md["container"] = container
+    if container == "files":  # exactly which files (derived objects such as DICOM-SEG need them)
+        md["source_files"] = [str(Path(src.label).resolve()) for src, _ in group.items]
     values = to_values(stored, ds_first_full, scales[:, 0], scales[:, 1], md)
     del stored  # keep at most two volume-sized arrays alive (peak memory)
     return volume_image(values, stack, ds_first_full, md, source)
