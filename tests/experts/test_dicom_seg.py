@@ -360,3 +360,13 @@ def test_cli_run_writes_seg(
         "needs at least one segment"
     ]
     assert "wrote " in out and not (tmp_path / "dark_out" / "fakeseg_seg.dcm").exists()
+
+
+def test_seg_written_into_the_series_folder_is_not_a_second_series(tmp_path: Path) -> None:
+    series = Series(tmp_path / "series", "LPS", shape=(10, 10, 4))
+    image = load_image(series.info.folder)
+    labels = series.labels(box_labels(series), image)
+    write_dicom_seg(labels, NAMES, image, series.info.folder / "seg.dcm", expert="vista3d")
+    again = load_image(series.info.folder)  # no "holds 2 DICOM series" error
+    assert again.spatial_shape == image.spatial_shape
+    assert again.metadata["series_uid"] == series.info.uid
