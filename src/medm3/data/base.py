@@ -371,6 +371,18 @@ def text_field(record: Mapping[str, Any], key: str) -> str:
     return value.strip()
 
 
+def answer_type_field(record: Mapping[str, Any]) -> str:
+    """The record's ``answer_type``, upper-cased: ``CLOSED`` or ``OPEN``.
+
+    Raises:
+        BadRow: Any other value (VQA-RAD and SLAKE define only these two).
+    """
+    answer_type = str(record.get("answer_type", "")).strip().upper()
+    if answer_type not in ("CLOSED", "OPEN"):
+        raise BadRow(f"answer_type must be CLOSED or OPEN, not {answer_type!r}")
+    return answer_type
+
+
 def closed_answer_type(answer: str) -> str:
     """``CLOSED`` for yes/no answers, else ``OPEN`` (for datasets without the field)."""
     return "CLOSED" if answer.strip().lower() in ("yes", "no") else "OPEN"

@@ -18,6 +18,7 @@ from medm3.data.base import (
     Item,
     ItemContext,
     SkipRow,
+    answer_type_field,
     find_one,
     listing,
     read_json_list,
@@ -93,9 +94,7 @@ class SlakeBuilder(Builder):
         question = text_field(record, "question")
         answer = text_field(record, "answer")
         image_name = text_field(record, "img_name")
-        answer_type = str(record.get("answer_type", "")).strip().upper()
-        if answer_type not in ("CLOSED", "OPEN"):
-            raise BadRow(f"answer_type must be CLOSED or OPEN, not {answer_type!r}")
+        answer_type = answer_type_field(record)
         rel = Path(image_name)
         if rel.is_absolute() or ".." in rel.parts:
             raise BadRow(f"img_name must be relative to imgs/: {image_name!r}")

@@ -22,6 +22,7 @@ from medm3.data.base import (
     Item,
     ItemContext,
     SkipRow,
+    answer_type_field,
     listing,
     read_json_list,
     text_field,
@@ -115,9 +116,7 @@ class VqaRadBuilder(Builder):
         question = text_field(record, "question")
         answer = text_field(record, "answer")
         image_name = text_field(record, "image_name")
-        answer_type = str(record.get("answer_type", "")).strip().upper()
-        if answer_type not in ("CLOSED", "OPEN"):
-            raise BadRow(f"answer_type must be CLOSED or OPEN, not {answer_type!r}")
+        answer_type = answer_type_field(record)
         phrase = str(record.get("phrase_type", "")).strip()
         if phrase not in PHRASES:
             raise BadRow(f"unknown phrase_type {phrase!r}")
