@@ -424,12 +424,15 @@ class BratsExpert(Expert):
     def _window(self, x: torch.Tensor) -> torch.Tensor:
         from monai.inferers import sliding_window_inference
 
+        from medm3.utils.progress import progress_enabled
+
         out = sliding_window_inference(
             x,
             roi_size=self._roi,
             sw_batch_size=self._sw_batch,
             predictor=self._net,
             overlap=self._overlap,
+            progress=progress_enabled(),
         )
         return out  # type: ignore[return-value]
 

@@ -508,6 +508,8 @@ class Vista3DExpert(Expert):
         from monai.apps.vista3d.inferer import point_based_window_inferer
         from monai.inferers import sliding_window_inference
 
+        from medm3.utils.progress import progress_enabled
+
         settings, device, network = self._settings, self._device, self._network
         assert settings is not None
         x = pre.unsqueeze(0)
@@ -543,6 +545,7 @@ class Vista3DExpert(Expert):
                 mode="gaussian",
                 sw_device=device,
                 device=out_device,
+                progress=progress_enabled(),
                 transpose=True,
                 point_coords=None,
                 point_labels=None,
