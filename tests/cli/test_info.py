@@ -11,19 +11,12 @@ import pydicom
 import pytest
 from click.testing import CliRunner
 
-from medm3.cli.main import cli, main
+from medm3.cli.main import cli
+from tests.cli.helpers import run as run_m3
 
 
 def run(*args: str):
     return CliRunner().invoke(cli, list(args))
-
-
-def run_main(capsys, *args: str) -> tuple[int, str, str]:
-    """Run the real entry point (which turns InputError into exit 2)."""
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    captured = capsys.readouterr()
-    return int(exc.value.code or 0), captured.out, captured.err
 
 
 def test_info_text(ct_path: Path, cxr_mono1_path: Path) -> None:
@@ -60,7 +53,7 @@ def test_info_series_option(tmp_path: Path, capsys) -> None:
         ds.SeriesNumber = number
         ds.SeriesDescription = name.split("_")[0]
         ds.save_as(tmp_path / f"IM{number}")
-    code, out, err = run_main(capsys, "info", str(tmp_path))
+    code, out, err = run_m3(["info", str(tmp_path)], capsys)
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
     assert "--series" in err and "[1]" in err and "'MR'" in err
     good = run("info", "--json", "--series", "1", str(tmp_path))
