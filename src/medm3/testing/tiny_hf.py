@@ -100,20 +100,28 @@ GEMMA3_CHAT_TEMPLATE = (
 )
 
 
-def _bpe_tokenizer(special_tokens: list[str]) -> Any:
-    """Train a small byte-level BPE ``tokenizers.Tokenizer`` with ``special_tokens`` first."""
+def bpe_tokenizer(
+    special_tokens: list[str], corpus: list[str] | None = None, vocab_size: int = _VOCAB_SIZE
+) -> Any:
+    """Train a small byte-level BPE ``tokenizers.Tokenizer`` with ``special_tokens`` first.
+
+    Args:
+        special_tokens: Tokens given the first ids, in order.
+        corpus: Training sentences (default: a few medical sentences).
+        vocab_size: Vocabulary size to train.
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=_VOCAB_SIZE,
+        vocab_size=vocab_size,
         special_tokens=special_tokens,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_CORPUS, trainer=trainer)
+    tok.train_from_iterator(_CORPUS if corpus is None else corpus, trainer=trainer)
     return tok
 
 
@@ -165,7 +173,7 @@ def build_tiny_llava(path: str | os.PathLike[str], *, seed: int = 0) -> Path:
         PreTrainedTokenizerFast,
     )
 
-    raw = _bpe_tokenizer(["<unk>", "<s>", "</s>", "<pad>", "<image>"])
+    raw = bpe_tokenizer(["<unk>", "<s>", "</s>", "<pad>", "<image>"])
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=raw,
         bos_token="<s>",
@@ -262,7 +270,7 @@ def build_tiny_qwen2_vl(path: str | os.PathLike[str], *, seed: int = 0) -> Path:
         "<|image_pad|>",
         "<|video_pad|>",
     ]
-    raw = _bpe_tokenizer(specials)
+    raw = bpe_tokenizer(specials)
     ids = {t: raw.token_to_id(t) for t in specials}
     tokenizer = Qwen2Tokenizer(
         tokenizer_object=raw,
@@ -369,7 +377,7 @@ def build_tiny_gemma3(path: str | os.PathLike[str], *, seed: int = 0) -> Path:
         "<end_of_image>",
         "<image_soft_token>",
     ]
-    raw = _bpe_tokenizer(specials)
+    raw = bpe_tokenizer(specials)
     ids = {t: raw.token_to_id(t) for t in specials}
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=raw,

@@ -57,19 +57,12 @@ _LLAMA3_SPECIALS = [
 
 def _llama3_tokenizer(vocab_size: int) -> Any:
     """Byte-level BPE with the Llama-3 special tokens (+ ``[PAD]`` last, as in the 8B)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import processors
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=list(_LLAMA3_SPECIALS),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(_CORPUS * 3, trainer=trainer)
+    from medm3.testing.tiny_hf import bpe_tokenizer
+
+    tok = bpe_tokenizer(list(_LLAMA3_SPECIALS), _CORPUS * 3, vocab_size)
     tok.add_special_tokens(["[PAD]"])
     bos = "<|begin_of_text|>"
     tok.post_processor = processors.TemplateProcessing(
