@@ -52,17 +52,27 @@ def to_messages(turns: list[list[str]]) -> list[Message]:
     return messages
 
 
-@pytest.fixture(scope="module", params=["with_config", "model_only"])
+@pytest.fixture(scope="module", params=["with_config", "old_style_config", "model_only"])
 def checkpoint(request, tmp_path_factory) -> Path:
-    """Tiny vicuna_v1 checkpoint on the fixture model; ``model_only``: no tokenizer config."""
+    """Tiny vicuna_v1 checkpoint on the fixture model.
+
+    ``with_config``: tokenizer config as transformers 4.36 saves it;
+    ``old_style_config``: the older Llama-2 style the reference was also run on;
+    ``model_only``: ``tokenizer.model`` is the only tokenizer file.
+    """
     root = tmp_path_factory.mktemp(request.param)
-    return build_tiny_vila(
+    build_tiny_vila(
         root,
         "vicuna_v1",
         tokenizer_model=MODEL,
-        tokenizer_config=request.param == "with_config",
+        tokenizer_config=request.param != "model_only",
         vocab_size=FIXTURE_VOCAB,
     )
+    if request.param == "old_style_config":
+        config = json.dumps(REFERENCE["old_style_tokenizer_config"])
+        (root / "llm" / "tokenizer_config.json").write_text(config, encoding="utf-8")
+        (root / "llm" / "special_tokens_map.json").unlink()
+    return root
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +104,7 @@ def test_tiny_model_training_is_deterministic() -> None:
 def test_llm_folder_has_no_fast_tokenizer(checkpoint) -> None:
     files = {p.name for p in (checkpoint / "llm").iterdir()}
     assert "tokenizer.model" in files and "tokenizer.json" not in files
-    assert ("tokenizer_config.json" in files) == checkpoint.name.startswith("with_config")
+    assert ("tokenizer_config.json" in files) != checkpoint.name.startswith("model_only")
 
 
 def test_slow_tokenizer_is_chosen(tokenizer) -> None:
@@ -149,16 +159,17 @@ def backend(tmp_path_factory) -> VilaBackend:
 
 
 class ForceSequence:
-    """lm_head hook: generation step ``k`` emits ``tokens[k]`` in every row."""
+    """lm_head hook: at generation step ``k``, batch row ``r`` emits ``rows[r][k]``."""
 
-    def __init__(self, backend: VilaBackend, tokens: list[int]) -> None:
-        self.tokens, self.step = tokens, 0
+    def __init__(self, backend: VilaBackend, *rows: list[int]) -> None:
+        self.rows, self.step = rows, 0
         self.handle = backend.model.llm.lm_head.register_forward_hook(self)
 
     def __call__(self, module, args, output):
-        if self.step < len(self.tokens):
-            output = output.clone()
-            output[:, -1, self.tokens[self.step]] = 1e4
+        output = output.clone()
+        for row, tokens in enumerate(self.rows[: output.shape[0]]):
+            if self.step < len(tokens):
+                output[row, -1, tokens[self.step]] = 1e4
         self.step += 1
         return output
 
@@ -186,25 +197,25 @@ def run_vila_answer(text: str, stop: str) -> str:
     return text.strip()
 
 
+def image_question() -> list[Message]:
+    return [Message("user", [ImagePart(Image.new("RGB", (9, 7))), TextPart("Hi")])]
+
+
 @pytest.mark.parametrize("index", range(len(REFERENCE["decode"])))
-def test_answer_text_generate_stream_batch(backend, index) -> None:
-    """Forced reference ids end in ``</s>``: every path stops there with the reference text."""
+def test_answer_text_generate_and_stream(backend, index) -> None:
+    """Forced reference ids end in ``</s>``: generation stops there with the reference text."""
     item = REFERENCE["decode"][index]
     expected = run_vila_answer(item["text"], REFERENCE["stop_str"])
     config = GenerationConfig(max_new_tokens=len(item["ids"]) + 5)
-    conversation = [Message("user", [ImagePart(Image.new("RGB", (9, 7))), TextPart("Hi")])]
     with ForceSequence(backend, item["ids"]):
-        out = backend.generate(conversation, config)
+        out = backend.generate(image_question(), config)
     assert (out.text, out.finish_reason, out.completion_tokens) == (
         expected,
         "stop",
         len(item["ids"]),
     )
     with ForceSequence(backend, item["ids"]):
-        assert "".join(backend.stream(conversation, config)) == expected
-    with ForceSequence(backend, item["ids"]):
-        batch = backend.generate_batch([conversation, to_messages([["USER", "Hello?"]])], config)
-    assert [(b.text, b.finish_reason) for b in batch] == [(expected, "stop")] * 2
+        assert "".join(backend.stream(image_question(), config)) == expected
     if item.get("spelled_separator"):
         # "</s>" spelled with ordinary pieces is text: only the separator id stops.
         # (KeywordsStoppingCriteria's text check decodes output_ids[:, -offset:] with
@@ -212,3 +223,14 @@ def test_answer_text_generate_stream_batch(backend, index) -> None:
         # the last token once the answer is longer than the prompt, an odd window
         # before; its id check, output_ids[0, -1:] == [2], is the one that matters.)
         assert "</s>" in out.text
+
+
+def test_answer_texts_in_one_batch(backend) -> None:
+    """One batch, each row forced to another reference answer: each stops at its own ``</s>``."""
+    items = REFERENCE["decode"]
+    config = GenerationConfig(max_new_tokens=max(len(i["ids"]) for i in items) + 5)
+    with ForceSequence(backend, *(i["ids"] for i in items)):
+        batch = backend.generate_batch([image_question() for _ in items], config)
+    assert [(b.text, b.finish_reason, b.completion_tokens) for b in batch] == [
+        (run_vila_answer(i["text"], REFERENCE["stop_str"]), "stop", len(i["ids"])) for i in items
+    ]

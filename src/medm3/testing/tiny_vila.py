@@ -141,8 +141,20 @@ def _write_vicuna_tokenizer(
     if not config_files:
         return
     specials = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<unk>"}
+    added = {  # as transformers 4.36 (the version VILA-M3 was trained with) saves them
+        str(i): {
+            "content": token,
+            "lstrip": False,
+            "normalized": False,
+            "rstrip": False,
+            "single_word": False,
+            "special": True,
+        }
+        for i, token in enumerate(("<unk>", "<s>", "</s>"))
+    }
     config = {
         "tokenizer_class": "LlamaTokenizer",
+        "added_tokens_decoder": added,
         "add_bos_token": True,
         "add_eos_token": False,
         "legacy": False,
