@@ -75,10 +75,8 @@ class Orthanc:
 
     def series_of_study(self, study_uid: str) -> list[dict[str, Any]]:
         """Orthanc's series records of a study (MainDicomTags etc.)."""
-        found = self.rest(
-            "POST", "/tools/find", json={"Level": "Series", "Query": {"StudyInstanceUID": study_uid},
-                                        "Expand": True},
-        )  # fmt: skip
+        query = {"Level": "Series", "Query": {"StudyInstanceUID": study_uid}, "Expand": True}
+        found = self.rest("POST", "/tools/find", json=query)
         return list(found)
 
     def instance_files(self, series_id: str) -> list[bytes]:
@@ -198,8 +196,15 @@ def write_ct_series(folder: Path, ct_path: Path) -> tuple[Path, str, str]:
     nii = nib.load(str(ct_path))
     volume = np.asarray(nii.dataobj).astype(np.int16)
     intercept = float(min(-1024, int(volume.min())))
-    info = write_series(folder, volume, nii.affine, "LPS", intercept=intercept,
-                        description="abdomen 3 mm", series_number=3)  # fmt: skip
+    info = write_series(
+        folder,
+        volume,
+        nii.affine,
+        "LPS",
+        intercept=intercept,
+        description="abdomen 3 mm",
+        series_number=3,
+    )
     study = generate_uid()
     for path in info.files:
         ds = pydicom.dcmread(path)
@@ -275,14 +280,21 @@ def pacs(orthanc: Orthanc, tmp_path_factory: pytest.TempPathFactory) -> Orthanc:
         for path in extra.values():
             orthanc.upload(path)
         uploaded["ct"] = {
-            "folder": folder, "study": study, "series": series, "nifti": ct,
-            "sr": pydicom.dcmread(extra["sr"]), "pr": pydicom.dcmread(extra["pr"]),
-        }  # fmt: skip
+            "folder": folder,
+            "study": study,
+            "series": series,
+            "nifti": ct,
+            "sr": pydicom.dcmread(extra["sr"]),
+            "pr": pydicom.dcmread(extra["pr"]),
+        }
     if cxr.is_file():
         orthanc.upload(cxr)
         ds = pydicom.dcmread(cxr, stop_before_pixels=True)
-        uploaded["cxr"] = {"path": cxr, "study": str(ds.StudyInstanceUID),
-                           "series": str(ds.SeriesInstanceUID)}  # fmt: skip
+        uploaded["cxr"] = {
+            "path": cxr,
+            "study": str(ds.StudyInstanceUID),
+            "series": str(ds.SeriesInstanceUID),
+        }
     orthanc.uploaded = uploaded
     return orthanc
 

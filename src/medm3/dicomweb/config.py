@@ -79,7 +79,9 @@ def _read_config(path: Path) -> dict[str, Any]:
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InputError(f"DICOMweb config is not valid JSON ({exc.msg}, line {exc.lineno})", path)
+        raise InputError(
+            f"DICOMweb config is not valid JSON ({exc.msg}, line {exc.lineno})", path
+        ) from None
     servers = doc.get("servers") if isinstance(doc, dict) else None
     if not isinstance(servers, dict) or not all(isinstance(v, dict) for v in servers.values()):
         raise InputError('DICOMweb config must be {"servers": {ROOT_URL: {...}, ...}}', path)
@@ -115,9 +117,12 @@ def settings_for(root: str) -> ServerSettings:
         if user and not token and ENV_PASSWORD not in env:
             raise InputError(f"{ENV_USER} is set but {ENV_PASSWORD} is not")
         found = ServerSettings(
-            username=user, password=env.get(ENV_PASSWORD), token=token, ca_bundle=ca,
+            username=user,
+            password=env.get(ENV_PASSWORD),
+            token=token,
+            ca_bundle=ca,
             origin="environment",
-        )  # fmt: skip
+        )
     else:
         path = config_path()
         servers = _read_config(path)

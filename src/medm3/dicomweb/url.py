@@ -112,13 +112,13 @@ def parse_reference(value: str | os.PathLike[str], *, need_study: bool = True) -
         )
     if not parts.hostname:
         raise InputError("the DICOMweb reference has no host", text)
-    if scheme == "http" and not _loopback(parts.hostname):
-        if os.environ.get("MEDM3_DICOMWEB_ALLOW_HTTP", "").strip() not in ("1", "true", "yes"):
-            raise InputError(
-                "plain http is only allowed to this machine (localhost); use dicomweb+https, "
-                "or set MEDM3_DICOMWEB_ALLOW_HTTP=1 on a trusted network",
-                text,
-            )
+    allow_http = os.environ.get("MEDM3_DICOMWEB_ALLOW_HTTP", "").strip() in ("1", "true", "yes")
+    if scheme == "http" and not _loopback(parts.hostname) and not allow_http:
+        raise InputError(
+            "plain http is only allowed to this machine (localhost); use dicomweb+https, "
+            "or set MEDM3_DICOMWEB_ALLOW_HTTP=1 on a trusted network",
+            text,
+        )
     if parts.query or parts.fragment:
         raise InputError("the DICOMweb reference must not have a query or fragment", text)
     segments = [s for s in parts.path.split("/") if s]
