@@ -35,6 +35,8 @@ requests = pytest.importorskip("requests")
 USER, PASSWORD = "medm3-test", "pacs-secret-42"
 PLUGIN_GLOB = "/usr/lib/orthanc/libOrthancDicomWeb.so*"
 CT_FOR_UID = "1.2.826.0.1.3680043.8.498.4242"
+#: Orthanc drops (silently) any instance with this SeriesDescription (a Lua filter).
+REFUSED_DESCRIPTION = "medm3 refused by test"
 
 
 def free_port() -> int:
@@ -122,6 +124,13 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
         "ConcurrentJobs": 1,
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": False},
     }
+    lua = folder / "filter.lua"  # lets a test make the server refuse one object
+    lua.write_text(
+        "function ReceivedInstanceFilter(dicom, origin, info)\n"
+        f"  return dicom.SeriesDescription ~= '{REFUSED_DESCRIPTION}'\n"
+        "end\n"
+    )
+    config["LuaScripts"] = [str(lua)]
     cfg = folder / "orthanc.json"
     cfg.write_text(json.dumps(config, indent=2))
     log = folder / "orthanc.log"

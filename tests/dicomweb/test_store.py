@@ -12,13 +12,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pydicom
 import pytest
 
 from medm3.errors import InputError
-from tests.cli.helpers import assert_one_line_error, run
-from tests.dicomweb.conftest import Orthanc, need
+from tests.cli.helpers import run
+from tests.dicomweb.conftest import PASSWORD, REFUSED_DESCRIPTION, Orthanc, need
 
 hd = pytest.importorskip("highdicom")
 pytest.importorskip("scipy")
@@ -121,3 +120,67 @@ def test_store_seg_and_sr_round_trip(
         str(getattr(i, "TextValue", "")) for i in device if getattr(i, "ValueType", "") == "TEXT"
     ]
     assert "medm3 measure" in names
+
+
+def _liver_result(pacs: Orthanc, ct_labels_path: Path) -> tuple[Any, Any, Any]:
+    from medm3.experts.base import RunContext
+    from medm3.experts.registry import get_expert
+    from medm3.imaging.io import load_image
+
+    ct = need(pacs, "ct")
+    image = load_image(pacs.ref(ct["study"]))
+    mask = load_image(ct_labels_path)
+    context = RunContext(options={"label_names": {5: "liver"}})
+    result = get_expert("measure").run({"image": image, "mask": mask}, "liver", context=context)
+    return image, mask, result
+
+
+def test_failed_stow_leaves_nothing_on_the_server(
+    pacs: Orthanc, ct_labels_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from medm3.dicomweb.store import store_result
+
+    ct = need(pacs, "ct")
+    image, mask, result = _liver_result(pacs, ct_labels_path)
+    before = series_uids(pacs, ct["study"])
+
+    monkeypatch.setenv("MEDM3_DICOMWEB_PASSWORD", "wrong")
+    with pytest.raises(InputError, match=r"refused the credentials \(HTTP 401\) while storing"):
+        store_result(result, image, mask=mask)
+    assert series_uids(pacs, ct["study"]) == before
+    monkeypatch.setenv("MEDM3_DICOMWEB_PASSWORD", PASSWORD)
+
+    # The server drops the SR (a Lua filter) while the SEG of the same request is stored:
+    # the SEG must be deleted again and the error must say so.
+    import medm3.experts.dicom_sr as dicom_sr
+
+    real = dicom_sr.build_measurement_report
+
+    def refused_sr(*args: Any, **kwargs: Any) -> Any:
+        sr = real(*args, **kwargs)
+        sr.SeriesDescription = REFUSED_DESCRIPTION
+        return sr
+
+    monkeypatch.setattr(dicom_sr, "build_measurement_report", refused_sr)
+    with pytest.raises(InputError, match="refused 1 of 2 result objects.*nothing was left"):
+        store_result(result, image, mask=mask)
+    assert series_uids(pacs, ct["study"]) == before
+
+    monkeypatch.setattr(dicom_sr, "build_measurement_report", real)
+    stored = store_result(result, image, mask=mask, question="How big is the liver?", answer="Big.")
+    after = series_uids(pacs, ct["study"])
+    assert after - before == {o.series_instance_uid for o in stored}
+    sr_ds = pydicom.dcmread(
+        io.BytesIO(pacs.instance_files(new_series(pacs, ct["study"], before)["SR"]["ID"])[0])
+    )
+    texts = _texts(sr_ds)
+    assert "How big is the liver?" in texts and "Big." in texts
+
+
+def _texts(ds: Any) -> list[str]:
+    out = []
+    for item in getattr(ds, "ContentSequence", []):
+        if getattr(item, "ValueType", "") == "TEXT":
+            out.append(str(item.TextValue))
+        out.extend(_texts(item))
+    return out

@@ -11,7 +11,9 @@ volumes, diameters and intensity statistics.
 :func:`store_objects` sends both in **one** STOW-RS request to the source
 study. All or nothing: when the server reports any instance as failed (or the
 request fails after it may have stored something), the instances of this
-request that did get stored are deleted again: first with the DICOMweb
+request that did get stored are deleted again (what the server reports is
+checked with a QIDO-RS search, since some servers report instances that a
+filter dropped as stored): first with the DICOMweb
 ``DELETE`` transaction, else, for Orthanc (whose DICOMweb plug-in has no
 DELETE), through Orthanc's REST API beside the DICOMweb root. If even that is
 impossible the error says exactly which SOP Instance UIDs remain.
@@ -184,6 +186,9 @@ def store_objects(root: str, study_uid: str, objects: Mapping[str, Any]) -> list
         _rollback(client, root, study_uid, uids, str(exc))
         raise InputError(f"storing the results failed: {exc}", root) from None
     failed = _failed(response)
+    if not failed:  # some servers report filtered-out instances as stored: check
+        present = set(_present(client, root, study_uid, uids))
+        failed = [f"{u}: not found on the server after storing" for u in uids if u not in present]
     if failed:
         _rollback(client, root, study_uid, uids, "; ".join(failed))
         raise InputError(

@@ -127,6 +127,11 @@ def build_measurement_report(
         f"medm3 {__version__}" + (f", weights {expert_version}" if expert_version else "")
     )
     algorithm = hd.sr.AlgorithmIdentification(name=_lo(f"medm3 {expert}"), version=version)
+    # (highdicom's ReferencedSegment.from_segmentation fails on a one-segment SEG, whose
+    # segment identification is shared by all frames; the source series is referenced instead.)
+    source_series = hd.sr.SourceSeriesForSegmentation(
+        str(seg.ReferencedSeriesSequence[0].SeriesInstanceUID)
+    )
     groups = []
     for row in measurements:
         if not row.get("voxels"):
@@ -155,7 +160,12 @@ def build_measurement_report(
                 tracking_identifier=hd.sr.TrackingIdentifier(
                     uid=hd.UID(), identifier=_lo(f"{expert} {row.get('name', label)}")
                 ),
-                referenced_segment=hd.sr.ReferencedSegment.from_segmentation(seg, number),
+                referenced_segment=hd.sr.ReferencedSegment(
+                    sop_class_uid=str(seg.SOPClassUID),
+                    sop_instance_uid=str(seg.SOPInstanceUID),
+                    segment_number=number,
+                    source_series=source_series,
+                ),
                 finding_type=hd.sr.CodedConcept.from_dataset(
                     segment.SegmentedPropertyTypeCodeSequence[0]
                 ),
