@@ -258,6 +258,7 @@ def non_image_objects(folder: Path, study_uid: str) -> dict[str, Path]:
         ds.PatientName = "Pacs^Testpatient"
         ds.PatientID = "PACS-CT-0001"
         ds.InstanceNumber = 1
+        ds.StudyDate, ds.StudyTime, ds.StudyID = "20240102", "101500", "CT1"
         path = folder / f"{kind}.dcm"
         ds.save_as(path, enforce_file_format=True)
         out[kind] = path

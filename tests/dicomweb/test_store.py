@@ -162,7 +162,7 @@ def test_failed_stow_leaves_nothing_on_the_server(
         return sr
 
     monkeypatch.setattr(dicom_sr, "build_measurement_report", refused_sr)
-    with pytest.raises(InputError, match="refused 1 of 2 result objects.*nothing was left"):
+    with pytest.raises(InputError, match=r"refused 1 of 2 result objects.*nothing was left"):
         store_result(result, image, mask=mask)
     assert series_uids(pacs, ct["study"]) == before
 
