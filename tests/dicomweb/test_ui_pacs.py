@@ -23,7 +23,12 @@ from tests.dicomweb.test_store import _texts, new_series, series_uids
 
 pytest.importorskip("gradio")
 pytest.importorskip("highdicom")
-from tests.serve.conftest import client_for, make_app, segment_then_answer  # noqa: E402, F401
+from tests.serve import conftest as _serve  # noqa: E402
+
+# The server fixtures, shared with tests/serve (a conftest's fixtures are per folder).
+make_app = _serve.make_app
+client_for = _serve.client_for
+segment_then_answer = _serve.segment_then_answer
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::DeprecationWarning:gradio.*"),
