@@ -23,7 +23,7 @@ from tests.dicomweb.test_store import _texts, new_series, series_uids
 
 pytest.importorskip("gradio")
 pytest.importorskip("highdicom")
-from tests.serve import conftest as _serve  # noqa: E402
+from tests.serve import conftest as _serve
 
 # The server fixtures, shared with tests/serve (a conftest's fixtures are per folder).
 make_app = _serve.make_app
