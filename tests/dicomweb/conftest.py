@@ -14,6 +14,7 @@ chest X-ray DICOM, and the shared abdominal CT written as a DICOM series.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -65,8 +66,11 @@ class Orthanc:
         text = f"dicomweb+{self.root}/studies/{study}"
         return text + (f"/series/{series}" if series else "")
 
+    verify: str | bool = True
+
     def rest(self, method: str, path: str, **kwargs: Any) -> Any:
         """Call Orthanc's native REST API (the reference side of the tests)."""
+        kwargs.setdefault("verify", self.verify)
         r = requests.request(method, self.url + path, auth=(USER, PASSWORD), timeout=30, **kwargs)
         r.raise_for_status()
         return r.json() if r.content else None
@@ -98,17 +102,26 @@ def _orthanc_binary() -> str | None:
     )
 
 
-@pytest.fixture(scope="session")
-def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
-    """Start Orthanc with the DICOMweb plug-in (session-wide) and stop it by PID."""
+@contextlib.contextmanager
+def running_orthanc(folder: Path, verify: str | bool = True, **overrides: Any) -> Iterator[Orthanc]:
+    """Run ``Orthanc CONFIG`` with a generated config in ``folder``; stop it by PID on exit.
+
+    ``overrides`` are merged into the config (e.g. ``SslEnabled`` for HTTPS);
+    ``verify`` is what the fixture's own REST calls trust (a CA file for HTTPS).
+    """
     binary = _orthanc_binary()
     plugins = sorted(glob.glob(PLUGIN_GLOB))
     if binary is None:
         pytest.skip("Orthanc is not installed (apt-get install orthanc orthanc-dicomweb)")
     if not plugins:
         pytest.skip(f"the Orthanc DICOMweb plug-in is not installed ({PLUGIN_GLOB})")
-    folder = tmp_path_factory.mktemp("orthanc")
     port = free_port()
+    lua = folder / "filter.lua"  # lets a test make the server refuse one object
+    lua.write_text(
+        "function ReceivedInstanceFilter(dicom, origin, info)\n"
+        f"  return dicom.SeriesDescription ~= '{REFUSED_DESCRIPTION}'\n"
+        "end\n"
+    )
     config = {
         "Name": "medm3-test",
         "StorageDirectory": str(folder / "db"),
@@ -123,14 +136,9 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
         "HttpThreadsCount": 4,
         "ConcurrentJobs": 1,
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": False},
+        "LuaScripts": [str(lua)],
+        **overrides,
     }
-    lua = folder / "filter.lua"  # lets a test make the server refuse one object
-    lua.write_text(
-        "function ReceivedInstanceFilter(dicom, origin, info)\n"
-        f"  return dicom.SeriesDescription ~= '{REFUSED_DESCRIPTION}'\n"
-        "end\n"
-    )
-    config["LuaScripts"] = [str(lua)]
     cfg = folder / "orthanc.json"
     cfg.write_text(json.dumps(config, indent=2))
     log = folder / "orthanc.log"
@@ -138,7 +146,8 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
         proc = subprocess.Popen(
             [binary, str(cfg)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
-    server = Orthanc(url=f"http://127.0.0.1:{port}", process=proc, log=log)
+    scheme = "https" if config.get("SslEnabled") else "http"
+    server = Orthanc(url=f"{scheme}://127.0.0.1:{port}", process=proc, log=log, verify=verify)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -161,6 +170,13 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
+    """Orthanc with the DICOMweb plug-in over HTTP on loopback (session-wide)."""
+    with running_orthanc(tmp_path_factory.mktemp("orthanc")) as server:
+        yield server
 
 
 @pytest.fixture(autouse=True)

@@ -45,18 +45,20 @@ def connect(root: str) -> Any:
         session.headers["Authorization"] = f"Bearer {settings.token}"
     elif settings.username:
         session.auth = (settings.username, settings.password or "")
-    if settings.ca_bundle:
-        session.verify = settings.ca_bundle
-    session.request = _with_timeout(session.request)  # type: ignore[method-assign]
+    # Per request: a session-level verify loses to $REQUESTS_CA_BUNDLE in requests.
+    verify = settings.ca_bundle or None
+    session.request = _with_defaults(session.request, verify)  # type: ignore[method-assign]
     client = DICOMwebClient(url=root, session=session)
     client.set_http_retry_params(retry=False)
     client.medm3_auth_origin = settings.origin  # type: ignore[attr-defined]
     return client
 
 
-def _with_timeout(request: Any) -> Any:
+def _with_defaults(request: Any, verify: str | None) -> Any:
     def call(method: str, url: str, **kwargs: Any) -> Any:
         kwargs.setdefault("timeout", TIMEOUT)
+        if verify is not None:
+            kwargs["verify"] = verify
         return request(method, url, **kwargs)
 
     return call
