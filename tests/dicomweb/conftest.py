@@ -30,9 +30,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-pytest.importorskip("dicomweb_client")
-requests = pytest.importorskip("requests")
-
 USER, PASSWORD = "medm3-test", "pacs-secret-42"
 PLUGIN_GLOB = "/usr/lib/orthanc/libOrthancDicomWeb.so*"
 CT_FOR_UID = "1.2.826.0.1.3680043.8.498.4242"
@@ -70,6 +67,8 @@ class Orthanc:
 
     def rest(self, method: str, path: str, **kwargs: Any) -> Any:
         """Call Orthanc's native REST API (the reference side of the tests)."""
+        import requests
+
         kwargs.setdefault("verify", self.verify)
         r = requests.request(method, self.url + path, auth=(USER, PASSWORD), timeout=30, **kwargs)
         r.raise_for_status()
@@ -87,6 +86,8 @@ class Orthanc:
 
     def instance_files(self, series_id: str) -> list[bytes]:
         """The stored files of an Orthanc series (by Orthanc id)."""
+        import requests
+
         ids = self.rest("GET", f"/series/{series_id}/instances")
         return [
             requests.get(
@@ -109,6 +110,9 @@ def running_orthanc(folder: Path, verify: str | bool = True, **overrides: Any) -
     ``overrides`` are merged into the config (e.g. ``SslEnabled`` for HTTPS);
     ``verify`` is what the fixture's own REST calls trust (a CA file for HTTPS).
     """
+    pytest.importorskip("dicomweb_client", reason="the dicomweb extra is not installed")
+    import requests
+
     binary = _orthanc_binary()
     plugins = sorted(glob.glob(PLUGIN_GLOB))
     if binary is None:
