@@ -80,6 +80,9 @@ def test_store_seg_and_sr_round_trip(
     assert seg.StudyInstanceUID == ct["study"]
     assert {str(s.SeriesInstanceUID) for s in seg.ReferencedSeriesSequence} == {ct["series"]}
     labels = {int(s.SegmentNumber): str(s.SegmentLabel) for s in seg.SegmentSequence}
+    for segment in seg.SegmentSequence:  # algorithm identification of the expert
+        assert segment.SegmentAlgorithmName == "medm3 measure"
+        assert segment.SegmentAlgorithmType == "AUTOMATIC"
     assert sorted(labels.values()) == sorted(local)
     frames = seg_ds.pixel_array.reshape(-1, seg_ds.Rows, seg_ds.Columns)
     counts: dict[int, int] = {}
@@ -97,6 +100,9 @@ def test_store_seg_and_sr_round_trip(
     for group in groups:
         ref = group.referenced_segment[0].ReferencedSOPSequence[0]
         assert ref.ReferencedSOPInstanceUID == seg_ds.SOPInstanceUID
+        assert ref.ReferencedSOPClassUID == seg_ds.SOPClassUID
+        source = [i for i in group.referenced_segment if getattr(i, "ValueType", "") == "UIDREF"]
+        assert [str(i.UID) for i in source] == [ct["series"]]  # Source series for segmentation
         name = labels[int(ref.ReferencedSegmentNumber)]
         row = local[name]
 
