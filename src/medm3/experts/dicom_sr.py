@@ -122,11 +122,63 @@ def build_measurement_report(
     from medm3 import __version__
 
     c = _codes()
-    numbers = segment_numbers(seg)
     version = _lo(
         f"medm3 {__version__}" + (f", weights {expert_version}" if expert_version else "")
     )
     algorithm = hd.sr.AlgorithmIdentification(name=_lo(f"medm3 {expert}"), version=version)
+    groups = _roi_groups(hd, c, measurements, seg, expert, algorithm)
+    if not groups and not answer:
+        raise InputError("nothing to report: no measured structure and no answer")
+    device = hd.sr.DeviceObserverIdentifyingAttributes(
+        uid=hd.UID(),
+        name=_lo(vlm or f"medm3 {expert}"),
+        manufacturer_name="medm3",
+        model_name=_lo(vlm or f"medm3 {expert}"),
+    )
+    context = hd.sr.ObservationContext(
+        observer_device_context=hd.sr.ObserverContext(
+            observer_type=hd.sr.CodedConcept.from_code(_device_code()),
+            observer_identifying_attributes=device,
+        )
+    )
+    report = hd.sr.MeasurementReport(
+        observation_context=context,
+        procedure_reported=c["procedure"],
+        imaging_measurements=groups or None,
+    )
+    if question or answer:
+        _add_text(hd, report, c, question, answer)
+    src = source_datasets[0]
+    try:
+        series_number = int(src.get("SeriesNumber")) + SERIES_NUMBER_OFFSET
+    except (TypeError, ValueError):
+        series_number = SERIES_NUMBER_OFFSET
+    return hd.sr.Comprehensive3DSR(
+        evidence=[*source_datasets, seg],
+        content=report[0],
+        series_number=min(series_number, 2**31 - 1),
+        series_instance_uid=hd.UID(),
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="medm3",
+        series_description=_lo(f"medm3 {expert} report"),
+        institution_name=None,
+        is_complete=True,
+        is_final=False,
+        is_verified=False,
+    )
+
+
+def _roi_groups(
+    hd: Any,
+    c: dict[str, Any],
+    measurements: Sequence[Mapping[str, Any]],
+    seg: Any,
+    expert: str,
+    algorithm: Any,
+) -> list[Any]:
+    """One TID 1411 volumetric group per measured structure present in ``seg``."""
+    numbers = segment_numbers(seg)
     # (highdicom's ReferencedSegment.from_segmentation fails on a one-segment SEG, whose
     # segment identification is shared by all frames; the source series is referenced instead.)
     source_series = hd.sr.SourceSeriesForSegmentation(
@@ -173,46 +225,7 @@ def build_measurement_report(
                 measurements=items,
             )
         )
-    if not groups and not answer:
-        raise InputError("nothing to report: no measured structure and no answer")
-    device = hd.sr.DeviceObserverIdentifyingAttributes(
-        uid=hd.UID(),
-        name=_lo(vlm or f"medm3 {expert}"),
-        manufacturer_name="medm3",
-        model_name=_lo(vlm or f"medm3 {expert}"),
-    )
-    context = hd.sr.ObservationContext(
-        observer_device_context=hd.sr.ObserverContext(
-            observer_type=hd.sr.CodedConcept.from_code(_device_code()),
-            observer_identifying_attributes=device,
-        )
-    )
-    report = hd.sr.MeasurementReport(
-        observation_context=context,
-        procedure_reported=c["procedure"],
-        imaging_measurements=groups or None,
-    )
-    if question or answer:
-        _add_text(hd, report, c, question, answer)
-    src = source_datasets[0]
-    try:
-        series_number = int(src.get("SeriesNumber")) + SERIES_NUMBER_OFFSET
-    except (TypeError, ValueError):
-        series_number = SERIES_NUMBER_OFFSET
-    return hd.sr.Comprehensive3DSR(
-        evidence=[*source_datasets, seg],
-        content=report[0],
-        series_number=min(series_number, 2**31 - 1),
-        series_instance_uid=hd.UID(),
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer="medm3",
-        series_description=_lo(f"medm3 {expert} report"),
-        institution_name=None,
-        is_complete=True,
-        is_final=False,
-        is_verified=False,
-    )
+    return groups
 
 
 def _device_code() -> Any:
