@@ -50,7 +50,7 @@ def test_no_phi_from_the_pacs_reaches_a_remote_vlm(
             main(
                 ["chat", "--backend", "openai", "--model", "fake-model", "--base-url",
                  server.base_url, "--api-key", "sk-test", "--image", pacs.ref(ct["study"]),
-                 "--experts", "fakeseg", "--json", "--store", question]
+                 "--experts", "fakeseg", "-o", str(tmp_path / "out"), "--json", "--store", question]
             )  # fmt: skip
         except SystemExit as exc:
             code = exc.code
