@@ -123,6 +123,12 @@ def _event_printer(json_mode: bool) -> Any:
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the answer and the whole trace as JSON."
 )
+@click.option(
+    "--store",
+    is_flag=True,
+    help="With PROMPT and a DICOMweb image: store the last segmentation, its measurements, "
+    "the question and the answer in the study (DICOM-SEG + SR, see docs/pacs.md).",
+)
 def chat(
     prompt: str | None,
     model: str | None,
@@ -147,6 +153,7 @@ def chat(
     out_dir: Path | None,
     no_cache: bool,
     as_json: bool,
+    store: bool,
 ) -> None:
     """Ask about a scan: the VLM answers, calling expert models when it needs them.
 
@@ -171,6 +178,8 @@ def chat(
             get_expert_class(n.strip()).name for n in expert_list.split(",") if n.strip()
         )
     loaded = _load_images(images, modality, series)
+    if store:
+        _check_store(prompt, loaded)
     if out_dir is None:
         out_dir = Path("m3_outputs") / time.strftime("chat-%Y%m%d-%H%M%S")
     config = AgentConfig(
@@ -203,8 +212,10 @@ def chat(
 
     if prompt is not None:
         reply = session.ask(prompt, on_text=None if as_json else stream)
+        stored = _store(reply, loaded, model_id, prompt) if store else []
         if as_json:
             doc = {
+                "stored": stored,
                 "answer": reply.text,
                 "rounds": reply.rounds,
                 "round_limit_reached": reply.round_limit_reached,
@@ -216,8 +227,34 @@ def chat(
             click.echo(json.dumps(doc, indent=2, default=str))
         else:
             click.echo()
+            for url in stored:
+                click.echo(f"stored {url}", err=True)
         return
     _interactive(session, as_json, stream)
+
+
+def _check_store(prompt: str | None, loaded: Any) -> None:
+    """--store needs one question and a DICOMweb image (checked before the model loads)."""
+    from medm3.dicomweb.store import dicomweb_source
+
+    if prompt is None:
+        raise InputError("--store needs a PROMPT (it stores the answer to one question)")
+    if loaded is None or isinstance(loaded, dict):
+        raise InputError("--store needs one --image read from a DICOMweb server")
+    dicomweb_source(loaded)
+
+
+def _store(reply: Any, image: Any, model_id: str, question: str) -> list[str]:
+    """Store the reply's last segmentation + measurements + Q/A; the stored instances' URLs."""
+    from medm3.dicomweb.store import dicomweb_source, store_result
+
+    result = next((r for r in reversed(reply.results) if r.label_map is not None), None)
+    if result is None:
+        raise InputError("--store: no expert segmented anything in this answer; nothing stored")
+    origin = dicomweb_source(image)
+    stored = store_result(result, image, vlm=model_id, question=question, answer=reply.text)
+    base = f"dicomweb+{origin['root']}/studies/{origin['study_uid']}"
+    return [f"{base}/series/{o.series_instance_uid}/instances/{o.sop_instance_uid}" for o in stored]
 
 
 def _interactive(session: Any, as_json: bool, stream: Any) -> None:

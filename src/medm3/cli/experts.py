@@ -225,6 +225,12 @@ def _parse_images(
     "--plane", default="axial", show_default=True, help="axial, coronal or sagittal overlay."
 )
 @click.option("--no-cache", is_flag=True, help="Do not use the result cache.")
+@click.option("--series", default=None, help="DICOM series to read (index, UID or description).")
+@click.option(
+    "--store",
+    is_flag=True,
+    help="Store the result in the image's DICOMweb study: DICOM-SEG + SR (see docs/pacs.md).",
+)
 def run(
     name: str,
     images: tuple[str, ...],
@@ -239,6 +245,8 @@ def run(
     slice_index: int | None,
     plane: str,
     no_cache: bool,
+    series: str | None,
+    store: bool,
 ) -> None:
     """Run expert NAME on IMAGE (or NAME=PATH inputs, e.g. t1ce=a.nii.gz t1=b.nii.gz ...).
 
@@ -270,9 +278,9 @@ def run(
     _status(f"loading {len(parsed) + (mask_path is not None)} image(s) ...")
     loaded: dict[str, MedicalImage] | list[MedicalImage]
     if parsed and parsed[0][0] is not None:
-        loaded = {str(n): load_image(p, modality=modality) for n, p in parsed}
+        loaded = {str(n): load_image(p, modality=modality, series=series) for n, p in parsed}
     else:
-        loaded = [load_image(p, modality=modality) for _, p in parsed]
+        loaded = [load_image(p, modality=modality, series=series) for _, p in parsed]
     if mask_path is not None:
         named = dict(loaded) if isinstance(loaded, dict) else {}
         if isinstance(loaded, list):
@@ -282,6 +290,11 @@ def run(
         named["mask"] = load_image(mask_path)
         loaded = named
 
+    main = loaded.get(cls.inputs[0]) if isinstance(loaded, dict) else loaded[0]
+    if store:  # refuse before running when there is nowhere to store
+        from medm3.dicomweb.store import dicomweb_source
+
+        dicomweb_source(main)
     options: dict[str, Any] = {}
     if label_names is not None:
         options["label_names"] = label_names
@@ -291,10 +304,28 @@ def run(
 
     files: dict[str, str] = {}
     warnings: list[str] = []
+    if store:  # before any local file: a refused STOW writes nothing anywhere
+        files.update(_store(result, main, loaded.get("mask") if isinstance(loaded, dict) else None))
     if out_dir is not None:
-        main = loaded.get(cls.inputs[0]) if isinstance(loaded, dict) else loaded[0]
-        files = _save(result, out_dir, main, warnings)
+        files.update(_save(result, out_dir, main, warnings))
     _report(result, files, as_json, warnings)
+
+
+def _store(
+    result: ExpertResult, image: MedicalImage | None, mask: MedicalImage | None
+) -> dict[str, str]:
+    """STOW the result's DICOM-SEG and SR to the image's study; kind -> instance URL."""
+    from medm3.dicomweb.store import dicomweb_source, store_result
+
+    assert image is not None
+    origin = dicomweb_source(image)
+    _status(f"storing the results in study {origin['study_uid']} ...")
+    stored = store_result(result, image, mask=mask)
+    base = f"dicomweb+{origin['root']}/studies/{origin['study_uid']}"
+    return {
+        f"stored:{o.kind}": f"{base}/series/{o.series_instance_uid}/instances/{o.sop_instance_uid}"
+        for o in stored
+    }
 
 
 def _save(

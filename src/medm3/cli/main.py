@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "info": ("medm3.cli.info:info", "Show modality, geometry and value range of an image."),
     "render": ("medm3.cli.render:render", "Render a slice (with optional label overlay) to PNG."),
     "chat": ("medm3.cli.chat:chat", "Ask about a scan; the VLM calls expert models as needed."),
+    "dicomweb": ("medm3.cli.dicomweb:dicomweb", "Browse a DICOMweb server (PACS): list studies."),
     "deid": ("medm3.cli.deid:deid", "De-identify DICOM files (PS3.15 Basic Profile)."),
     "experts": ("medm3.cli.experts:experts", "List, describe, run and download expert models."),
     "eval": (

@@ -86,6 +86,12 @@ def mock_echo(messages: list[Any]) -> str:
 )
 @click.option("--max-rounds", type=click.IntRange(0, 10), default=3, show_default=True)
 @click.option("--max-new-tokens", type=click.IntRange(1, 8192), default=1024, show_default=True)
+@click.option(
+    "--dicomweb",
+    default=None,
+    metavar="URL",
+    help="PACS for the web UI: dicomweb+https://HOST/dicom-web (browse, open, store results).",
+)
 @click.option("--log-level", default="info", show_default=True)
 def serve(
     model: str | None,
@@ -105,6 +111,7 @@ def serve(
     timeout_s: float,
     max_rounds: int,
     max_new_tokens: int,
+    dicomweb: str | None,
     log_level: str,
 ) -> None:
     """Serve the model over HTTP: OpenAI-compatible API on /v1, web UI on /ui.
@@ -133,6 +140,7 @@ def serve(
         max_rounds=max_rounds,
         expert_device=expert_device,
         max_new_tokens=max_new_tokens,
+        dicomweb=dicomweb,
     )
     settings.validate()  # refuse an open bind before loading anything
     try:

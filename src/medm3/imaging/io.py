@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medm3.dicomweb.url import is_dicomweb_reference
 from medm3.errors import InputError
 from medm3.imaging.image import MedicalImage
 from medm3.imaging.limits import ReadLimits, resolve_limits
@@ -58,8 +59,10 @@ def load_image(
 
     Args:
         path_or_paths: A file (NIfTI, NRRD, MetaImage, DICOM, PNG/JPEG/BMP/TIFF),
-            a folder or ``.zip`` holding a DICOM series, or a list of DICOM
-            files forming one series.
+            a folder or ``.zip`` holding a DICOM series, a list of DICOM
+            files forming one series, or a DICOMweb reference
+            ``dicomweb+https://HOST/ROOT/studies/UID[/series/UID]``
+            (:mod:`medm3.dicomweb`).
         modality: Override the modality (``"CT"``, ``"MR"``, ``"XR"``, ...;
             aliases such as ``"MRI"`` or ``"CXR"`` are accepted). The result
             then has ``modality_source="caller"``.
@@ -77,7 +80,11 @@ def load_image(
     """
     wanted = normalize_modality(modality) if modality is not None else None
     ctx = ReadContext(limits=resolve_limits(limits), series=series)
-    if isinstance(path_or_paths, (str, os.PathLike)):
+    if is_dicomweb_reference(path_or_paths):  # a study on a PACS: medm3.dicomweb
+        from medm3.dicomweb.fetch import load_reference
+
+        image = load_reference(path_or_paths, ctx)  # type: ignore[arg-type]
+    elif isinstance(path_or_paths, (str, os.PathLike)):
         image = _read_path(Path(path_or_paths), ctx)
     elif isinstance(path_or_paths, Sequence):
         paths = [Path(p) for p in path_or_paths]

@@ -52,6 +52,8 @@ class ServeSettings:
         expert_device: Device of the experts (``None``: automatic).
         max_new_tokens: Default and upper bound of ``max_tokens``.
         model_name: Name reported by ``GET /v1/models`` (default: the model id).
+        dicomweb: DICOMweb root (``dicomweb+https://HOST/ROOT``) the web UI browses and
+            stores results to (``None``: no PACS panel).
     """
 
     backend: str = "vila"
@@ -76,6 +78,7 @@ class ServeSettings:
     expert_device: str | None = None
     max_new_tokens: int = 1024
     model_name: str | None = None
+    dicomweb: str | None = None
 
     @property
     def max_upload_bytes(self) -> int:
@@ -104,6 +107,10 @@ class ServeSettings:
         if any(not k or k != k.strip() for k in self.api_keys):
             raise InputError("API keys must be non-empty and without surrounding spaces")
         check_bind(self.host, self.api_keys)
+        if self.dicomweb:
+            from medm3.dicomweb.url import parse_reference
+
+            parse_reference(self.dicomweb, need_study=False)
 
 
 def keys_from_env() -> tuple[str, ...]:

@@ -353,4 +353,8 @@ def build_ui(svc: Service) -> gr.Blocks:
             [chat, session_id, question, trace, download],
         )
         clear.click(h.new_chat, None, [chat, session_id, trace, download])
+        if svc.settings.dicomweb:  # m3 serve --dicomweb URL
+            from medm3.serve.ui_pacs import add_pacs_panel
+
+            add_pacs_panel(svc, h, opened, file_id, session_id, plane, window)
     return ui
