@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import re
 import shutil
@@ -50,6 +51,7 @@ from medm3.serve.store import FileRecord, Store
 
 if TYPE_CHECKING:  # pragma: no cover
     from medm3.imaging.image import MedicalImage
+    from medm3.imaging.limits import ReadLimits
 
 FILE_ID_RE = re.compile(r"^file-[0-9a-f]{24}$")
 #: Ids of sessions (client-chosen ones too) and expert runs: safe as one path component.
@@ -89,14 +91,19 @@ def _gunzip_head(head: bytes) -> bytes:
         return b""
 
 
-def _zip_has_dicom(path: Path) -> bool:
-    from medm3.imaging.archive import is_unsafe_name
+def _zip_has_dicom(path: Path, limits: ReadLimits | None = None) -> bool:
+    from medm3.imaging.archive import check_members, is_unsafe_name
 
     try:
         with zipfile.ZipFile(path) as archive:
             infos = [i for i in archive.infolist() if not i.is_dir()]
             if any(is_unsafe_name(i.filename) for i in infos):
                 raise bad_request("the zip archive has member names outside its folder")
+            if limits is not None:  # declared sizes and ratios, before decompressing anything
+                try:
+                    check_members(archive.infolist(), limits, "upload")
+                except MedM3Error as exc:
+                    raise APIError(413, str(exc), code="image_too_large") from None
             for info in infos[:64]:
                 if info.flag_bits & 0x1:
                     raise bad_request("encrypted zip archives are not accepted")
@@ -108,14 +115,41 @@ def _zip_has_dicom(path: Path) -> bool:
     return False
 
 
-def sniff(path: Path) -> str:
+def nifti_declared_bytes(head: bytes) -> int:
+    """Bytes of the voxels a NIfTI-1/2 header declares (0 when it cannot be read)."""
+    import numpy as np
+
+    try:
+        import nibabel as nib
+
+        cls = nib.Nifti2Header if head[4:8] in _NIFTI2_MAGIC else nib.Nifti1Header
+        size = 540 if cls is nib.Nifti2Header else 348
+        header = cls.from_fileobj(io.BytesIO(head[:size]), check=False)
+        dims = header["dim"]
+        ndim = int(dims[0])
+        if not 0 < ndim <= 7:
+            return 0
+        samples = int(np.prod([max(int(d), 0) for d in dims[1 : ndim + 1]], dtype=object))
+        return samples * max(int(header["bitpix"]) // 8, 1)
+    except Exception:  # the reader reports a broken header with its own message
+        return 0
+
+
+def sniff(path: Path, limits: ReadLimits | None = None, max_image_bytes: int | None = None) -> str:
     """Detect the kind of an uploaded file from its content.
+
+    Args:
+        path: The received file.
+        limits: Read limits; zip members are checked against them (declared
+            sizes and compression ratios) before anything is decompressed.
+        max_image_bytes: Largest voxel data a NIfTI header may declare.
 
     Returns:
         A key of :data:`STORED_NAMES`.
 
     Raises:
-        APIError: HTTP 415 for anything else, 400 for an unusable zip.
+        APIError: HTTP 415 for anything else, 400 for an unusable zip, 413 for
+            a file declaring more than the limits.
     """
     with open(path, "rb") as fh:
         head = fh.read(1024)
@@ -125,12 +159,24 @@ def sniff(path: Path) -> str:
         return "jpeg"
     if head[128:132] == b"DICM":
         return "dicom"
+    kind = None
     if _is_nifti(head):
-        return "nifti"
-    if head.startswith(b"\x1f\x8b") and _is_nifti(_gunzip_head(head)):
-        return "nifti_gz"
+        kind, header = "nifti", head
+    elif head.startswith(b"\x1f\x8b"):
+        header = _gunzip_head(head)
+        kind = "nifti_gz" if _is_nifti(header) else None
+    if kind is not None:
+        declared = nifti_declared_bytes(header)
+        if max_image_bytes is not None and declared > max_image_bytes:
+            raise APIError(
+                413,
+                f"the NIfTI header declares {declared:,} bytes of voxels, more than the "
+                f"server's limit of {max_image_bytes:,}",
+                code="image_too_large",
+            )
+        return kind
     if head.startswith(b"PK\x03\x04"):
-        if _zip_has_dicom(path):
+        if _zip_has_dicom(path, limits):
             return "dicom_zip"
         raise UnsupportedMediaError("the zip archive holds no DICOM file (DICM marker)")
     raise UnsupportedMediaError(f"unsupported file type; accepted: {ACCEPTED_TEXT}")
@@ -171,6 +217,7 @@ class FileStore:
         deid: De-identify DICOM on arrival.
         deid_key: Key of the pseudonyms (``None``: ``$MEDM3_DEID_KEY`` or random).
         image_cache: Loaded images kept in memory.
+        max_image_bytes: Largest decoded image (checked from headers before reading).
     """
 
     def __init__(
@@ -182,14 +229,18 @@ class FileStore:
         deid: bool = True,
         deid_key: str | None = None,
         image_cache: int = 4,
+        max_image_bytes: int = 1 << 30,
     ) -> None:
         self.root = data_dir.resolve()
         self.store = store
         self.max_bytes = max_bytes
         self.deid = deid
         self.deid_key = deid_key
+        self.max_image_bytes = max_image_bytes
+        self.limits = _server_limits(max_image_bytes)
         for sub in ("files", "library", "outputs", "state", "tmp"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self.clean_tmp()
         self._cache: OrderedDict[str, MedicalImage] = OrderedDict()
         self._cache_size = image_cache
         self._lock = threading.Lock()
@@ -253,6 +304,18 @@ class FileStore:
         return self.root / "outputs" / owner
 
     # ---------------------------------------------------------------- ingest
+    def clean_tmp(self) -> int:
+        """Remove what ``tmp/`` holds (partial uploads of a previous run); returns the count."""
+        removed = 0
+        for path in (self.root / "tmp").iterdir():
+            with contextlib.suppress(OSError):
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+                removed += 1
+        return removed
+
     def tmp_path(self) -> Path:
         """A fresh path in ``tmp/`` for an incoming upload."""
         return self.root / "tmp" / uuid.uuid4().hex
@@ -289,7 +352,7 @@ class FileStore:
         folder = self.root / "files" / file_id
         with self._ingest_slots:
             try:
-                kind = sniff(tmp)
+                kind = sniff(tmp, self.limits, self.max_image_bytes)
                 folder.mkdir(parents=True)
                 final = folder / STORED_NAMES[kind]
                 meta: dict[str, Any] = {}
@@ -364,7 +427,7 @@ class FileStore:
         if existing is not None:
             return existing
         try:
-            kind = sniff(path)
+            kind = sniff(path, self.limits, self.max_image_bytes)
             image = self._load(path)
         except MedM3Error as exc:
             raise from_medm3_error(exc) from None
@@ -413,7 +476,7 @@ class FileStore:
         backends re-reads DICOM headers from it)."""
         from medm3.imaging.io import load_image
 
-        return load_image(path)
+        return load_image(path, limits=self.limits)
 
     def _remember(self, file_id: str, image: MedicalImage) -> None:
         with self._lock:
@@ -439,6 +502,19 @@ class FileStore:
             raise from_medm3_error(exc) from None
         self._remember(file_id, image)
         return image
+
+
+def _server_limits(max_image_bytes: int) -> ReadLimits:
+    """The environment's read limits, tightened to the server's decoded-image cap
+    (samples are counted at 4 bytes: readers work in float32)."""
+    from medm3.imaging.limits import ReadLimits
+
+    base = ReadLimits.from_env()
+    return ReadLimits.from_env(
+        max_pixels=max(min(base.max_pixels, max_image_bytes // 4), 1),
+        max_member_bytes=max(min(base.max_member_bytes, max_image_bytes), 1),
+        max_total_bytes=max(min(base.max_total_bytes, max_image_bytes), 1),
+    )
 
 
 def _sha256(path: Path) -> str:
