@@ -146,4 +146,5 @@ def from_medm3_error(exc: MedM3Error) -> APIError:
 def _is_limit_error(exc: InputError) -> bool:
     """Whether ``exc`` reports a read limit (decompression bomb, oversized image)."""
     name = type(exc).__name__
-    return name.endswith("LimitError") or "limit" in exc.message.lower()
+    text = exc.message.lower()
+    return name.endswith("LimitError") or any(w in text for w in ("limit", "bomb", "medm3_max_"))

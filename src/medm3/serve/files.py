@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import logging
 import os
 import re
 import shutil
@@ -52,6 +53,8 @@ from medm3.serve.store import FileRecord, Store
 if TYPE_CHECKING:  # pragma: no cover
     from medm3.imaging.image import MedicalImage
     from medm3.imaging.limits import ReadLimits
+
+log = logging.getLogger("medm3.serve")
 
 FILE_ID_RE = re.compile(r"^file-[0-9a-f]{24}$")
 #: Ids of sessions (client-chosen ones too) and expert runs: safe as one path component.
@@ -103,7 +106,7 @@ def _zip_has_dicom(path: Path, limits: ReadLimits | None = None) -> bool:
                 try:
                     check_members(archive.infolist(), limits, "upload")
                 except MedM3Error as exc:
-                    raise APIError(413, str(exc), code="image_too_large") from None
+                    raise from_medm3_error(exc) from None
             for info in infos[:64]:
                 if info.flag_bits & 0x1:
                     raise bad_request("encrypted zip archives are not accepted")
@@ -363,10 +366,18 @@ class FileStore:
                 else:
                     os.replace(tmp, final)
                 image = self._load(final)
+                if image.array.size == 0:
+                    raise bad_request("the image is empty (a dimension of length 0)", param="file")
                 meta.update(image_facts(image))
             except MedM3Error as exc:
                 shutil.rmtree(folder, ignore_errors=True)
                 raise from_medm3_error(exc) from None
+            except APIError:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
+            except Exception as exc:  # a reader failing on hostile content: still bad input
+                shutil.rmtree(folder, ignore_errors=True)
+                raise unreadable(exc) from None
             except BaseException:
                 shutil.rmtree(folder, ignore_errors=True)
                 raise
@@ -431,6 +442,10 @@ class FileStore:
             image = self._load(path)
         except MedM3Error as exc:
             raise from_medm3_error(exc) from None
+        except APIError:
+            raise
+        except Exception as exc:
+            raise unreadable(exc) from None
         record = FileRecord(
             id=new_id("file"),
             filename=display_name(path.name),
@@ -500,8 +515,18 @@ class FileStore:
             image = self._load(path)
         except MedM3Error as exc:
             raise from_medm3_error(exc) from None
+        except Exception as exc:
+            raise unreadable(exc) from None
         self._remember(file_id, image)
         return image
+
+
+def unreadable(exc: Exception) -> APIError:
+    """HTTP 400 for a scan a reader failed on with an unexpected error (logged in one line)."""
+    log.warning("unreadable upload: %s: %s", type(exc).__name__, str(exc).splitlines()[:1])
+    return bad_request(
+        f"the file cannot be read as an image ({type(exc).__name__})", param="file"
+    )
 
 
 def _server_limits(max_image_bytes: int) -> ReadLimits:

@@ -555,6 +555,7 @@ class Service:
             raise bad_request("give file_id (or inputs: {name: file_id})", param="file_id")
         for key, file_id in inputs.items():
             self.files.record(file_id, param=f"inputs.{key}")
+        _check_weights(cls)
 
         def job() -> ExpertRunResponse:
             from medm3.experts.base import RunContext
@@ -618,6 +619,16 @@ class Service:
                 ]
                 zf.writestr("trace.json", json.dumps(doc, indent=2, default=str) + "\n")
         return dest
+
+
+def _check_weights(cls: Any) -> None:
+    """Refuse an expert run at once (HTTP 503) when the expert's weights are not in the
+    cache, before anything heavy is imported or queued."""
+    from medm3.experts.catalogue import WeightsNotFoundError, missing_files, weights_dir
+
+    name = getattr(cls, "weights_name", None)
+    if name and missing_files(name, weights_dir(name)):
+        raise WeightsNotFoundError(f"weights for expert '{name}' are not installed")
 
 
 def _kind(name: str) -> str:
