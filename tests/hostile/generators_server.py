@@ -215,7 +215,7 @@ def multipart(
     files = [file] * (1 + extra_files) if file is not None else []
     for filename, data in files:
         head = (
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
             f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'
         )
         parts.append(head.encode("utf-8", "surrogatepass") + data + b"\r\n")

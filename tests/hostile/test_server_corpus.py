@@ -15,14 +15,8 @@ import pytest
 pytest.importorskip("uvicorn")
 pytest.importorskip("psutil")
 
-from tests.hostile.server_cases import (  # noqa: E402
-    CASES,
-    RSS_LIMIT_MB,
-    ServerCase,
-    ServerHarness,
-    problems,
-    servers,
-)
+from tests.hostile.server_cases import CASES, RSS_LIMIT_MB, ServerCase
+from tests.hostile.server_harness import ServerHarness, problems, servers
 
 
 @pytest.fixture(scope="module")

@@ -199,8 +199,7 @@ def check_data_dir(data_dir: Path) -> None:
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise InputError(
-            f"the data folder cannot be written ({reason}); pass --data-dir with a writable "
-            "folder",
+            f"the data folder cannot be written ({reason}); pass --data-dir with a writable folder",
             data_dir,
         ) from None
 

@@ -91,9 +91,9 @@ def key_owner(key: str) -> str:
     """A short fingerprint of an API key that owns sessions (the key itself is never stored)."""
     import hashlib
 
-    return hashlib.sha256(b"medm3-session-owner:" + key.encode("utf-8", "surrogatepass")).hexdigest()[
-        :24
-    ]
+    return hashlib.sha256(
+        b"medm3-session-owner:" + key.encode("utf-8", "surrogatepass")
+    ).hexdigest()[:24]
 
 
 def host_name(value: str) -> str | None:

@@ -52,7 +52,9 @@ def error_body(
     message: str, type: str, code: str | None = None, param: str | None = None
 ) -> dict[str, Any]:
     """An OpenAI-style error object (text that is not valid Unicode is escaped)."""
-    return {"error": {"message": _clean(message), "type": type, "param": _clean(param), "code": code}}
+    return {
+        "error": {"message": _clean(message), "type": type, "param": _clean(param), "code": code}
+    }
 
 
 def _clean(text: str | None) -> str | None:

@@ -111,7 +111,7 @@ class RequestGuard:
         origin = headers.get(b"origin")
         if origin is not None and method not in _SAFE_METHODS:
             raw = origin.decode("latin-1")
-            scheme, sep, authority = raw.partition("://")
+            _scheme, sep, authority = raw.partition("://")
             if not sep or not host_allowed(host_name(authority), self.allowed_hosts):
                 return APIError(403, "cross-origin requests are refused", code="cross_origin")
         if not scope.get("path", "").startswith("/v1"):

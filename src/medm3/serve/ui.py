@@ -283,9 +283,7 @@ def build_ui(svc: Service) -> gr.Blocks:
 
     h = _Handlers(svc)
     # Gradio's cache (its copies of shown overlays and archives): files older than a day go.
-    with gr.Blocks(
-        title="medm3", delete_cache=(3600, 86400), analytics_enabled=False
-    ) as ui:
+    with gr.Blocks(title="medm3", delete_cache=(3600, 86400), analytics_enabled=False) as ui:
         gr.Markdown(
             f"## medm3 - VILA-M3 with expert models\nModel: `{svc.model_id}`. "
             "Research software, not a medical device."
