@@ -27,6 +27,16 @@ def test_ui_is_mounted_and_needs_the_key_when_keys_are_set(client_for: Any) -> N
     assert client.get("/ui/config").status_code == 200
 
 
+def test_gradio_analytics_are_off(client_for: Any) -> None:
+    import os
+
+    from medm3.serve.ui import build_ui
+
+    client = client_for(ui=True)
+    assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"
+    assert build_ui(client.app.state.service).analytics_enabled is False
+
+
 def test_handlers_upload_view_ask_download(
     client_for: Any, fake_experts: None, ct_path: Path, tmp_path: Path
 ) -> None:
