@@ -70,7 +70,7 @@ def test_refusals_happen_before_the_body_is_read() -> None:
         (_scope("/v1/files", host="localhost", authorization="Bearer nope"), 401, None),
         (_scope("/v1/models", host="evil.example.com", x_api_key="key-one"), 400, "invalid_host"),
         (
-            _scope("/v1/files", host="localhost", origin="http://evil.example", x_api_key="key-one"),
+            _scope("/v1/files", host="localhost", origin="http://evil.test", x_api_key="key-one"),
             403,
             "cross_origin",
         ),
