@@ -57,3 +57,33 @@ def test_partial_upload_is_removed_on_restart(tmp_path: Path) -> None:
         assert not stale.exists()
     finally:
         harness.close()
+
+
+def test_an_upload_cut_off_midway_leaves_nothing(running: dict[str, ServerHarness]) -> None:
+    """A client that goes away in the middle of a 20 MB upload leaves nothing in tmp/."""
+    import socket
+    import time
+
+    harness = running["open"]
+    boundary = "cut-7d3f"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.nii"\r\n\r\n'
+    ).encode()
+    sock = socket.create_connection(("127.0.0.1", harness.port))
+    request = (
+        f"POST /v1/files HTTP/1.1\r\nHost: 127.0.0.1:{harness.port}\r\n"
+        f"X-Requested-With: corpus\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n"
+        f"Content-Length: {30 << 20}\r\n\r\n"
+    ).encode()
+    sock.sendall(request + head)
+    for _ in range(20):
+        sock.sendall(bytes(1 << 20))
+    deadline = time.monotonic() + 10
+    while not any((harness.data / "tmp").iterdir()):  # the upload is being written
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    sock.close()
+    while any((harness.data / "tmp").iterdir()):
+        assert time.monotonic() < deadline, list((harness.data / "tmp").iterdir())
+        time.sleep(0.05)
+    assert "Traceback" not in harness._new_log()

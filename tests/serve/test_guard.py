@@ -278,3 +278,24 @@ def test_partial_uploads_are_removed_at_start(make_app: Any, tmp_path: Path) -> 
     stale.write_bytes(b"\0" * 1000)
     make_app()
     assert not stale.exists()
+
+
+def test_bombs_are_413_and_nothing_is_kept(client_for: Any) -> None:
+    from tests.hostile import generators_server as g
+
+    client = client_for(max_image_mb=8)
+    svc = client.app.state.service
+    bombs = {
+        "bomb.zip": g.zip_bomb(16),
+        "bomb.nii.gz": g.gzip_bomb_nifti((256, 256, 128)),
+        "huge.nii.gz": g.nifti_declaring((1024, 1024, 1000)),
+        "huge.png": g.png_declaring(60000, 60000),
+    }
+    for name, data in bombs.items():
+        r = client.post("/v1/files", files={"file": (name, data)})
+        assert r.status_code == 413, (name, r.text)
+        assert "\n" not in r.text and str(svc.root) not in r.text
+    assert svc.files._cache == {}
+    assert list((svc.root / "files").iterdir()) == []
+    assert list((svc.root / "tmp").iterdir()) == []
+    assert svc.store.list_files() == []
