@@ -396,6 +396,41 @@ def _protocol_cases() -> list[ServerCase]:
         )
         for name, (body, status) in bodies.items()
     ]
+    # streamed requests are checked the same way, before the stream starts
+    streamed: dict[str, tuple[Callable[[], bytes], int]] = {
+        "surrogate": (lambda: _chat([{"type": "text", "text": "\ud800"}], stream=True), 400),
+        "experts-200k": (
+            lambda: _chat("x", stream=True, medm3={"experts": ["vista3d"] * 200_000}),
+            400,
+        ),
+        "session-client-chosen": (lambda: _chat("x", stream=True, session_id="sess-abc"), 404),
+        "image-zip-bomb": (
+            lambda: _chat(
+                [{"type": "text", "text": "x"},
+                 g.image_part(g.data_url(_zip_bomb(), "application/zip"))],
+                stream=True,
+            ),
+            413,
+        ),
+        "unknown-model": (lambda: _json({"model": "x", "messages": msg, "stream": True}), 404),
+        "remote-image": (
+            lambda: _chat([{"type": "text", "text": "x"}, g.image_part("http://10.0.0.1/a.png")],
+                          stream=True),
+            400,
+        ),
+        "stream-options-bad": (lambda: _chat("x", stream=True, stream_options=[1]), 400),
+    }  # fmt: skip
+    cases += [
+        ServerCase(
+            f"protocol/stream-{name}",
+            "POST",
+            "/v1/chat/completions",
+            (status,),
+            body=body,
+            content_type="application/json",
+        )
+        for name, (body, status) in streamed.items()
+    ]
     runs: dict[str, tuple[bytes, int]] = {
         "run-unknown-expert": (_json({"file_id": "@CT@"}), 404),
         "run-no-file": (_json({}), 400),
