@@ -155,11 +155,7 @@ def main() -> None:
         fails = sum(r[2] for r in rows)
         rss = [r[3] for r in rows if r[3] is not None]
         times = [r[4] for r in rows if r[4] is not None]
-        print(
-            _row(
-                "total", cases, fails, max(rss) if rss else None, max(times) if times else None
-            )
-        )
+        print(_row("total", cases, fails, max(rss) if rss else None, max(times) if times else None))
     print(f"(wall time {time.perf_counter() - started:.1f} s; RSS = server growth per request)")
 
 
