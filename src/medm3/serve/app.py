@@ -126,6 +126,10 @@ def create_app(settings: ServeSettings, *, service: Service | None = None) -> Fa
 
     @app.exception_handler(Exception)
     async def _internal(_request: Any, exc: Exception) -> Any:
+        from starlette.requests import ClientDisconnect
+
+        if isinstance(exc, ClientDisconnect):  # not a server error: nobody is listening
+            return _error_response(APIError(499, "the client went away", code="cancelled"))
         return _error_response(svc.api_error(exc))
 
     from medm3.serve.routes import build_router
