@@ -50,7 +50,27 @@ def mock_echo(messages: list[Any]) -> str:
     type=click.FloatRange(min=0.001),
     default=1024.0,
     show_default=True,
-    help="Largest upload or request body, in MiB (HTTP 413 beyond).",
+    help="Largest upload, in MiB (HTTP 413 beyond).",
+)
+@click.option(
+    "--max-json-mb",
+    type=click.FloatRange(min=0.001),
+    default=32.0,
+    show_default=True,
+    help="Largest body of other requests, in MiB (checked before it is read).",
+)
+@click.option(
+    "--max-image-mb",
+    type=click.FloatRange(min=0.001),
+    default=1024.0,
+    show_default=True,
+    help="Largest image an upload may decode to, in MiB (zip/gzip/NIfTI bombs get HTTP 413).",
+)
+@click.option(
+    "--allowed-hosts",
+    default=None,
+    help="Comma-separated Host names accepted ('*': any; '*.example.org': a domain). "
+    "Default: localhost, 127.0.0.1, ::1 on a loopback bind, any otherwise.",
 )
 @click.option(
     "--deid/--no-deid",
@@ -101,6 +121,9 @@ def serve(
     api_keys: tuple[str, ...],
     data_dir: Path,
     max_upload_mb: float,
+    max_json_mb: float,
+    max_image_mb: float,
+    allowed_hosts: str | None,
     deid: bool,
     no_ui: bool,
     device: str | None,
@@ -132,6 +155,9 @@ def serve(
         api_keys=tuple(api_keys) or keys_from_env(),
         data_dir=data_dir,
         max_upload_mb=max_upload_mb,
+        max_json_mb=max_json_mb,
+        max_image_mb=max_image_mb,
+        allowed_hosts=None if allowed_hosts is None else tuple(allowed_hosts.split(",")),
         deid=deid,
         ui=not no_ui,
         workers=workers,
@@ -143,6 +169,7 @@ def serve(
         dicomweb=dicomweb,
     )
     settings.validate()  # refuse an open bind before loading anything
+    check_data_dir(data_dir)
     try:
         import uvicorn
     except ImportError:
@@ -159,6 +186,30 @@ def serve(
     if settings.ui:
         click.echo(f"m3 serve: web UI {where}/ui", err=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)
+
+
+def check_data_dir(data_dir: Path) -> None:
+    """Make sure the data folder can be created and written (before loading the model).
+
+    Raises:
+        InputError: It cannot (read-only file system, no permission, a file in the way).
+    """
+    import os
+    import tempfile
+
+    from medm3.errors import InputError
+
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".m3-write-test-", dir=data_dir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise InputError(
+            f"the data folder cannot be written ({reason}); pass --data-dir with a writable folder",
+            data_dir,
+        ) from None
 
 
 def _load_vlm(settings: Any, *, device: str | None, base_url: str | None) -> Any:
