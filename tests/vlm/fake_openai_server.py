@@ -289,11 +289,11 @@ def _make_handler(srv: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
                     self._send_error(reply.status, reply.error, reply.headers)
                 return
             if request.get("stream"):
-                self._stream(reply)
+                self._stream(reply, request)
             else:
                 self._send_json(200, _completion(srv, reply), reply.headers)
 
-        def _stream(self, reply: FakeReply) -> None:
+        def _stream(self, reply: FakeReply, request: dict[str, Any]) -> None:
             self.close_connection = True
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
@@ -318,6 +318,11 @@ def _make_handler(srv: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
             if calls:
                 event({"tool_calls": [{"index": i, **c} for i, c in enumerate(calls)]})
             event({}, reply.finish_reason or ("tool_calls" if calls else "stop"))
+            if (request.get("stream_options") or {}).get("include_usage"):
+                words = len((reply.text or "").split())
+                usage = {"prompt_tokens": 7, "completion_tokens": words, "total_tokens": 7 + words}
+                chunk = {**base, "choices": [], "usage": usage}
+                self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
             self.wfile.write(b"data: [DONE]\n\n")
             self.wfile.flush()
 

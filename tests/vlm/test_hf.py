@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,8 @@ from medm3.testing.tiny_hf import (
     build_tiny_qwen2_vl,
 )
 from medm3.vlm import load_backend
-from medm3.vlm.base import GenerationConfig, ImagePart, Message, TextPart
-from medm3.vlm.hf import HFBackend, _filter_stops
+from medm3.vlm.base import GenerationConfig, ImagePart, Message, TextPart, collect_stream
+from medm3.vlm.hf import HFBackend
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -76,6 +77,38 @@ def test_stream_equals_generate(backend: HFBackend) -> None:
     conv = _ask(_red(), "Describe the scan")
     chunks = list(backend.stream(conv, CFG))
     assert "".join(chunks) == backend.generate(conv, CFG).text
+
+
+def test_stream_returns_the_final_generation(backend: HFBackend) -> None:
+    conv = _ask(_red(), "Describe the scan")
+    full = backend.generate(conv, CFG)
+    seen: list[str] = []
+    streamed = collect_stream(backend.stream(conv, CFG), seen.append)
+    assert "".join(seen) == streamed.text == full.text
+    assert streamed.finish_reason == "length" and streamed.completion_tokens == 10
+    assert streamed.prompt_tokens == full.prompt_tokens > 16
+    eos = backend._eos_ids()[0]
+    with _force(backend, eos, at=3):
+        stopped = collect_stream(backend.stream(conv, GenerationConfig(max_new_tokens=10)))
+    assert (stopped.finish_reason, stopped.completion_tokens) == ("stop", 4)
+
+
+@contextlib.contextmanager
+def _force(backend: HFBackend, token: int, at: int) -> Any:
+    """From generation step ``at`` on (0-based), the model's top logit is ``token``."""
+    step = [0]
+
+    def hook(module: Any, args: Any, output: Any) -> Any:
+        if step[0] >= at:
+            output.logits[:, -1, token] = 1e4
+        step[0] += 1
+        return output
+
+    handle = backend.model.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def test_batch_equals_sequential(backend: HFBackend) -> None:
@@ -210,10 +243,12 @@ def test_load_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_stream_stop_filter_holds_back_partial_stops() -> None:
-    import threading
+    from itertools import accumulate
+
+    from medm3.vlm.stops import text_deltas
 
     def run(chunks: list[str], stops: tuple[str, ...]) -> list[str]:
-        return list(_filter_stops(iter(chunks), stops, threading.Event()))
+        return list(text_deltas(accumulate(chunks), stops))
 
     assert "".join(run(["ab", "c#", "#d", "ef"], ("##",))) == "abc"
     assert "".join(run(["ab", "c#", "x#", "#"], ("##",))) == "abc#x"

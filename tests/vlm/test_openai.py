@@ -17,7 +17,7 @@ from PIL import Image, PngImagePlugin
 
 from medm3.errors import InputError, MedM3Error
 from medm3.vlm import load_backend
-from medm3.vlm.base import GenerationConfig, ImagePart, Message, TextPart, ToolCall
+from medm3.vlm.base import GenerationConfig, ImagePart, Message, TextPart, ToolCall, collect_stream
 from medm3.vlm.images import from_data_url, png_chunk_types, to_data_url, to_png_bytes
 from medm3.vlm.openai import REDACTION, OpenAIBackend, SensitiveValueScrubber
 
@@ -222,6 +222,18 @@ def test_streaming(server: FakeOpenAIServer) -> None:
     assert len(chunks) > 3
     assert "".join(chunks) == "The liver appears normal in size."
     assert server.requests[-1].json["stream"] is True
+    assert server.requests[-1].json["stream_options"] == {"include_usage": True}
+
+
+def test_stream_returns_finish_reason_and_usage(server: FakeOpenAIServer) -> None:
+    server.push(FakeReply(text="The liver is", finish_reason="length"), "Normal liver.")
+    vlm = _backend(server)
+    seen: list[str] = []
+    cut = collect_stream(vlm.stream([Message.text("user", "Liver?")]), seen.append)
+    assert "".join(seen) == cut.text == "The liver is"
+    assert (cut.finish_reason, cut.prompt_tokens, cut.completion_tokens) == ("length", 7, 3)
+    done = collect_stream(vlm.stream([Message.text("user", "Liver?")]))
+    assert (done.text, done.finish_reason, done.completion_tokens) == ("Normal liver.", "stop", 2)
 
 
 def test_batch_keeps_order(server: FakeOpenAIServer) -> None:

@@ -20,7 +20,7 @@ from PIL import Image  # noqa: E402
 
 from medm3.errors import InputError, MedM3Error  # noqa: E402
 from medm3.testing import build_tiny_vila  # noqa: E402
-from medm3.vlm.base import GenerationConfig, ImagePart, Message, TextPart  # noqa: E402
+from medm3.vlm.base import GenerationConfig, ImagePart, Message, TextPart, collect_stream  # noqa: E402
 from medm3.vlm.vila import IMAGE_TOKEN_INDEX, VilaBackend, tokenize_prompt  # noqa: E402
 
 TEMPLATES = ["llama_3", "vicuna_v1"]
@@ -340,6 +340,20 @@ def test_stream_concatenation_equals_generate(backend) -> None:
     with ForceToken(backend, backend.stop_ids[0], at=3):
         stopped = "".join(backend.stream(messages, config))
     assert stopped == backend.generate(messages, GenerationConfig(max_new_tokens=3)).text
+
+
+def test_stream_returns_the_final_generation(backend) -> None:
+    messages = ask("Describe the image.", make_image(10))
+    config = GenerationConfig(max_new_tokens=16, min_new_tokens=16)
+    full = backend.generate(messages, config)
+    seen: list[str] = []
+    streamed = collect_stream(backend.stream(messages, config), seen.append)
+    assert "".join(seen) == streamed.text == full.text
+    assert (streamed.finish_reason, streamed.completion_tokens) == ("length", 16)
+    assert streamed.prompt_tokens == full.prompt_tokens > 16
+    with ForceToken(backend, backend.stop_ids[0], at=3):
+        stopped = collect_stream(backend.stream(messages, GenerationConfig(max_new_tokens=16)))
+    assert (stopped.finish_reason, stopped.completion_tokens) == ("stop", 4)
 
 
 def test_stream_closed_early_cancels_the_worker(backend) -> None:

@@ -12,7 +12,7 @@ Backends import torch/transformers/httpx inside their own modules only.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -165,13 +165,19 @@ class VLMBackend(ABC):
         config: GenerationConfig | None = None,
         *,
         tools: Sequence[dict[str, Any]] | None = None,
-    ) -> Iterator[str]:
-        """Yield text deltas of the next assistant turn.
+    ) -> Generator[str, None, Generation]:
+        """Yield text deltas of the next assistant turn, then return the final generation.
 
+        The return value (``StopIteration.value``; ``gen = yield from
+        backend.stream(...)`` in a generator, or :func:`collect_stream`) is the
+        same :class:`Generation` :meth:`generate` would give: its text equals
+        the concatenated deltas, with the real finish reason and token counts.
         The default yields the whole generation at once; backends that can
         stream override it.
         """
-        yield self.generate(messages, config, tools=tools).text
+        gen = self.generate(messages, config, tools=tools)
+        yield gen.text
+        return gen
 
     def generate_batch(
         self,
@@ -183,3 +189,40 @@ class VLMBackend(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (GPU memory, HTTP clients)."""
+
+
+def collect_stream(
+    stream: Iterator[str], on_text: Callable[[str], None] | None = None
+) -> Generation:
+    """Drain a :meth:`VLMBackend.stream` iterator and return its final generation.
+
+    Each delta is passed to ``on_text`` as it arrives. A stream that returns no
+    generation (a third-party backend written before streams returned one)
+    gives ``Generation(text=<the deltas joined>)`` with unknown token counts.
+
+    Args:
+        stream: The iterator returned by ``stream()``.
+        on_text: Called with each text delta.
+
+    Returns:
+        The final generation.
+    """
+    pieces: list[str] = []
+    try:
+        while True:
+            try:
+                delta = next(stream)
+            except StopIteration as done:
+                final = done.value
+                break
+            pieces.append(delta)
+            if on_text is not None:
+                on_text(delta)
+    except BaseException:
+        close = getattr(stream, "close", None)
+        if close is not None:  # stops the backend's worker
+            close()
+        raise
+    if isinstance(final, Generation):
+        return final
+    return Generation(text="".join(pieces))

@@ -28,7 +28,7 @@ Decoding: greedy when ``temperature`` is 0, else sampling (``seed`` honoured
 without touching the global RNG); ``min_new_tokens``; stops at the tokenizer's
 and the generation config's EOS tokens and at ``GenerationConfig.stop`` strings
 (removed from the text). Only new tokens are decoded. :meth:`HFBackend.stream`
-uses ``TextIteratorStreamer``; :meth:`HFBackend.generate_batch` runs real
+uses the shared :mod:`medm3.vlm.streamer`; :meth:`HFBackend.generate_batch` runs real
 left-padded batches.
 """
 
@@ -38,7 +38,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +50,7 @@ from medm3.vlm.base import (
     VLMBackend,
 )
 from medm3.vlm.hf_chat import ChatFormatter
+from medm3.vlm.stops import cut_at_stop
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -433,32 +434,36 @@ class HFBackend(VLMBackend):
         start = inputs["input_ids"].shape[1]
         new_tokens = output[:, start:].tolist()
         prompt_lens = inputs["attention_mask"].sum(dim=1).tolist()
+        return [
+            self._finish_row(row, prompt, int(n_prompt), config)
+            for row, prompt, n_prompt in zip(new_tokens, prompts, prompt_lens, strict=True)
+        ]
+
+    def _finish_row(
+        self, row: Sequence[int], prompt: str, n_prompt: int, config: GenerationConfig
+    ) -> Generation:
+        """The generation of one row of new tokens (up to the first EOS, padding dropped)."""
         eos = set(self._eos_ids())
         pad = self.tokenizer.pad_token_id
-        results = []
-        for row, prompt, n_prompt in zip(new_tokens, prompts, prompt_lens, strict=True):
-            n = len(row)
-            hit_eos = False
-            for k, tok in enumerate(row):
-                if tok in eos:
-                    n, hit_eos = k + 1, True
-                    break
-            if not hit_eos:
-                while n > 0 and row[n - 1] == pad and pad not in eos:
-                    n -= 1
-            text = self.tokenizer.decode(row[:n], skip_special_tokens=True)
-            text, stopped = _cut_at_stop(text, config.stop)
-            finish = "stop" if (hit_eos or stopped or n < config.max_new_tokens) else "length"
-            results.append(
-                Generation(
-                    text=text,
-                    finish_reason=finish,
-                    prompt_tokens=int(n_prompt),
-                    completion_tokens=n,
-                    raw={"prompt": prompt, "model": self.model_id},
-                )
-            )
-        return results
+        n = len(row)
+        hit_eos = False
+        for k, tok in enumerate(row):
+            if tok in eos:
+                n, hit_eos = k + 1, True
+                break
+        if not hit_eos:
+            while n > 0 and row[n - 1] == pad and pad not in eos:
+                n -= 1
+        text = self.tokenizer.decode(list(row[:n]), skip_special_tokens=True)
+        text, stopped = cut_at_stop(text, config.stop)
+        finish = "stop" if (hit_eos or stopped or n < config.max_new_tokens) else "length"
+        return Generation(
+            text=text,
+            finish_reason=finish,
+            prompt_tokens=n_prompt,
+            completion_tokens=n,
+            raw={"prompt": prompt, "model": self.model_id},
+        )
 
     def stream(
         self,
@@ -466,12 +471,14 @@ class HFBackend(VLMBackend):
         config: GenerationConfig | None = None,
         *,
         tools: Sequence[dict[str, Any]] | None = None,
-    ) -> Iterator[str]:
-        """Yield text deltas as they are generated (``TextIteratorStreamer``).
+    ) -> Generator[str, None, Generation]:
+        """Yield text deltas as they are generated, then return the final :class:`Generation`.
 
         The concatenated deltas equal :meth:`generate`'s text for the same input
         and greedy decoding; text that may begin a stop string is held back until
-        it is known not to. Closing the iterator early stops the generation.
+        it is known not to. The returned generation (see
+        :func:`medm3.vlm.base.collect_stream`) has the real token counts and
+        finish reason. Closing the iterator early stops the generation.
 
         Args:
             messages: The conversation.
@@ -481,7 +488,9 @@ class HFBackend(VLMBackend):
         Yields:
             Text deltas.
         """
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        from medm3.vlm.streamer import FullTextStreamer, stream_in_thread
 
         self._warn_tools(tools)
         config = config or GenerationConfig()
@@ -499,33 +508,23 @@ class HFBackend(VLMBackend):
                     device=input_ids.device,
                 )
 
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        errors: list[BaseException] = []
-
+        streamer = FullTextStreamer(self.tokenizer, self._eos_ids(), timeout=None)
         with self._lock:
             inputs = self._encode([prompt], [images])
 
-            def run() -> None:
-                try:
-                    self._run_generate(
-                        inputs,
-                        config,
-                        streamer=streamer,
-                        stopping_criteria=StoppingCriteriaList([_Cancel()]),
-                    )
-                except BaseException as exc:  # re-raised in the consumer
-                    errors.append(exc)
-                    streamer.end()
+            def work() -> None:
+                self._run_generate(
+                    inputs,
+                    config,
+                    streamer=streamer,
+                    stopping_criteria=StoppingCriteriaList([_Cancel()]),
+                )
 
-            thread = threading.Thread(target=run, name="medm3-hf-stream", daemon=True)
-            thread.start()
-            try:
-                yield from _filter_stops(streamer, config.stop, cancel)
-            finally:
-                cancel.set()
-                thread.join()
-        if errors:
-            raise errors[0]
+            tokens = yield from stream_in_thread(
+                work, streamer, cancel, config.stop, strip=False, name="medm3-hf-stream"
+            )
+        n_prompt = int(inputs["attention_mask"].sum().item())
+        return self._finish_row(tokens, prompt, n_prompt, config)
 
     def close(self) -> None:
         """Drop the model and free accelerator memory."""
@@ -540,44 +539,3 @@ class HFBackend(VLMBackend):
                 torch.cuda.empty_cache()
         except ImportError:  # pragma: no cover
             pass
-
-
-def _cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
-    """Cut ``text`` at the earliest stop string; True when one was found."""
-    cut = min((i for s in stops if s and (i := text.find(s)) >= 0), default=-1)
-    return (text[:cut], True) if cut >= 0 else (text, False)
-
-
-def _filter_stops(
-    chunks: Iterator[str], stops: Sequence[str], cancel: threading.Event
-) -> Iterator[str]:
-    """Pass chunks through, ending at the first stop string (excluded) and holding back
-    any tail that could be the start of one."""
-    stops = [s for s in stops if s]
-    if not stops:
-        for chunk in chunks:
-            if chunk:
-                yield chunk
-        return
-    pending = ""
-    for chunk in chunks:
-        pending += chunk
-        text, stopped = _cut_at_stop(pending, stops)
-        if stopped:
-            if text:
-                yield text
-            cancel.set()
-            for _ in chunks:  # drain so the producer thread can finish
-                pass
-            return
-        hold = 0
-        for s in stops:
-            for k in range(min(len(s) - 1, len(pending)), 0, -1):
-                if pending.endswith(s[:k]):
-                    hold = max(hold, k)
-                    break
-        if len(pending) > hold:
-            yield pending[: len(pending) - hold]
-            pending = pending[len(pending) - hold :]
-    if pending:
-        yield pending

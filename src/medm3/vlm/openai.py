@@ -38,7 +38,7 @@ import os
 import re
 import threading
 import unicodedata
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from typing import Any
@@ -486,6 +486,7 @@ class OpenAIBackend(VLMBackend):
             request["tools"] = self._scrub_descriptions(list(tools), counter)
         if stream:
             request["stream"] = True
+            request["stream_options"] = {"include_usage": True}
         if self.extra_body:
             request["extra_body"] = dict(self.extra_body)
         with self._count_lock:
@@ -599,10 +600,13 @@ class OpenAIBackend(VLMBackend):
         config: GenerationConfig | None = None,
         *,
         tools: Sequence[dict[str, Any]] | None = None,
-    ) -> Iterator[str]:
-        """Yield text deltas from an SSE stream (``stream=True``).
+    ) -> Generator[str, None, Generation]:
+        """Yield text deltas from an SSE stream (``stream=True``), then return the generation.
 
         Only text is streamed; use :meth:`generate` when tool calls are expected.
+        The request asks for ``stream_options.include_usage``, so the returned
+        :class:`Generation` (see :func:`medm3.vlm.base.collect_stream`) carries
+        the server's token counts (0 when it sends none) and finish reason.
         The redactions of the request are added to :attr:`redactions_total`.
 
         Args:
@@ -616,19 +620,28 @@ class OpenAIBackend(VLMBackend):
         Raises:
             MedM3Error: As :meth:`generate`.
         """
-        request, _ = self.prepare_request(messages, config, tools=tools, stream=True)
+        request, redactions = self.prepare_request(messages, config, tools=tools, stream=True)
         try:
             events = self.client.chat.completions.create(**request)
         except self._openai.OpenAIError as exc:
             raise self._error(exc) from None
+        pieces: list[str] = []
+        finish = "stop"
+        usage: Any = None
+        ident, model = "", ""
         try:
             for chunk in events:
+                usage = getattr(chunk, "usage", None) or usage
+                ident = ident or getattr(chunk, "id", "") or ""
+                model = model or getattr(chunk, "model", "") or ""
                 choices = getattr(chunk, "choices", None)
                 if not choices:
                     continue
+                finish = getattr(choices[0], "finish_reason", None) or finish
                 delta = getattr(choices[0], "delta", None)
                 text = getattr(delta, "content", None) if delta is not None else None
                 if text:
+                    pieces.append(text)
                     yield text
         except self._openai.OpenAIError as exc:
             raise self._error(exc) from None
@@ -636,6 +649,13 @@ class OpenAIBackend(VLMBackend):
             close = getattr(events, "close", None)
             if close is not None:
                 close()
+        return Generation(
+            text="".join(pieces),
+            finish_reason="tool_calls" if finish == "function_call" else finish,
+            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+            raw={"redactions": redactions, "id": ident, "model": model or self.model_id},
+        )
 
     def generate_batch(
         self,

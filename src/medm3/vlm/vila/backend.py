@@ -6,7 +6,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -14,13 +14,9 @@ import torch
 
 from medm3.errors import InputError
 from medm3.vlm.base import Generation, GenerationConfig, Message, VLMBackend
-from medm3.vlm.vila.decoding import (
-    FullTextStreamer,
-    StopStringCriteria,
-    cut_at_stop_ids,
-    finalize_text,
-    safe_prefix,
-)
+from medm3.vlm.stops import cut_at_stop, cut_at_stop_ids
+from medm3.vlm.streamer import FullTextStreamer, stream_in_thread
+from medm3.vlm.vila.decoding import StopStringCriteria
 from medm3.vlm.vila.loader import load_model, resolve_checkpoint, select_dtype
 from medm3.vlm.vila.model import TRUNCATION_SIDES, SplicedPrompt
 from medm3.vlm.vila.templates import render_prompt
@@ -216,7 +212,7 @@ class VilaBackend(VLMBackend):
             tokens.pop()  # rows finished early in a batch are padded
         kept, hit_id = cut_at_stop_ids(tokens, self.stop_ids)
         decoded = self.tokenizer.decode(kept, skip_special_tokens=True)
-        answer, hit_text = finalize_text(decoded, config.stop)
+        answer, hit_text = cut_at_stop(decoded, config.stop, strip=True)
         n_done = len(kept) + (1 if hit_id else 0)
         reason = "stop" if hit_id or hit_text or n_done < config.max_new_tokens else "length"
         return Generation(
@@ -298,64 +294,36 @@ class VilaBackend(VLMBackend):
         config: GenerationConfig | None = None,
         *,
         tools: Sequence[dict[str, Any]] | None = None,
-    ) -> Iterator[str]:
-        """Yield text deltas; their concatenation equals :meth:`generate`'s text.
+    ) -> Generator[str, None, Generation]:
+        """Yield text deltas, then return the final :class:`Generation`.
 
-        Generation runs in a thread feeding a ``TextIteratorStreamer``; closing
-        the iterator early cancels it at the next token.
+        The deltas concatenate to :meth:`generate`'s text; the returned
+        generation (the generator's return value, see
+        :func:`medm3.vlm.base.collect_stream`) has the real token counts and
+        finish reason. Generation runs in a thread feeding a
+        ``TextIteratorStreamer``; closing the iterator early cancels it at the
+        next token.
         """
         config = config or GenerationConfig()
-        ((prompt, _text),) = self.prepare([messages])
+        ((prompt, text),) = self.prepare([messages])
         embeds, mask = self.model.pad_batch([prompt])
         streamer = FullTextStreamer(self.tokenizer, self.stop_ids, timeout=None)
         cancel = threading.Event()
-        errors: list[BaseException] = []
 
         def work() -> None:
-            try:
-                with torch.inference_mode(), self._seeded(config):
-                    self.model.llm.generate(
-                        inputs_embeds=embeds,
-                        attention_mask=mask,
-                        streamer=streamer,
-                        stopping_criteria=self._criteria(config, cancel),
-                        **self._generate_kwargs(config),
-                    )
-            except BaseException as exc:  # re-raised in the consumer
-                errors.append(exc)
-            finally:
-                streamer.end()
-
-        thread = threading.Thread(target=work, name="vila-stream", daemon=True)
-        thread.start()
-        emitted = ""
-        drained = False
-        try:
-            for text in streamer:
-                final, hit = finalize_text(text, config.stop)
-                shown = final if hit else safe_prefix(text, config.stop)
-                if len(shown) > len(emitted):
-                    yield shown[len(emitted) :]
-                    emitted = shown
-                if hit:
-                    break
-            else:
-                drained = True
-            if errors:
-                raise errors[0]
-            if not cancel.is_set():
-                final, _ = finalize_text(
-                    self.tokenizer.decode(streamer.token_cache, skip_special_tokens=True),
-                    config.stop,
+            with torch.inference_mode(), self._seeded(config):
+                self.model.llm.generate(
+                    inputs_embeds=embeds,
+                    attention_mask=mask,
+                    streamer=streamer,
+                    stopping_criteria=self._criteria(config, cancel),
+                    **self._generate_kwargs(config),
                 )
-                if len(final) > len(emitted):
-                    yield final[len(emitted) :]
-        finally:
-            cancel.set()
-            if not drained:  # let the worker finish its queue, then wait for it
-                for _ in streamer:
-                    pass
-            thread.join()
+
+        tokens = yield from stream_in_thread(
+            work, streamer, cancel, config.stop, strip=True, name="vila-stream"
+        )
+        return self._finish(tokens, prompt, text, config)
 
     def close(self) -> None:
         """Free the model (and CUDA memory)."""
