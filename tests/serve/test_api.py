@@ -306,3 +306,15 @@ def test_backend_loaded_at_startup_or_reported(tmp_path: Path) -> None:
             time.sleep(0.01)
         r = _ask(client, "hi")
         assert r.status_code == 503 and r.json()["error"]["code"] == "model_unavailable"
+
+
+def test_reply_cut_by_max_tokens_says_length_with_real_usage(client_for: Any) -> None:
+    from medm3.vlm.base import Generation
+
+    cut = Generation("The liver is", finish_reason="length", prompt_tokens=11, completion_tokens=4)
+    client = client_for(MockBackend("mock", script=[cut]))
+    r = _ask(client, "Describe the liver", max_tokens=4, medm3={"use_experts": False})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["choices"][0]["finish_reason"] == "length"
+    assert out["usage"] == {"prompt_tokens": 11, "completion_tokens": 4, "total_tokens": 15}

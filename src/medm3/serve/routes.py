@@ -29,7 +29,7 @@ from medm3.serve.protocol import (
     SessionObject,
     invalid_unicode,
 )
-from medm3.serve.streaming import medm3_result, start_stream
+from medm3.serve.streaming import finish_reason, medm3_result, start_stream
 from medm3.serve.upload import receive_upload
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -75,7 +75,11 @@ def build_router(svc: Service) -> APIRouter:
             id=completion_id,
             created=_now(),
             model=plan.model,
-            choices=[Choice(message=AssistantMessage(content=out.answer))],
+            choices=[
+                Choice(
+                    message=AssistantMessage(content=out.answer), finish_reason=finish_reason(out)
+                )
+            ],
             usage=out.usage,
             medm3=medm3_result(svc, out),
         )

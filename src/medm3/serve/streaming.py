@@ -4,9 +4,11 @@ Order of events: one chunk with ``delta.role``; content chunks as tokens
 arrive (every generation of the question, so the expert-call turns such as
 ``<VISTA3D(liver)>`` appear too, separated by a blank line); for each expert
 call a chunk with an empty delta and ``medm3.event`` (the trace step, file
-paths as URLs); a last chunk with ``finish_reason`` and the full ``medm3``
+paths as URLs); a last chunk with the last generation's ``finish_reason``
+(``length`` when cut by ``max_tokens``) and the full ``medm3``
 result (its ``answer`` is the final answer alone); a usage chunk when
-``stream_options.include_usage``; then ``data: [DONE]``.
+``stream_options.include_usage`` (the token counts of every generation of
+the question, as in a non-streamed reply); then ``data: [DONE]``.
 
 A failure after the stream started is sent as ``data: {"error": {...}}``
 (the ``openai`` client raises it as an ``APIError``). A client that goes away
@@ -53,6 +55,17 @@ def medm3_result(service: Service, out: ChatOutcome) -> Medm3Result:
         trace=out.trace,
         archive_url=f"/v1/outputs/{out.session_id}/archive.zip",
     )
+
+
+def finish_reason(out: ChatOutcome) -> str:
+    """The finish reason of a question's last generation (``length`` when cut by ``max_tokens``).
+
+    A generation that ended in a native tool call is followed by the expert's
+    turn and another generation, so the last one is the answer's.
+    """
+    steps = [s for s in out.reply.trace if s.get("step") == "generate"]
+    reason = str(steps[-1].get("finish_reason") or "stop") if steps else "stop"
+    return "stop" if reason == "tool_calls" else reason
 
 
 def start_stream(service: Service, plan: ChatPlan, completion_id: str) -> AsyncIterator[str]:
@@ -114,7 +127,7 @@ async def _events(
                 yield chunk(Delta(), medm3={"event": step})
             elif kind == "done":
                 result = medm3_result(service, payload)
-                yield chunk(Delta(), "stop", medm3=result.model_dump())
+                yield chunk(Delta(), finish_reason(payload), medm3=result.model_dump())
                 if plan.include_usage:
                     body = ChatCompletionChunk(
                         id=completion_id,
