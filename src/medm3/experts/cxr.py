@@ -352,7 +352,7 @@ class CXRExpert(Expert):
         return self._weights_version
 
     def _setup(self) -> None:
-        from medm3.experts.device import select_device
+        from medm3.utils.device import select_device
 
         xrv = import_xrv()
         folder = self.weights_folder()

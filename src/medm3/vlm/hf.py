@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medm3.errors import InputError, MedM3Error, MissingDependencyError
+from medm3.utils.device import select_device, select_dtype
 from medm3.vlm.base import (
     Generation,
     GenerationConfig,
@@ -59,17 +60,6 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["HFBackend"]
 
 log = logging.getLogger(__name__)
-
-_DTYPES = {
-    "float32": "float32",
-    "fp32": "float32",
-    "float": "float32",
-    "float16": "float16",
-    "fp16": "float16",
-    "half": "float16",
-    "bfloat16": "bfloat16",
-    "bf16": "bfloat16",
-}
 
 
 def _import_torch_transformers() -> tuple[Any, Any]:
@@ -128,7 +118,7 @@ class HFBackend(VLMBackend):
         batch_size: int = 8,
     ) -> None:
         super().__init__(model_id)
-        torch, transformers = _import_torch_transformers()
+        _, transformers = _import_torch_transformers()
         if batch_size < 1:
             raise InputError(f"batch_size must be at least 1, got {batch_size}")
         self.batch_size = batch_size
@@ -136,8 +126,12 @@ class HFBackend(VLMBackend):
         self._warned_tools = False
 
         source = self._resolve_source(model_id)
-        self.device = self._resolve_device(torch, device)
-        torch_dtype = self._resolve_dtype(torch, dtype, self.device)
+        self.device = device if device == "auto" else str(select_device(device))
+        torch_dtype = (
+            "auto"
+            if str(dtype).lower() == "auto"
+            else select_dtype(dtype, self.device, prefer_bf16=True)
+        )
         load_kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code, "dtype": torch_dtype}
         if self.device == "auto":
             load_kwargs["device_map"] = "auto"
@@ -181,34 +175,6 @@ class HFBackend(VLMBackend):
         if _looks_like_path(model_id):
             raise InputError("model folder not found", path)
         return model_id
-
-    @staticmethod
-    def _resolve_device(torch: Any, device: str | None) -> str:
-        if device is not None:
-            return str(device)
-        if torch.cuda.is_available():
-            return "cuda"
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return "mps"
-        return "cpu"
-
-    @staticmethod
-    def _resolve_dtype(torch: Any, dtype: Any, device: str) -> Any:
-        if dtype is None:
-            if device.startswith("cuda") or device == "auto":
-                if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-                    return torch.bfloat16
-                return torch.float16 if torch.cuda.is_available() else torch.float32
-            return torch.float32
-        if isinstance(dtype, torch.dtype):
-            return dtype
-        name = str(dtype).lower().removeprefix("torch.")
-        if name == "auto":
-            return "auto"
-        if name not in _DTYPES:
-            raise InputError(f"unknown dtype '{dtype}' (choose bfloat16, float16, float32 or auto)")
-        return getattr(torch, _DTYPES[name])
 
     @staticmethod
     def _load_error(model_id: str, source: str, exc: Exception) -> str:

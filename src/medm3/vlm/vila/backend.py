@@ -13,11 +13,12 @@ from typing import Any, ClassVar
 import torch
 
 from medm3.errors import InputError
+from medm3.utils.device import select_device, select_dtype
 from medm3.vlm.base import Generation, GenerationConfig, Message, VLMBackend
 from medm3.vlm.stops import cut_at_stop, cut_at_stop_ids
 from medm3.vlm.streamer import FullTextStreamer, stream_in_thread
 from medm3.vlm.vila.decoding import StopStringCriteria
-from medm3.vlm.vila.loader import load_model, resolve_checkpoint, select_dtype
+from medm3.vlm.vila.loader import load_model, resolve_checkpoint
 from medm3.vlm.vila.model import TRUNCATION_SIDES, SplicedPrompt
 from medm3.vlm.vila.templates import render_prompt
 from medm3.vlm.vila.tokenize import IMAGE_TOKEN_INDEX, stop_token_ids, tokenize_prompt
@@ -74,8 +75,6 @@ class VilaBackend(VLMBackend):
         revision: str | None = None,
     ) -> None:
         super().__init__(str(model_id))
-        from medm3.experts.device import select_device
-
         if truncation_side not in TRUNCATION_SIDES:
             raise InputError(f"truncation_side must be one of {TRUNCATION_SIDES}")
         if batch_size < 1:

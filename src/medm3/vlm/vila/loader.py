@@ -19,16 +19,6 @@ from medm3.errors import InputError, MedM3Error, MissingDependencyError
 logger = logging.getLogger(__name__)
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-DTYPES = {
-    "float16": "float16",
-    "fp16": "float16",
-    "half": "float16",
-    "bfloat16": "bfloat16",
-    "bf16": "bfloat16",
-    "float32": "float32",
-    "fp32": "float32",
-    "float": "float32",
-}
 
 
 def _looks_like_path(model: str) -> bool:
@@ -101,28 +91,6 @@ def _download(repo_id: str, *, cache_dir: Any, revision: str | None) -> Path:
             "here)."
         ) from None
     return Path(folder)
-
-
-def select_dtype(dtype: str | None, device: Any) -> Any:
-    """Compute dtype: fp16 on CUDA (the reference), fp32 on CPU, unless ``dtype`` is given.
-
-    Args:
-        dtype: ``None``/``"auto"``, ``float16``/``fp16``, ``bfloat16``/``bf16`` or ``float32``.
-        device: The torch device.
-
-    Raises:
-        InputError: Unknown dtype name.
-    """
-    import torch
-
-    if dtype is None or str(dtype).lower() == "auto":
-        return torch.float16 if torch.device(device).type == "cuda" else torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    name = DTYPES.get(str(dtype).lower().removeprefix("torch."))
-    if name is None:
-        raise InputError(f"unknown dtype {dtype!r}; use auto, float16, bfloat16 or float32")
-    return getattr(torch, name)
 
 
 def load_model(
