@@ -16,10 +16,11 @@ from hypothesis import strategies as st
 from PIL import Image, PngImagePlugin
 
 from medm3.errors import InputError, MedM3Error
+from medm3.imaging.deid.scrub import REDACTION, SensitiveValueScrubber
 from medm3.vlm import load_backend
 from medm3.vlm.base import GenerationConfig, ImagePart, Message, TextPart, ToolCall, collect_stream
 from medm3.vlm.images import from_data_url, png_chunk_types, to_data_url, to_png_bytes
-from medm3.vlm.openai import REDACTION, OpenAIBackend, SensitiveValueScrubber
+from medm3.vlm.openai import OpenAIBackend
 
 from .fake_openai_server import FakeOpenAIServer, FakeReply
 
