@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -109,7 +110,9 @@ def test_changes_miss(result_cache: ResultCache, change: str) -> None:
 
 
 @pytest.mark.parametrize("damage", ["garbage_json", "missing_npz", "wrong_key", "bad_png"])
-def test_corrupt_entry_is_ignored(result_cache: ResultCache, damage: str) -> None:
+def test_corrupt_entry_is_ignored(
+    result_cache: ResultCache, damage: str, caplog: pytest.LogCaptureFixture
+) -> None:
     FakeSegExpert().run(volume(), "bright")
     (entry,) = entries(result_cache)
     if damage == "garbage_json":
@@ -124,12 +127,36 @@ def test_corrupt_entry_is_ignored(result_cache: ResultCache, damage: str) -> Non
         (entry / "overlay_0.png").write_bytes(b"not a png")
     expert = FakeSegExpert()
     expert.result_cache = ResultCache(result_cache.root)  # empty memory tier
-    result = expert.run(volume(), "bright")
+    with caplog.at_level(logging.WARNING, logger="medm3.experts.cache"):
+        result = expert.run(volume(), "bright")
     assert result.info["cache"] == "miss" and expert.run_calls == 1
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert "damaged cache entry" in caplog.text and str(entry) in caplog.text
     # The damaged entry was replaced by a good one.
     again = FakeSegExpert()
     again.result_cache = ResultCache(result_cache.root)
     assert again.run(volume(), "bright").info["cache"] == "hit"
+
+
+def test_a_bug_in_the_reader_is_logged_not_hidden(
+    result_cache: ResultCache, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    FakeSegExpert().run(volume(), "bright")
+    (entry,) = entries(result_cache)
+
+    def broken(folder: Path, key: str) -> None:
+        raise AttributeError("'NoneType' object has no attribute 'array'")
+
+    monkeypatch.setattr("medm3.experts.cache._load_entry", broken)
+    expert = FakeSegExpert()
+    expert.result_cache = ResultCache(result_cache.root)
+    with caplog.at_level(logging.WARNING, logger="medm3.experts.cache"):
+        result = expert.run(volume(), "bright")
+    assert result.info["cache"] == "miss" and expert.run_calls == 1
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "failed unexpectedly" in errors[0].getMessage()
+    assert errors[0].exc_info is not None and errors[0].exc_info[0] is AttributeError
+    assert entry.is_dir()  # a reader bug does not destroy good entries
 
 
 def test_entries_are_written_atomically(result_cache: ResultCache) -> None:

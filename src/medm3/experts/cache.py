@@ -28,10 +28,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
 import threading
+import zipfile
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import replace
@@ -45,6 +47,8 @@ from medm3.experts import catalogue
 if TYPE_CHECKING:  # pragma: no cover
     from medm3.experts.base import ExpertResult
     from medm3.imaging.image import MedicalImage
+
+log = logging.getLogger(__name__)
 
 #: Bumped whenever the key or the on-disk layout changes (old entries are ignored).
 CACHE_FORMAT = 1
@@ -250,7 +254,10 @@ class ResultCache:
 
             (tmp / "result.json").write_text(json.dumps(doc, default=json_default))
             os.rename(tmp, final)
-        except Exception:  # caching is best effort
+        except Exception:  # caching is best effort, but a failure must be visible
+            log.warning(
+                "could not store the expert result in the cache at %s", final, exc_info=True
+            )
             shutil.rmtree(tmp, ignore_errors=True)
 
     def _read(self, key: str) -> ExpertResult | None:
@@ -259,9 +266,17 @@ class ResultCache:
             return None
         try:
             return _load_entry(folder, key)
-        except Exception:  # any unreadable entry is a miss
+        except _DAMAGE as exc:  # a damaged or stale entry is a miss, and is replaced
+            log.warning("ignoring the damaged cache entry %s: %s", folder, exc)
             shutil.rmtree(folder, ignore_errors=True)
             return None
+        except Exception:  # a bug in the reader: say so loudly, keep the entry, run uncached
+            log.error("reading the cache entry %s failed unexpectedly", folder, exc_info=True)
+            return None
+
+
+#: What a damaged, truncated or foreign entry raises while it is read.
+_DAMAGE = (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile)
 
 
 def _load_entry(folder: Path, key: str) -> ExpertResult:
