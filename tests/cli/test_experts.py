@@ -13,8 +13,6 @@ import pytest
 from medm3.experts.registry import BUILTIN_EXPERTS, model_cards
 from tests.cli.helpers import assert_one_line_error, run
 
-pytest.importorskip("medm3.imaging.io", reason="medm3.imaging.io is not available yet")
-
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

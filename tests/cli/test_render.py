@@ -11,8 +11,6 @@ from PIL import Image
 from tests.cli.helpers import assert_one_line_error as assert_input_error
 from tests.cli.helpers import run
 
-pytest.importorskip("medm3.imaging.io", reason="medm3.imaging.io is not available yet")
-
 
 def test_render_ct_with_overlay(
     ct_path: Path,

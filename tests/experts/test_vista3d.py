@@ -279,7 +279,10 @@ def test_real_ct_run(expert: Vista3DExpert, ct_path: Path) -> None:
     assert np.allclose(lm.affine, image.affine) and lm.spacing == image.spacing
     assert lm.array.dtype == np.uint8
     found = sorted(int(i) for i in np.unique(lm.array) if i > 0)
-    assert set(found) <= {1, 3}
+    # The seeded tiny network (weights fixed by ``seed=0``) finds both structures asked
+    # for and nothing else; an empty or partial result is a failure.
+    assert found == [1, 3]
+    assert all((lm.array == i).sum() > 0 for i in found)
     assert sorted(result.label_names) == found
     assert result.args == "liver, spleen"
     assert result.text.startswith(prompts.SEGMENTATION_PREFIX)
@@ -395,7 +398,8 @@ def test_real_network_point_prompt(expert: Vista3DExpert) -> None:
     ctx = RunContext(options={"points": [[12, 20, 7]]})
     result = expert.run(image, "liver", context=ctx, use_cache=False)
     assert result.label_map is not None and result.label_map.array.shape == image.array.shape
-    assert set(np.unique(result.label_map.array)) <= {0, 1}
+    # The seeded tiny network segments something around the point, and only label 1.
+    assert set(np.unique(result.label_map.array)) == {0, 1}
 
 
 # ---------------------------------------------------------------- cache
