@@ -8,7 +8,6 @@ Third-party packages add entries through a Python entry-point group.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import importlib.metadata
 from collections.abc import Iterator
@@ -101,6 +100,8 @@ class Registry(Generic[T]):
     def unknown_message(self, name: str) -> str:
         """The "unknown X 'name'. Did you mean ...? Available: ..." message."""
         names = self.names()
-        close = difflib.get_close_matches(name.lower(), names, n=3)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        from medm3.utils.suggest import did_you_mean
+
+        hint = did_you_mean(name, names)
+        hint = f" {hint}" if hint else ""
         return f"unknown {self.kind} {name!r}.{hint} Available: {', '.join(names) or 'none'}"

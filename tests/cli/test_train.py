@@ -33,7 +33,7 @@ def test_help_lists_train(capsys):
 @pytest.mark.parametrize(
     ("extra", "needle"),
     [
-        (["--set", "train.epochz=1"], "unknown key 'train.epochz' (did you mean 'epochs'?)"),
+        (["--set", "train.epochz=1"], "unknown key 'train.epochz'. Did you mean 'epochs'?"),
         (["--set", "train.learning_rate=fast"], "train.learning_rate: expected a number"),
         (["--set", "lora.r=0"], "lora.r: must be >= 1"),
         (["--set", "model.kind=onnx"], "model.kind: must be one of vila, hf"),

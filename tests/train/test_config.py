@@ -81,7 +81,7 @@ def test_overrides_are_typed_and_dotted(tmp_path):
     [
         (
             "train.learning_rat=1",
-            "unknown key 'train.learning_rat' (did you mean 'learning_rate'?)",
+            "unknown key 'train.learning_rat'. Did you mean 'learning_rate'?",
         ),
         ("trian.seed=1", "unknown key 'trian'"),
         ("train.max_steps=many", "train.max_steps: expected an integer, got 'many'"),

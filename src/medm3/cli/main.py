@@ -58,11 +58,10 @@ class LazyGroup(click.Group):
     ) -> tuple[str | None, click.Command | None, list[str]]:
         name = args[0] if args else ""
         if name and not name.startswith("-") and self.get_command(ctx, name) is None:
-            import difflib
+            from medm3.utils.suggest import did_you_mean
 
-            close = difflib.get_close_matches(name, self.list_commands(ctx), n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            ctx.fail(f"No such command '{name}'.{hint}")
+            hint = did_you_mean(name, self.list_commands(ctx), n=1)
+            ctx.fail(f"No such command '{name}'.{' ' + hint if hint else ''}")
         return super().resolve_command(ctx, args)
 
 

@@ -29,7 +29,6 @@ A requested structure that is known but has no voxels gets ``voxels = 0``
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -40,6 +39,7 @@ import numpy as np
 from medm3 import prompts
 from medm3.errors import InputError
 from medm3.experts.base import Expert, ExpertError, ExpertResult, Overlay, RunContext
+from medm3.utils.suggest import did_you_mean
 
 if TYPE_CHECKING:  # pragma: no cover
     from medm3.imaging.image import MedicalImage
@@ -252,8 +252,8 @@ def select_structures(
         else:
             ids = [i for n, i in by_name.items() if key and key in n]
         if not ids:
-            close = difflib.get_close_matches(key, list(by_name), n=3, cutoff=0.6)
-            hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            hint = did_you_mean(key, by_name)
+            hint = f" {hint}" if hint else ""
             listed = ", ".join(_norm_name(known[i]) for i in present[:20])
             more = f" ... ({len(present)} in all)" if len(present) > 20 else ""
             raise ExpertError(

@@ -21,7 +21,6 @@ Every problem (unknown key, wrong type, out-of-range value) is one
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import os
 import types
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from medm3.errors import InputError
+from medm3.utils.suggest import did_you_mean
 
 #: Linear layers of Llama-like LLMs that LoRA adapts by default.
 DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -220,9 +220,9 @@ _SECTION_TYPES = {
 
 
 def _unknown(key: str, known: Sequence[str], where: str) -> InputError:
-    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], list(known), n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return InputError(f"unknown key '{key}'{hint}; {where} keys are: {', '.join(known)}")
+    hint = did_you_mean(key.rsplit(".", 1)[-1], known, n=1)
+    hint = f" {hint}" if hint else ""
+    return InputError(f"unknown key '{key}'.{hint} The {where} keys are: {', '.join(known)}")
 
 
 def _type_name(tp: Any) -> str:
