@@ -8,7 +8,6 @@ matplotlib when installed, else with PIL.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from medm3.eval.published import MODEL_ORDER, PROTOCOL_NOTES, Published, lookup
 from medm3.eval.runner import RUN_LOG
 from medm3.eval.tasks import PROTOCOLS
 from medm3.utils.atomic import atomic_path
+from medm3.utils.jsonio import read_json
 
 __all__ = ["ReportRow", "build_rows", "load_run", "markdown", "write_chart"]
 
@@ -78,10 +78,7 @@ def load_run(path: str | Path) -> dict[str, Any]:
     if not log_path.is_file():
         hint = " (the run has not finished: rerun `m3 eval run` to resume)" if p.is_dir() else ""
         raise InputError(f"no {RUN_LOG} found{hint}", p)
-    try:
-        log = json.loads(log_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read the run log: {exc}", log_path) from None
+    log = read_json(log_path, what="the run log")
     if not isinstance(log, dict) or "medm3_eval_log" not in log:
         raise InputError("not an m3 eval run log", log_path)
     return log

@@ -8,7 +8,6 @@ loader).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,13 +61,9 @@ class VilaConfig:
 
 
 def _load_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"cannot read JSON: {exc}", path) from None
-    if not isinstance(data, dict):
-        raise InputError("expected a JSON object", path)
-    return data
+    from medm3.utils.jsonio import read_json
+
+    return read_json(path, expect=dict)
 
 
 def check_layout(root: Path) -> None:

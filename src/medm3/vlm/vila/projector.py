@@ -94,11 +94,11 @@ class MlpDownsampleProjector(nn.Module):
         Raises:
             InputError: Unsupported projector type, missing file or mismatched weights.
         """
-        import json
-
         from safetensors.torch import load_file
 
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        from medm3.utils.jsonio import read_json
+
+        config = read_json(folder / "config.json", expect=dict)
         kind = config.get("mm_projector_type")
         if kind != PROJECTOR_TYPE:
             raise InputError(

@@ -10,11 +10,11 @@ one too, so its ids start with BOS twice, as in training.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from medm3.errors import InputError
+from medm3.utils.jsonio import read_json
 from medm3.vlm.vila.templates import IMAGE_PLACEHOLDER, get_template
 
 IMAGE_TOKEN_INDEX = -200
@@ -24,7 +24,7 @@ LLAMA3_MARKER = "<|eot_id|>"
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
-    return json.loads(path.read_text(encoding="utf-8"))
+    return read_json(path, expect=dict)
 
 
 def load_tokenizer(llm_dir: Path, template: str | None = None) -> tuple[Any, str]:
