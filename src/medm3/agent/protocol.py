@@ -72,6 +72,8 @@ _CHEST_WORDS = re.compile(r"chest|thorax|cxr|lung", re.IGNORECASE)
 _CHEST_QUESTION = re.compile(r"\bcxr\b|chest x-?ray|chest radiograph", re.IGNORECASE)
 #: The word whose presence in a trigger reply makes it a segmentation-only answer.
 SEGMENTED_WORD = "segmented"
+#: The trained answer to a segmentation request: ``I <verb> ... using <TRIGGER(...)>``.
+_SEGMENTATION_ANSWER = re.compile(r"^\s*I\s+\w+[^<]*\busing\s*<")
 
 
 def is_chest_xray(image: MedicalImage, question: str = "") -> bool:
@@ -137,9 +139,17 @@ class Protocol:
         """Opacity of the overlay fed to the model (the reference's label2rgb uses 0.3)."""
         return 0.3 if self.released else 0.45
 
-    def segmentation_only(self, reply: str, task: str) -> bool:
-        """True when a trigger reply is itself the answer ("I segmented ... <VISTA3D(...)>")."""
-        return task == "segmentation" and SEGMENTED_WORD in reply
+    def segmentation_only(self, reply: str, task: str, trigger: str = "") -> bool:
+        """True when a trigger reply is itself the answer ("I segmented ... <VISTA3D(...)>").
+
+        The demo's rule ("segmented" in the reply) plus the trained form of the
+        answers to segmentation requests (``I isolated the organs using
+        <VISTA3D(organs)>``). BraTS is excluded: its training sample after
+        ``I segmented any brain tumors using <BRATS()>.`` has the result and an answer.
+        """
+        if task != "segmentation" or trigger.upper() == "BRATS" or "Let me" in reply:
+            return False
+        return SEGMENTED_WORD in reply or bool(_SEGMENTATION_ANSWER.match(reply))
 
     def palette(self, ids: Iterable[int]) -> dict[int, str]:
         """Id -> colour name for the labels of one overlay (ascending ids)."""

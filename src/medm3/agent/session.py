@@ -426,7 +426,7 @@ class ChatSession:
         from medm3.experts.registry import get_expert_class
 
         task = get_expert_class(trigger.expert).task
-        seg_only = not tool_id and self.protocol.segmentation_only(reply, task)
+        seg_only = not tool_id and self.protocol.segmentation_only(reply, task, trigger.trigger)
         result, written, parts = self._run_expert(
             trigger, question, state.rounds, answer=not seg_only
         )
