@@ -41,7 +41,10 @@ def _load_images(tokens: tuple[str, ...], modality: str | None, series: str | No
             raise InputError(
                 "several --image options need names, e.g. --image t1ce=a.nii.gz --image t1=b.nii.gz"
             )
-        return load_image(parsed[0][1], modality, series=series)
+        image = load_image(parsed[0][1], modality, series=series)
+        if (modality or "").strip().upper() == "CXR":  # the user says: a chest X-ray
+            image.metadata.setdefault("body_part", "CHEST")
+        return image
     # Named BraTS sequences are MR unless told otherwise.
     return {name: load_image(path, modality or "MR", series=series) for name, path in parsed}
 
@@ -86,7 +89,11 @@ def _event_printer(json_mode: bool) -> Any:
     metavar="PATH",
     help="Scan to discuss (repeat as t1ce=, t1=, t2=, flair= for the four BraTS sequences).",
 )
-@click.option("--modality", default=None, help="Override the image modality (CT, MR, XR ...).")
+@click.option(
+    "--modality",
+    default=None,
+    help="Override the image modality (CT, MR, XR ...; CXR: an X-ray known to show a chest).",
+)
 @click.option("--series", default=None, help="DICOM series to use when a folder holds several.")
 @click.option(
     "--slice", "slice_index", type=int, default=None, help="Slice the VLM sees (volumes)."
