@@ -21,7 +21,9 @@ def ct() -> object:
     return volume(arr, spacing=(1.0, 1.0, 2.0))
 
 
-def chat(script: list[str], protocol: str = "medm3", **config: object) -> tuple[ChatSession, MockBackend]:
+def chat(
+    script: list[str], protocol: str = "medm3", **config: object
+) -> tuple[ChatSession, MockBackend]:
     backend = MockBackend(script=script)
     experts = config.pop("experts", ("fakeseg", "measure"))
     cfg = AgentConfig(experts=experts, protocol=protocol, use_cache=False, **config)  # type: ignore[arg-type]
@@ -52,7 +54,9 @@ def test_repeated_trigger_runs_the_expert_once(monkeypatch: pytest.MonkeyPatch) 
     assert reply.round_limit_reached and vlm.remaining == 0
 
 
-def test_segmentation_only_reply_ends_the_turn_with_the_overlay(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_segmentation_only_reply_ends_the_turn_with_the_overlay(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     calls = runs(monkeypatch)
     said = "I segmented the bright region using <FAKESEG(bright)>."
     session, vlm = chat([said, "It is 0.3 mL."])
@@ -64,7 +68,9 @@ def test_segmentation_only_reply_ends_the_turn_with_the_overlay(monkeypatch: pyt
     session.ask("How large is it?")
     sent = vlm.calls[1][-1]
     text = Trace.message_summary(sent)["text"]
-    assert text.startswith("The results are <image>\n. The colors in this image describe red: bright. ")
+    assert text.startswith(
+        "The results are <image>\n. The colors in this image describe red: bright. "
+    )
     assert text.endswith("How large is it?") and any(isinstance(p, ImagePart) for p in sent.content)
 
 
@@ -73,6 +79,7 @@ def test_released_protocol_makes_one_call_per_question(monkeypatch: pytest.Monke
     session, vlm = chat(["<FAKESEG(bright)>", "<FAKESEG(dark)>"], protocol="released")
     reply = session.ask("What is bright?")
     assert calls == ["bright"] and reply.rounds == 1 and reply.round_limit_reached
+    assert len(vlm.calls) == 2 and reply.text == "<FAKESEG(dark)>"
     assert reply.protocol == "released"
     assert reply.trace[0]["protocol"] == "released"
 

@@ -165,5 +165,5 @@ def test_released_palette_equals_the_reference_dye() -> None:
 
     ref = GOLDEN["demo_colours"]["palette"]
     ids = [int(i) for i in ref["colormap"]]
-    assert {str(k): v for k, v in reference_palette(ids + [0]).items()} == ref["colormap"]
+    assert {str(k): v for k, v in reference_palette([*ids, 0]).items()} == ref["colormap"]
     assert 99 not in ids  # the reference names only what is on the shown slice

@@ -132,7 +132,10 @@ def test_interactive_session_keeps_history(tiny_vila, cxr_png_path):
         (["chat", "--model", "/nonexistent/folder", "q"], "checkpoint folder not found"),
         (["chat", "--model", "x", "--image", "/nonexistent.nii.gz", "q"], "nonexistent.nii.gz"),
         (["chat", "--model", "x", "   "], "the prompt is empty"),
-        (["chat", "--model", "x", "--protocol", "vila", "q"], "unknown protocol 'vila'; choose one of: released, medm3"),
+        (
+            ["chat", "--model", "x", "--protocol", "vila", "q"],
+            "unknown protocol 'vila'; choose one of: released, medm3",
+        ),
     ],
 )
 def test_bad_input_one_line(argv, message, capsys):
@@ -176,8 +179,20 @@ def test_typed_image_token_in_the_prompt_is_harmless(tiny_vila, ct_path, tmp_pat
 
 def test_released_protocol_refused_for_a_tool_calling_backend(capsys):
     code, out, err = run(
-        ["chat", "--backend", "openai", "--model", "m", "--base-url", "http://127.0.0.1:9/v1",
-         "--api-key", "k", "--protocol", "released", "q"],
+        [
+            "chat",
+            "--backend",
+            "openai",
+            "--model",
+            "m",
+            "--base-url",
+            "http://127.0.0.1:9/v1",
+            "--api-key",
+            "k",
+            "--protocol",
+            "released",
+            "q",
+        ],
         capsys,
     )
     assert code != 0 and out == "" and "Traceback" not in err

@@ -52,10 +52,10 @@ def built_released(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
 
 
 def test_rows_are_the_prompts_functions_output(built: tuple[Path, Path]) -> None:
+    from medm3.agent.protocol import get_protocol
     from medm3.experts import vista3d_labels as vl
     from medm3.experts.measure import measure_structures
     from medm3.experts.registry import model_cards
-    from medm3.agent.protocol import get_protocol
     from medm3.imaging.palettes import unique_palette
     from medm3.imaging.slicing import take_slice
 

@@ -88,7 +88,7 @@ def build_feedback(
                 image=picture,
                 plane=shown.plane,
                 slice_index=shown.index if shown.index is not None else 0,
-                caption=f"{trigger}: {shown.plane} slice {shown.index}, colours as told to the model",
+                caption=f"{trigger}: {shown.plane} slice {shown.index}, colours as told",
             )
             seen = dataclasses.replace(
                 result,
@@ -102,7 +102,9 @@ def build_feedback(
         return Feedback(text, [], result)
     text = protocol.text_feedback(result.text, question)
     if result.overlays:
-        return _finish(f"{img}\n{text}", [result.overlays[0].image.convert("RGB")], result, feed_overlay)
+        return _finish(
+            f"{img}\n{text}", [result.overlays[0].image.convert("RGB")], result, feed_overlay
+        )
     return Feedback(text, [], result)
 
 

@@ -225,7 +225,9 @@ class Protocol:
         text = f"The results are {IMG}\n. The colors in this image describe {described}. "
         return text + (self.instruction(question) if answer else "")
 
-    def brats_feedback(self, colours: Mapping[int, str], question: str, *, answer: bool = True) -> str:
+    def brats_feedback(
+        self, colours: Mapping[int, str], question: str, *, answer: bool = True
+    ) -> str:
         """Feedback of a BraTS segmentation from the colours of labels 1 (NCR), 2 (ED), 4 (ET).
 
         With all three labels present this is the training text ``yellow and

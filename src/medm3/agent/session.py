@@ -18,11 +18,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from medm3 import prompts
+from medm3.agent.config import (
+    TOOLS_SYSTEM_PROMPT,
+    AgentConfig,
+    AgentReply,
+    Turn,
+    is_brats_set,
+    normalize_images,
+)
 from medm3.agent.feedback import ShownSlice, build_feedback
 from medm3.agent.protocol import (
     Protocol,
@@ -39,7 +46,6 @@ from medm3.experts.base import ExpertError, ExpertResult, RunContext
 from medm3.imaging.image import MedicalImage
 from medm3.vlm.base import (
     Generation,
-    GenerationConfig,
     ImagePart,
     Message,
     Part,
@@ -47,107 +53,14 @@ from medm3.vlm.base import (
     VLMBackend,
 )
 
-#: System prompt for tool-calling backends (the VILA-M3 models get model cards instead).
-TOOLS_SYSTEM_PROMPT = (
-    "You are a medical imaging assistant. You see a rendered view of the user's scan. "
-    "When a precise answer needs segmentation, classification or measurement, call the "
-    "matching expert tool; it runs on the full-resolution data and returns its findings "
-    "and an overlay image. Then answer the user's question using the result."
-)
-
-
-@dataclass
-class AgentConfig:
-    """Settings of the agent loop.
-
-    Attributes:
-        experts: Registry names of the experts offered (``None``: all registered).
-        use_experts: Offer experts at all (``False``: plain VLM answers).
-        max_rounds: Most expert calls per question.
-        feed_overlay: Send the expert's overlay image back with its text.
-        plane: Plane of the view the VLM sees for volumes.
-        slice_index: Slice the VLM sees (``None``: middle slice; experts choose
-            the slice of their overlay themselves unless this is set).
-        window: Window for rendering the VLM's view (``auto`` by modality).
-        device: Device for the experts (``None``: automatic).
-        weights: Expert name -> local weights folder overriding the cache.
-        generation: Decoding settings.
-        output_dir: Where overlays, label maps and results of each call are saved.
-        use_cache: Use the expert result cache.
-        protocol: ``released`` or ``medm3`` (``None``: ``released`` for VILA-format
-            backends, ``medm3`` for the others); see :mod:`medm3.agent.protocol`.
-    """
-
-    experts: tuple[str, ...] | None = None
-    use_experts: bool = True
-    max_rounds: int = 3
-    feed_overlay: bool = True
-    plane: str = "axial"
-    slice_index: int | None = None
-    window: str = "auto"
-    device: str | None = None
-    weights: Mapping[str, str | Path] = field(default_factory=dict)
-    generation: GenerationConfig = field(default_factory=GenerationConfig)
-    output_dir: Path | None = None
-    use_cache: bool = True
-    protocol: str | None = None
-
-
-@dataclass
-class AgentReply:
-    """The answer to one question.
-
-    Attributes:
-        text: The final answer.
-        rounds: Expert calls made for this question.
-        results: The expert results obtained for this question.
-        files: Files written (overlays, label maps, result JSON).
-        round_limit_reached: True when the model still asked for an expert after
-            ``max_rounds`` calls.
-        trace: The steps of this question (see :class:`~medm3.agent.trace.Trace`).
-        protocol: The conversation protocol used (``released`` / ``medm3``).
-        ended_by_segmentation: True when the model's reply was a segmentation-only
-            answer: the expert ran and its overlay is the answer (no second generation).
-    """
-
-    text: str
-    rounds: int
-    results: list[ExpertResult]
-    files: list[str]
-    round_limit_reached: bool
-    trace: list[dict[str, Any]]
-    protocol: str = "medm3"
-    ended_by_segmentation: bool = False
-
-
-def normalize_images(
-    images: MedicalImage | Sequence[MedicalImage] | Mapping[str, MedicalImage] | None,
-) -> dict[str, MedicalImage]:
-    """Name the input images: one image -> ``image``; BraTS sequences keep their names.
-
-    Raises:
-        InputError: Several unnamed images (the agent cannot guess their roles).
-    """
-    if images is None:
-        return {}
-    if isinstance(images, MedicalImage):
-        return {"image": images}
-    if isinstance(images, Mapping):
-        return {str(k).lower(): v for k, v in images.items()}
-    seq = list(images)
-    if len(seq) == 1:
-        return {"image": seq[0]}
-    if not seq:
-        return {}
-    raise InputError(
-        "several images need names (e.g. t1ce=, t1=, t2=, flair= for BraTS); "
-        f"got {len(seq)} unnamed images"
-    )
-
-
-def is_brats_set(images: Mapping[str, MedicalImage]) -> bool:
-    """True when the images are the four named BraTS MRI sequences."""
-    return set(images) == {name for name, _ in prompts.BRATS_SEQUENCES}
+__all__ = [
+    "TOOLS_SYSTEM_PROMPT",
+    "AgentConfig",
+    "AgentReply",
+    "ChatSession",
+    "is_brats_set",
+    "normalize_images",
+]
 
 
 class ChatSession:
@@ -361,7 +274,7 @@ class ChatSession:
         self.trace.add(
             "question", text=question, number=self._questions, protocol=self.protocol.name
         )
-        state = _Turn(limit=self.protocol.max_calls(self.config.max_rounds))
+        state = Turn(limit=self.protocol.max_calls(self.config.max_rounds))
         while True:
             gen = self._generate(sent, on_text)
             sent = len(self.messages)
@@ -383,8 +296,10 @@ class ChatSession:
                 break
             role = "tool" if tool_id else "user"
             self.messages.append(Message(role, parts, tool_call_id=tool_id))
-        answer = strip_image_tokens(gen.text).strip() if state.ended else (
-            self.messages[-1].plain_text.strip()
+        answer = (
+            strip_image_tokens(gen.text).strip()
+            if state.ended
+            else (self.messages[-1].plain_text.strip())
         )
         self.trace.add(
             "answer",
@@ -406,7 +321,7 @@ class ChatSession:
         )
 
     def _answer_call(
-        self, call: TriggerParse, reply: str, question: str, state: _Turn, tool_id: str
+        self, call: TriggerParse, reply: str, question: str, state: Turn, tool_id: str
     ) -> list[Part]:
         """The parts answering one expert call (may end the turn via ``state.ended``)."""
         unavailable = self._unavailable(reply) if call.trigger is None else None
@@ -551,16 +466,3 @@ class ChatSession:
             protocol=self.protocol.name,
         )
         return result, written, self._parts(fed.text, fed.pictures)
-
-
-@dataclass
-class _Turn:
-    """Book-keeping of one question's expert calls."""
-
-    limit: int
-    rounds: int = 0
-    limit_reached: bool = False
-    ended: bool = False
-    ran: set[tuple[str, str]] = field(default_factory=set)
-    results: list[ExpertResult] = field(default_factory=list)
-    files: list[str] = field(default_factory=list)

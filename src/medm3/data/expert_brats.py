@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from medm3 import prompts
+from medm3.agent.feedback import ShownSlice
+from medm3.agent.protocol import get_protocol
 from medm3.data import templates
 from medm3.data.base import (
     BadRow,
@@ -32,8 +34,6 @@ from medm3.data.conversation import (
     save_view,
     slug,
 )
-from medm3.agent.feedback import ShownSlice
-from medm3.agent.protocol import get_protocol
 from medm3.errors import InputError
 
 #: Question kinds, in the order they are offered.

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from medm3 import prompts
+from medm3.agent.protocol import get_protocol
 from medm3.data import templates
 from medm3.data.base import (
     BadRow,
@@ -29,7 +30,6 @@ from medm3.data.base import (
     listing,
 )
 from medm3.data.conversation import PROTOCOL_OPTION, ExpertConversation, expert_model_cards
-from medm3.agent.protocol import get_protocol
 from medm3.errors import InputError
 
 #: CheXpert label files -> output split.

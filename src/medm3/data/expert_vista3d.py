@@ -341,10 +341,9 @@ class ExpertVista3DBuilder(Builder):
         stem: str,
         ctx: ItemContext,
     ) -> dict[str, Any]:
-        from medm3.experts.vista3d_labels import VISTA3D_LABELS
-
         from medm3.agent.feedback import ShownSlice
         from medm3.agent.protocol import get_protocol
+        from medm3.experts.vista3d_labels import VISTA3D_LABELS
 
         protocol = get_protocol(self.opts["protocol"])
         name = VISTA3D_LABELS[target] if target is not None else ""

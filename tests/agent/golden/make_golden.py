@@ -50,7 +50,9 @@ VILA_REPO = "NVlabs/VILA"
 
 def _commit(mirror: str) -> str:
     try:
-        return subprocess.check_output(["git", "-C", mirror, "rev-parse", "HEAD"], text=True).strip()
+        return subprocess.check_output(
+            ["git", "-C", mirror, "rev-parse", "HEAD"], text=True
+        ).strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -59,7 +61,9 @@ def load_preprocess(vila: Path):
     """VILA's preprocess_multimodal, extracted from its source and run with stub imports."""
     source = (vila / "llava/data/dataset.py").read_text()
     tree = ast.parse(source)
-    func = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "preprocess_multimodal")
+    func = next(
+        n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "preprocess_multimodal"
+    )
     consts: dict = {}
     exec((vila / "llava/constants.py").read_text(), consts)
     ns = {
@@ -67,7 +71,9 @@ def load_preprocess(vila: Path):
         "Sequence": list,
         "Dict": dict,
         "DataArguments": object,
-        "conversation_lib": argparse.Namespace(default_conversation=argparse.Namespace(version="llama_3")),
+        "conversation_lib": argparse.Namespace(
+            default_conversation=argparse.Namespace(version="llama_3")
+        ),
     }
     exec(compile(ast.Module([func], []), "preprocess_multimodal", "exec"), ns)
     fn = ns["preprocess_multimodal"]
@@ -123,7 +129,9 @@ def demo_colours(ref: Path, work: Path) -> dict:
             slice_index=3,
         )
         out["vista3d"][key] = {
-            "regions": {str(k): [v[0].start, v[0].stop, v[1].start, v[1].stop] for k, v in regions.items()},
+            "regions": {
+                str(k): [v[0].start, v[0].stop, v[1].start, v[1].stop] for k, v in regions.items()
+            },
             "text": text,
         }
     label = np.zeros(image.shape, np.uint8)
@@ -148,7 +156,9 @@ def demo_colours(ref: Path, work: Path) -> dict:
     plane = label[:, :, 0]
     plane.flat[: len(ids)] = ids
     label[7, 7, 1] = 99  # on the other slice only: not in the colormap
-    dyed = Dye(slice_index=0, output_dir=work / "dye")({"image": np.zeros((8, 8, 2)), "label": label})
+    dyed = Dye(slice_index=0, output_dir=work / "dye")(
+        {"image": np.zeros((8, 8, 2)), "label": label}
+    )
     out["palette"] = {"ids": ids, "colormap": {str(int(k)): v for k, v in dyed["colormap"].items()}}
     return out
 
@@ -163,13 +173,31 @@ def vista3d_training(ref: Path, colours: dict) -> list[dict]:
 
     metas = {
         "Task03": [
-            {"image": "liver_3_slice3_img.png", "group_name": "hepatic tumor", "label_colors": label_colors("liver+hepatic tumor"), "num_tumors": [2], "found_tumor": ["hepatic tumor"]},
-            {"image": "liver_4_slice3_img.png", "group_name": "hepatic tumor", "label_colors": label_colors("liver"), "num_tumors": [], "found_tumor": []},
+            {
+                "image": "liver_3_slice3_img.png",
+                "group_name": "hepatic tumor",
+                "label_colors": label_colors("liver+hepatic tumor"),
+                "num_tumors": [2],
+                "found_tumor": ["hepatic tumor"],
+            },
+            {
+                "image": "liver_4_slice3_img.png",
+                "group_name": "hepatic tumor",
+                "label_colors": label_colors("liver"),
+                "num_tumors": [],
+                "found_tumor": [],
+            },
         ],
         "Task07": [],
         "Task09": [],
         "TotalSegmentatorV2": [
-            {"image": f"s{i:04d}_slice3_img.png", "group_name": "organs", "label_colors": label_colors("organs"), "num_tumors": [], "found_tumor": []}
+            {
+                "image": f"s{i:04d}_slice3_img.png",
+                "group_name": "organs",
+                "label_colors": label_colors("organs"),
+                "num_tumors": [],
+                "found_tumor": [],
+            }
             for i in range(6)
         ],
     }
@@ -188,14 +216,22 @@ def vista3d_training(ref: Path, colours: dict) -> list[dict]:
     import expert_train_data_vista3d as mod
 
     random.seed(0)
-    mod.main(argparse.Namespace(root_dir="/root/", out_fileprefix=str(out), n_samples=n, n_samplesn=n, test_frac=0.0))
+    mod.main(
+        argparse.Namespace(
+            root_dir="/root/", out_fileprefix=str(out), n_samples=n, n_samplesn=n, test_frac=0.0
+        )
+    )
     return json.loads(Path(str(out) + "_train.json").read_text())
 
 
 def brats_training(ref: Path) -> list[dict]:
     experts = ref / "m3/data_prepare/experts"
     meta = [
-        {"image": [f"c{i}/mri_0000{i}_img_{m}.png" for m in ("t1ce", "t1", "t2", "flair")], "label": f"c{i}/mri_0000{i}_label.png", "orig_images": [f"/data/{g}/Brats18_{i}_t1ce.nii.gz"]}
+        {
+            "image": [f"c{i}/mri_0000{i}_img_{m}.png" for m in ("t1ce", "t1", "t2", "flair")],
+            "label": f"c{i}/mri_0000{i}_label.png",
+            "orig_images": [f"/data/{g}/Brats18_{i}_t1ce.nii.gz"],
+        }
         for i, g in ((1, "HGG"), (2, "LGG"), (3, "HGG"))
     ]
     tmp = Path(tempfile.mkdtemp())
@@ -204,7 +240,15 @@ def brats_training(ref: Path) -> list[dict]:
     import expert_train_data_brats as mod
 
     random.seed(0)
-    mod.main(argparse.Namespace(in_meta_data=str(tmp / "meta.json"), images_root="", out_fileprefix=str(tmp / "brats"), n_samples=2, test_frac=0.0))
+    mod.main(
+        argparse.Namespace(
+            in_meta_data=str(tmp / "meta.json"),
+            images_root="",
+            out_fileprefix=str(tmp / "brats"),
+            n_samples=2,
+            test_frac=0.0,
+        )
+    )
     return json.loads((tmp / "brats_train.json").read_text())
 
 
@@ -214,7 +258,26 @@ def cxr_training(ref: Path) -> tuple[list[dict], dict]:
     sys.path.insert(0, str(tx))
     from torchxray_cls import all_models
 
-    pathologies = ["Atelectasis", "Consolidation", "Infiltration", "Pneumothorax", "Edema", "Emphysema", "Fibrosis", "Effusion", "Pneumonia", "Pleural_Thickening", "Cardiomegaly", "Nodule", "Mass", "Hernia", "Lung Lesion", "Fracture", "Lung Opacity", "Enlarged Cardiomediastinum"]
+    pathologies = [
+        "Atelectasis",
+        "Consolidation",
+        "Infiltration",
+        "Pneumothorax",
+        "Edema",
+        "Emphysema",
+        "Fibrosis",
+        "Effusion",
+        "Pneumonia",
+        "Pleural_Thickening",
+        "Cardiomegaly",
+        "Nodule",
+        "Mass",
+        "Hernia",
+        "Lung Lesion",
+        "Fracture",
+        "Lung Opacity",
+        "Enlarged Cardiomediastinum",
+    ]
     root = Path("/data/datasets/mimic-cxr/torchxrayvision")
     rng = np.random.default_rng(7)
     per_model: dict = {}
@@ -227,11 +290,30 @@ def cxr_training(ref: Path) -> tuple[list[dict], dict]:
             (root / model / f"{stem}.json").write_text(json.dumps(values, indent=4))
     os.chdir(tx)
     runpy_globals = {"__name__": "__main__"}
-    exec(compile((tx / "make_ensemble_probs.py").read_text(), str(tx / "make_ensemble_probs.py"), "exec"), runpy_globals)
+    exec(
+        compile(
+            (tx / "make_ensemble_probs.py").read_text(), str(tx / "make_ensemble_probs.py"), "exec"
+        ),
+        runpy_globals,
+    )
     ensemble = {s: json.loads((root / "ensemble" / f"{s}.jpg.json").read_text()) for s in stems}
     data = [
-        {"image": f"{s}.jpg", "conversations": [{"from": "human", "value": q + "\n<image>"}, {"from": "gpt", "value": a}]}
-        for s, (q, a) in zip(stems, [("Is there pleural effusion?", "Yes."), ("Which findings are present?", "Cardiomegaly and edema."), ("Is there any fracture?", "No.")], strict=True)
+        {
+            "image": f"{s}.jpg",
+            "conversations": [
+                {"from": "human", "value": q + "\n<image>"},
+                {"from": "gpt", "value": a},
+            ],
+        }
+        for s, (q, a) in zip(
+            stems,
+            [
+                ("Is there pleural effusion?", "Yes."),
+                ("Which findings are present?", "Cardiomegaly and edema."),
+                ("Is there any fracture?", "No."),
+            ],
+            strict=True,
+        )
     ]
     tmp = Path(tempfile.mkdtemp())
     (tmp / "in.json").write_text(json.dumps(data))
@@ -239,33 +321,77 @@ def cxr_training(ref: Path) -> tuple[list[dict], dict]:
     import expert_train_data_cxr as mod
 
     random.seed(0)
-    mod.main(argparse.Namespace(in_datafile=str(tmp / "in.json"), pred_root=str(root / "ensemble"), out_fileprefix=str(tmp / "cxr"), n_samples=2, test_frac=0.0))
-    return json.loads((tmp / "cxr_train.json").read_text()), {"per_model": per_model, "ensemble": ensemble}
+    mod.main(
+        argparse.Namespace(
+            in_datafile=str(tmp / "in.json"),
+            pred_root=str(root / "ensemble"),
+            out_fileprefix=str(tmp / "cxr"),
+            n_samples=2,
+            test_frac=0.0,
+        )
+    )
+    return json.loads((tmp / "cxr_train.json").read_text()), {
+        "per_model": per_model,
+        "ensemble": ensemble,
+    }
 
 
 def main() -> None:
-    ref, vila, out = Path(sys.argv[1]).resolve(), Path(sys.argv[2]).resolve(), Path(sys.argv[3]).resolve()
+    ref, vila, out = (
+        Path(sys.argv[1]).resolve(),
+        Path(sys.argv[2]).resolve(),
+        Path(sys.argv[3]).resolve(),
+    )
     normalise = load_preprocess(vila)
     work = Path(tempfile.mkdtemp())
     colours = demo_colours(ref, work)
     cases = []
     for kind, rows, fn in (
         ("vista3d", vista3d_training(ref, colours), "expert_train_data_vista3d.py main"),
-        ("brats", brats_training(ref), "expert_train_data_brats.py main (+ expert_utils.add_brats_expert_conversation)"),
+        (
+            "brats",
+            brats_training(ref),
+            "expert_train_data_brats.py main (+ expert_utils.add_brats_expert_conversation)",
+        ),
     ):
         for row in rows:
             if "<image>" not in "".join(t["value"] for t in row["conversations"]):
                 continue  # plain VQA rows without an expert call
-            cases.append({"kind": kind, "function": fn, "raw": row["conversations"], "conversation": normalise(row["conversations"]), "images": row.get("images", [])})
+            cases.append(
+                {
+                    "kind": kind,
+                    "function": fn,
+                    "raw": row["conversations"],
+                    "conversation": normalise(row["conversations"]),
+                    "images": row.get("images", []),
+                }
+            )
     cxr_rows, cxr_probs = cxr_training(ref)
     for row in cxr_rows:
         stem = row["image"].rsplit(".", 1)[0]
-        cases.append({"kind": "cxr", "function": "expert_train_data_cxr.py main (+ expert_utils.add_expert_conversation, get_predictions)", "raw": row["conversations"], "conversation": normalise(row["conversations"]), "images": [row["image"]], "ensemble": cxr_probs["ensemble"][stem]})
+        cases.append(
+            {
+                "kind": "cxr",
+                "function": "expert_train_data_cxr.py main "
+                "(+ expert_utils.add_expert_conversation, get_predictions)",
+                "raw": row["conversations"],
+                "conversation": normalise(row["conversations"]),
+                "images": [row["image"]],
+                "ensemble": cxr_probs["ensemble"][stem],
+            }
+        )
     doc = {
         "provenance": {
             "reference": {"repo": REF_REPO, "commit": os.environ.get("REF_COMMIT", "unknown")},
-            "vila": {"repo": VILA_REPO, "commit": os.environ.get("VILA_COMMIT", "unknown"), "file": "llava/data/dataset.py", "function": "preprocess_multimodal"},
-            "demo": "m3/demo/experts/expert_monai_vista3d.py ExpertVista3D.segmentation_to_string; expert_monai_brats.py ExpertBrats.segmentation_to_string; utils.py Dye",
+            "vila": {
+                "repo": VILA_REPO,
+                "commit": os.environ.get("VILA_COMMIT", "unknown"),
+                "file": "llava/data/dataset.py",
+                "function": "preprocess_multimodal",
+            },
+            "demo": "m3/demo/experts/expert_monai_vista3d.py "
+            "ExpertVista3D.segmentation_to_string; expert_monai_brats.py "
+            "ExpertBrats.segmentation_to_string; utils.py Dye",
             "ensemble": "m3/data_prepare/experts/torchxrayvision/make_ensemble_probs.py (script)",
             "generator": "tests/agent/golden/make_golden.py",
         },
