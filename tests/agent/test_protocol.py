@@ -154,3 +154,18 @@ def test_medm3_palette_names_are_unique_for_every_group() -> None:
         names = list(unique_palette(ids).values())
         assert len(names) == len(set(names)), group
     assert unique_palette([1, 26]) == {1: "red", 26: "blue"}  # liver red, tumour blue
+
+
+def test_expert_not_installed_is_one_message_to_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    from medm3.errors import MissingDependencyError
+    from medm3.experts import registry
+
+    def missing(*args: object, **kwargs: object) -> None:
+        raise MissingDependencyError("torchxrayvision", "experts", "the CXR expert")
+
+    monkeypatch.setattr(registry, "get_expert", missing)
+    session, vlm = chat(["<FAKESEG(bright)>", "I cannot run it."])
+    reply = session.ask("Where is the bright region?")
+    assert reply.text == "I cannot run it." and reply.results == []
+    fed = vlm.calls[1][-1].plain_text
+    assert fed.startswith("The expert model could not be run:") and "torchxrayvision" in fed

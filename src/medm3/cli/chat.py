@@ -266,7 +266,11 @@ def _interactive(session: Any, as_json: bool, stream: Any) -> None:
             break
         if not question.strip():
             continue
-        reply = session.ask(question, on_text=None if as_json else stream)
+        try:
+            reply = session.ask(question, on_text=None if as_json else stream)
+        except InputError as exc:  # e.g. a question that was only "<image>": say so, go on
+            click.echo(f"m3: error: {exc.message}", err=True)
+            continue
         if as_json:
             click.echo(json.dumps({"answer": reply.text, "trace": reply.trace}, default=str))
         else:
