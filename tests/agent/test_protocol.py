@@ -169,3 +169,32 @@ def test_expert_not_installed_is_one_message_to_the_model(monkeypatch: pytest.Mo
     assert reply.text == "I cannot run it." and reply.results == []
     fed = vlm.calls[1][-1].plain_text
     assert fed.startswith("The expert model could not be run:") and "torchxrayvision" in fed
+
+
+@pytest.mark.parametrize(("protocol", "ensemble"), [("released", "reference"), ("medm3", None)])
+def test_cxr_ensemble_follows_the_protocol(
+    protocol: str, ensemble: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from medm3.data.reference_experts import FixedCXR
+    from medm3.experts import registry
+    from medm3.experts.cxr import LABELS
+
+    asked: list[str | None] = []
+
+    class Spy(FixedCXR):
+        def predict_batch(self, images, *, ensemble=None, batch_size=None):  # type: ignore[no-untyped-def]
+            asked.append(ensemble)
+            return super().predict_batch(images)
+
+    probs = {k: 0.2 for k in LABELS} | {"Effusion": 0.5, "Pneumothorax": 0.9}
+    monkeypatch.setitem(registry._instances, ("cxr", None, None), Spy(probs))
+    image = xray()
+    image.metadata["body_part"] = "CHEST"
+    backend = MockBackend(script=["<CXR()>", "Pneumothorax."])
+    cfg = AgentConfig(experts=("cxr",), protocol=protocol, use_cache=False)
+    ChatSession(backend, image, cfg).ask("Any pneumothorax?")
+    assert asked == [ensemble or "calibrated"]
+    fed = backend.calls[1][-1].plain_text
+    assert "effusion: no\n" in fed  # 0.5 is not above the threshold
+    last = fed.split("\n")[-3]  # the last label line
+    assert ("pneumothorax: yes" in last) == (protocol == "released")  # released: listed last
