@@ -88,7 +88,7 @@ def build_feedback(
                 image=picture,
                 plane=shown.plane,
                 slice_index=shown.index if shown.index is not None else 0,
-                caption=f"{trigger}: {shown.plane} slice {shown.index}, colours as told",
+                caption=f"{shown.plane} slice {shown.index}, {len(ids)} structures named",
             )
             seen = dataclasses.replace(
                 result,
