@@ -405,6 +405,7 @@ class ChatSession:
     def _run_expert(
         self, trigger: Trigger, question: str, round_no: int, *, answer: bool = True
     ) -> tuple[ExpertResult | None, list[str], list[Part]]:
+        from medm3.experts.catalogue import WeightsNotFoundError
         from medm3.experts.registry import get_expert, get_expert_class
 
         options: dict[str, Any] = {}
@@ -430,6 +431,10 @@ class ChatSession:
                 context=context,
                 use_cache=self.config.use_cache,
             )
+        except WeightsNotFoundError:
+            # A setup problem for the user (exit 3 / HTTP 503), not a turn for the model:
+            # an answer written without the expert would hide that the weights are missing.
+            raise
         except (ExpertError, MedM3Error, ImportError) as exc:
             message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
             if isinstance(exc, ImportError):
