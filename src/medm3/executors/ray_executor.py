@@ -1,8 +1,8 @@
 """Run work items on a pool of Ray actors (``--executor ray``).
 
 Each actor builds its worker once (loads its expert or VLM) and keeps it warm;
-the driver hands every free actor the next item (two in flight per actor, so
-an actor never waits for the driver) and gets the results back. Faults:
+the driver hands every free actor the next item and gets the results back.
+Faults:
 
 * an actor that dies (crash, ``ray.kill``, lost node) is replaced; its items
   go back to the queue and run on another actor, so nothing is lost, and each
@@ -36,8 +36,10 @@ __all__ = ["MAX_ATTEMPTS", "RayExecutor", "import_ray"]
 
 #: Attempts of one item whose worker dies while running it.
 MAX_ATTEMPTS = 3
-#: Items in flight per actor (the next one waits in the actor's queue).
-DEPTH = 2
+#: Items in flight per actor. One: when an actor dies, the item it was running
+#: is known for sure (a result computed just before a crash can be lost with the
+#: process, so with deeper queues an innocent item could be blamed).
+DEPTH = 1
 #: Seconds to wait for a TCP answer from ``--address HOST:PORT``.
 CONNECT_TIMEOUT = 5.0
 
@@ -106,6 +108,11 @@ def _check_address(address: str) -> None:
             f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); "
             "start it with `ray start --head` or check --address"
         ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0][:300] if lines else type(exc).__name__
 
 
 class RayExecutor(Executor):
@@ -230,7 +237,8 @@ class _Pool:
         self.inflight: dict[Any, tuple[Any, int]] = {}  # result ref -> (actor, index)
         self.queues: dict[Any, deque[Any]] = {}  # actor -> its result refs in submit order
         self.budget = 2 * self.size + MAX_ATTEMPTS  # replacements allowed
-        self.killers: set[Any] = set()  # refs that were running when their actor died
+        self.killers: set[Any] = set()
+        self.last_death = ""  # refs that were running when their actor died
         for _ in range(self.size):
             self._start()
 
@@ -258,7 +266,8 @@ class _Pool:
             self._dispatch(todo, payloads)
             if not self.starting and not self.inflight:
                 raise WorkerLostError(
-                    f"every Ray worker died; {remaining} item(s) were not processed"
+                    f"every Ray worker died; {remaining} item(s) were not processed "
+                    f"(last: {self.last_death or 'unknown'})"
                 )
             ref = ray.wait([*self.starting, *self.inflight], num_returns=1)[0][0]
             if ref in self.starting:
@@ -268,7 +277,7 @@ class _Pool:
             try:
                 value = ray.get(ref)
             except lost_types as exc:
-                reason = (str(exc).strip().splitlines() or ["worker died"])[0]
+                reason = self.last_death = _first_line(exc)
                 given_up = self._died(actor, ref, index, attempts, todo)
                 if given_up:
                     if on_lost is None:
@@ -278,7 +287,8 @@ class _Pool:
                     remaining -= 1
                     yield index, on_lost(index, payloads[index], reason)
                 continue
-            self.queues[actor].popleft()
+            if actor in self.queues:
+                self.queues[actor].popleft()
             if isinstance(value, _Failure):
                 raise value.error
             remaining -= 1
@@ -297,7 +307,8 @@ class _Pool:
         actor = self.starting.pop(ref)
         try:
             state = self.ray.get(ref)
-        except lost_types:
+        except lost_types as exc:
+            self.last_death = _first_line(exc)
             self._replace()
             return
         if isinstance(state, _Failure):  # the worker cannot be built: same everywhere
