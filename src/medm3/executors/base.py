@@ -70,7 +70,8 @@ class ExecutorSpec:
     Attributes:
         kind: ``local`` or ``ray``.
         address: Ray cluster: ``auto`` (a running cluster), ``HOST:PORT``, or None
-            (the cluster named by ``RAY_ADDRESS``, else a new local one).
+            (Ray's default: ``RAY_ADDRESS``, a cluster started on this machine,
+            else a new local one).
         workers: Number of Ray actors (default: as many as the cluster fits).
         gpus_per_worker: GPUs each actor reserves (0: CPU only).
         cpus_per_worker: CPUs each actor reserves.

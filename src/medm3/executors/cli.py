@@ -31,8 +31,8 @@ def _declarations() -> list[tuple[list[str], dict[str, Any]]]:
             ["--address"],
             {
                 "default": None,
-                "help": "Ray cluster: auto (a running one) or HOST:PORT "
-                "(default: RAY_ADDRESS, else a new local cluster).",
+                "help": "Ray cluster: auto (a running one) or HOST:PORT (default: RAY_ADDRESS, "
+                "a cluster started on this machine, else a new local one).",
             },
         ),
         (

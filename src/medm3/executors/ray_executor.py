@@ -119,8 +119,9 @@ class RayExecutor(Executor):
     """A pool of Ray actors; see the module docstring.
 
     Args:
-        address: ``auto``, ``HOST:PORT`` or None (``RAY_ADDRESS``, else a new
-            local cluster). Ignored when Ray is already initialised in this process.
+        address: ``auto``, ``HOST:PORT`` or None (Ray's default: ``RAY_ADDRESS``,
+            a cluster started on this machine, else a new local one). Ignored
+            when Ray is already initialised in this process.
         workers: Number of actors (default: as many as the cluster fits).
         gpus_per_worker: GPUs each actor reserves.
         cpus_per_worker: CPUs each actor reserves.
