@@ -27,13 +27,8 @@ def ct_list(tmp_path: Path) -> Path:
 
 def _args(listing: Path, out: Path, *extra: str) -> list[str]:
     labels = shared_file("ct/totalseg_v2_labels.json")
-    return ["experts", "run", "measure", "--list", str(listing), "-o", str(out)] + [
-        "--labels",
-        str(labels),
-        "--arg",
-        "liver",
-        *extra,
-    ]
+    args = ["experts", "run", "measure", "--list", str(listing), "-o", str(out)]
+    return [*args, "--labels", str(labels), "--arg", "liver", *extra]
 
 
 def _rows(out: Path) -> list[dict]:
@@ -107,8 +102,7 @@ def test_collect_inputs(tmp_path: Path) -> None:
     ]
     listing = tmp_path / "l.jsonl"
     listing.write_text(
-        json.dumps({"t1c": "s1/t1c.nii", "t1": "s1/t1.nii", "t2": "s1/t2.nii", "flair": "f"})
-        + "\n"
+        json.dumps({"t1c": "s1/t1c.nii", "t1": "s1/t1.nii", "t2": "s1/t2.nii", "flair": "f"}) + "\n"
     )
     (brats,) = collect_inputs([], ("t1c", "t1", "t2", "flair"), list_file=listing)
     assert brats.images["t1c"] == str(tmp_path / "s1" / "t1c.nii") and brats.id == "t1c"

@@ -67,15 +67,9 @@ def test_bad_executor_options(
 def test_data_build_and_eval_take_the_same_options(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, _, err = run(
-        ["data", "build", "vqa-rad", "--source", str(tmp_path), "-o", str(tmp_path / "o")]
-        + ["--workers", "2"],
-        capsys,
-    )
+    build = ["data", "build", "vqa-rad", "--source", str(tmp_path), "-o", str(tmp_path / "o")]
+    code, _, err = run([*build, "--workers", "2"], capsys)
     assert_one_line_error(code, err, "--workers need(s) --executor ray")
-    code, _, err = run(
-        ["eval", "run", "vqa-rad", "--data", str(tmp_path), "-o", str(tmp_path / "r")]
-        + ["--gpus-per-worker", "1"],
-        capsys,
-    )
+    evaluate = ["eval", "run", "vqa-rad", "--data", str(tmp_path), "-o", str(tmp_path / "r")]
+    code, _, err = run([*evaluate, "--gpus-per-worker", "1"], capsys)
     assert_one_line_error(code, err, "--gpus-per-worker need(s) --executor ray")

@@ -138,7 +138,7 @@ def test_vista3d_build_equals_local_even_when_an_actor_is_killed(
     assert read_tree(tmp_path / "killed") == reference  # every item once, same bytes
     args = ["data", "build", "expert-vista3d", "--source", str(source), "--shard-size", "1"]
     args += ["--label-map", str(label_map), "--questions-per-volume", "3"]
-    code, out, err = run([*args, "-o", str(tmp_path / "cli"), "--executor", "ray"], capsys)
+    code, _, err = run([*args, "-o", str(tmp_path / "cli"), "--executor", "ray"], capsys)
     assert code == 0, err
     assert read_tree(tmp_path / "cli") == reference
 
@@ -160,7 +160,7 @@ def test_eval_run_equals_local(ray_cluster: Any, tmp_path: Path, capsys: Any) ->
         vlm.close()
     args = ["eval", "run", "vqa-rad", "--backend", "hf", "--model", str(model), "--quiet"]
     args += ["--data", str(data), "--batch-size", "1", "--max-new-tokens", "6", "--device", "cpu"]
-    code, out, err = run([*args, "-o", str(tmp_path / "ray"), "--executor", "ray"], capsys)
+    code, _, err = run([*args, "-o", str(tmp_path / "ray"), "--executor", "ray"], capsys)
     assert code == 0, err
     ours = _jsonl(tmp_path / "ray" / "predictions.jsonl")
     assert ours == _jsonl(local.predictions_path)
