@@ -122,3 +122,32 @@ def test_several_images_of_a_one_input_expert_are_a_batch(
     image = str(shared_file("cxr/nih_00000001_000.png"))
     code, _, err = run(["experts", "run", "cxr", image, image], capsys)
     assert_one_line_error(code, err, "a batch run needs -o/--output FOLDER")
+
+
+def test_an_input_whose_worker_keeps_dying_is_one_failed_row(ct_list: Path, tmp_path: Path) -> None:
+    from medm3.executors import LocalExecutor
+    from medm3.experts.batch import BatchSettings, run_batch
+
+    class LosesB(LocalExecutor):
+        """Runs in process, but reports input "b" as lost (its worker died every time)."""
+
+        def map(self, spec, payloads, *, on_lost=None):  # type: ignore[no-untyped-def]
+            for index, item in enumerate(payloads):
+                if item.id == "b":
+                    yield index, on_lost(index, item, "ActorDiedError: killed")
+                else:
+                    yield index, spec.create()(item)
+
+    items = collect_inputs([], ("image", "mask"), list_file=ct_list)[:2]
+    labels = str(shared_file("ct/totalseg_v2_labels.json"))
+    settings = BatchSettings(expert="measure", arg="liver", labels=labels)
+    summary = run_batch(settings, items, tmp_path / "out", executor=LosesB())
+    assert (summary.ok, summary.failed) == (1, 1)
+    rows = _rows(tmp_path / "out")
+    assert rows[1] == {
+        "input": rows[1]["input"],
+        "id": "b",
+        "status": "failed",
+        "error": "the worker died on every attempt (ActorDiedError: killed)",
+    }
+    assert not (tmp_path / "out" / "b").exists()

@@ -24,6 +24,7 @@ Design:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -243,14 +244,15 @@ class _Run:
         )
         n_bad = sum(len(d["bad"]) for d in done.values())
         results = executor.map(spec, [shards[i] for i in pending], on_lost=lost_shard)
-        for k, data in results:
-            index = pending[k]
-            atomic_write_text(self._shard_file(index), json.dumps(data, ensure_ascii=False))
-            done[index] = data
-            bar.update(len(shards[index]))
-            n_bad += len(data["bad"])
-            if n_bad > self.max_bad * self.n_items:
-                break  # accounted below, in order; _check_bad then stops the build
+        with contextlib.closing(results):  # stops the workers on any exit
+            for k, data in results:
+                index = pending[k]
+                atomic_write_text(self._shard_file(index), json.dumps(data, ensure_ascii=False))
+                done[index] = data
+                bar.update(len(shards[index]))
+                n_bad += len(data["bad"])
+                if n_bad > self.max_bad * self.n_items:
+                    break  # accounted below, in order; _check_bad then stops the build
         for index in sorted(done):
             self.bad.extend(done[index]["bad"])
             self.skipped.extend(done[index]["skipped"])

@@ -27,6 +27,7 @@ import platform
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import closing
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -430,7 +431,7 @@ def _generate(
             kwargs.update(generation=generation, seed=seed, backend=backend)
             spec = WorkerSpec(BatchGenerator, kwargs)
             results = in_order(executor.map(spec, batches))
-        with PredictionWriter(prepared.out_dir / PREDICTIONS) as writer:
+        with PredictionWriter(prepared.out_dir / PREDICTIONS) as writer, closing(results):
             for _, (records, elapsed) in results:
                 seconds += elapsed
                 for record in records:

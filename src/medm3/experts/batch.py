@@ -17,6 +17,7 @@ findings, probabilities, structures and volumes.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -439,10 +440,8 @@ def run_batch(
     spec = WorkerSpec(ExpertBatchWorker, {"settings": settings, "out_dir": str(folder)})
     bar = _bar(len(items), resumed, settings.expert, progress)
     try:
-        with PredictionWriter(jsonl) as writer:
-            results = executor.map(
-                spec, pending, on_lost=lambda _i, item, why: _lost_row(item, why)
-            )
+        results = executor.map(spec, pending, on_lost=_lost_row)
+        with PredictionWriter(jsonl) as writer, contextlib.closing(results):
             for _, row in results:
                 writer.append(row)
                 rows[row["id"]] = row
