@@ -14,6 +14,7 @@ start excluded). Goals: 2 workers >= 1.6x one worker on 2 cores; overhead
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -132,6 +133,8 @@ def main() -> None:
     n = args.items
     print(f"batch: {n} MEASURE items, CT {'x'.join(map(str, args.shape))}, {args.cpus} CPUs")
     print(f"ray.init (local cluster start): {ray_start:.1f} s, not counted below")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"load average now: {load} (other processes on these CPUs skew the figures)")
     print(f"{'executor':<16} {'seconds':>8} {'items/s':>8} {'warm items/s':>13}")
     for name, (seconds, warm) in runs.items():
         print(f"{name:<16} {seconds:>8.2f} {n / seconds:>8.2f} {warm:>13.2f}")

@@ -238,8 +238,8 @@ class _Pool:
         self.inflight: dict[Any, tuple[Any, int]] = {}  # result ref -> (actor, index)
         self.queues: dict[Any, deque[Any]] = {}  # actor -> its result refs in submit order
         self.budget = 2 * self.size + MAX_ATTEMPTS  # replacements allowed
-        self.killers: set[Any] = set()
-        self.last_death = ""  # refs that were running when their actor died
+        self.killers: set[Any] = set()  # refs that were running when their actor died
+        self.last_death = ""  # why the last actor died (for error messages)
         for _ in range(self.size):
             self._start()
 
