@@ -151,3 +151,22 @@ def test_an_input_whose_worker_keeps_dying_is_one_failed_row(ct_list: Path, tmp_
         "error": "the worker died on every attempt (ActorDiedError: killed)",
     }
     assert not (tmp_path / "out" / "b").exists()
+
+
+def test_stray_temp_files_of_killed_workers_are_removed(tmp_path: Path) -> None:
+    from medm3.data.distributed import remove_stray_temp_files
+    from medm3.utils.atomic import atomic_path
+
+    staging = tmp_path / "staging"
+    (staging / "images" / "a").mkdir(parents=True)
+    kept = ["train.json", ".build-state.json", "images/a/axial_2.png", "images/a/.x.png"]
+    for name in kept:
+        (staging / name).write_bytes(b"x")
+    with pytest.raises(RuntimeError), atomic_path(staging / "images" / "a" / "ok.png") as tmp:
+        stray = tmp.with_name(tmp.name.replace("ok.png.", "lost.png."))
+        stray.write_bytes(b"half")  # what a worker killed inside atomic_path leaves
+        raise RuntimeError
+    (staging / "images" / "a" / ".b.png.link").symlink_to(staging / "train.json")
+    assert remove_stray_temp_files(staging) == 2
+    left = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
+    assert left == sorted(kept)

@@ -100,47 +100,93 @@ def ct_source(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return root / "src", label_map
 
 
-def _killing_executor(ray: Any) -> Any:
-    """A Ray executor that kills one of its actors after the first result."""
+def _executor(ray: Any, kill_after: int | None = None, stop_after: int | None = None) -> Any:
+    """A 2-worker Ray executor that kills an actor / interrupts the driver after N results."""
     from medm3.executors.ray_executor import RayExecutor
 
-    class Killing(RayExecutor):
+    class Faulty(RayExecutor):
         def map(self, spec: Any, payloads: Any, **kwargs: Any) -> Iterator[Any]:
-            for n, pair in enumerate(super().map(spec, payloads, **kwargs)):
-                if n == 0 and len(self.actors) > 1:
+            for n, pair in enumerate(super().map(spec, payloads, **kwargs), 1):
+                if n == kill_after and len(self.actors) > 1:
                     ray.kill(self.actors[0])
+                if n == stop_after:
+                    raise KeyboardInterrupt  # the driver dies here (shards so far are on disk)
                 yield pair
 
-    return Killing(workers=2)
+    return Faulty(workers=2)
 
 
-def test_vista3d_build_equals_local_even_when_an_actor_is_killed(
-    ray_cluster: Any, ct_source: tuple[Path, Path], tmp_path: Path, capsys: Any
-) -> None:
+@pytest.fixture(scope="module")
+def v3d_reference(
+    ct_source: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Options and the local build's files (every byte) of the expert-vista3d build."""
     from medm3.data.engine import build_dataset
 
     source, label_map = ct_source
     options = {"label_map": str(label_map), "questions_per_volume": 3}
-    build_dataset("expert-vista3d", source, tmp_path / "local", options=options, shard_size=1)
-    reference = read_tree(tmp_path / "local")
+    out = tmp_path_factory.mktemp("v3d") / "local"
+    build_dataset("expert-vista3d", source, out, options=options, shard_size=1)
+    reference = read_tree(out)
     assert json.loads(reference["manifest.json"])["source_items"] == 4
-    killing = _killing_executor(ray_cluster)
+    return options, reference
+
+
+def test_vista3d_build_equals_local_even_when_an_actor_is_killed(
+    ray_cluster: Any,
+    ct_source: tuple[Path, Path],
+    v3d_reference: tuple[dict[str, Any], dict[str, bytes]],
+    tmp_path: Path,
+    capsys: Any,
+) -> None:
+    from medm3.data.engine import build_dataset
+
+    (source, label_map), (options, reference) = ct_source, v3d_reference
+    killing = _executor(ray_cluster, kill_after=1)
+    out = tmp_path / "killed"
     summary = build_dataset(
-        "expert-vista3d",
-        source,
-        tmp_path / "killed",
-        options=options,
-        shard_size=1,
-        executor=killing,
+        "expert-vista3d", source, out, options=options, shard_size=1, executor=killing
     )
-    assert killing.replaced >= 1
-    assert summary.manifest["bad"]["count"] == 0
-    assert read_tree(tmp_path / "killed") == reference  # every item once, same bytes
+    assert killing.replaced >= 1 and summary.manifest["bad"]["count"] == 0
+    assert read_tree(out) == reference  # every item once, same bytes
     args = ["data", "build", "expert-vista3d", "--source", str(source), "--shard-size", "1"]
     args += ["--label-map", str(label_map), "--questions-per-volume", "3"]
     code, _, err = run([*args, "-o", str(tmp_path / "cli"), "--executor", "ray"], capsys)
     assert code == 0, err
     assert read_tree(tmp_path / "cli") == reference
+
+
+def test_vista3d_build_resumes_after_the_driver_died(
+    ray_cluster: Any,
+    ct_source: tuple[Path, Path],
+    v3d_reference: tuple[dict[str, Any], dict[str, bytes]],
+    tmp_path: Path,
+) -> None:
+    from medm3.data.engine import build_dataset, staging_path
+    from medm3.executors.ray_executor import RayExecutor
+
+    (source, _), (options, reference) = ct_source, v3d_reference
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        build_dataset(
+            "expert-vista3d",
+            source,
+            out,
+            options=options,
+            shard_size=1,
+            executor=_executor(ray_cluster, stop_after=3),  # dies before writing the 3rd
+        )
+    assert not out.exists() and len(list((staging_path(out) / ".shards").iterdir())) == 2
+    summary = build_dataset(
+        "expert-vista3d",
+        source,
+        out,
+        options=options,
+        shard_size=1,
+        executor=RayExecutor(workers=2),
+    )
+    assert summary.reused_items == 2
+    assert read_tree(out) == reference
 
 
 # ---------------------------------------------------------------- eval run

@@ -12,13 +12,18 @@ worker sees.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from medm3.data.base import BadRow, Builder, Item, ItemContext, SkipRow, item_rng
 
-__all__ = ["ShardWorker", "convert_shard", "lost_shard"]
+__all__ = ["ShardWorker", "convert_shard", "lost_shard", "remove_stray_temp_files"]
+
+#: Temporary files of :func:`medm3.utils.atomic.atomic_path` (``.NAME.XXXXXXXX.SUFFIX``)
+#: and of :meth:`ItemContext.link_or_copy` (``.NAME.link``).
+_TEMP_FILE = re.compile(r"\..+\.(?:[A-Za-z0-9_]{8}(?:\.[A-Za-z0-9]+)+|link)")
 
 
 def convert_shard(
@@ -89,3 +94,18 @@ def lost_shard(_index: int, items: Sequence[Item], reason: str) -> dict[str, Any
         "bad": [{"id": item.id, "reason": why} for item in items],
         "skipped": [],
     }
+
+
+def remove_stray_temp_files(staging: Path) -> int:
+    """Delete temporary files a killed worker left in the staging folder; how many.
+
+    A worker killed while writing an image (``ray.kill``, a lost node, ``kill -9``)
+    leaves the hidden temporary file of its atomic write behind; the item is
+    converted again elsewhere, so the file is garbage, and must not be published.
+    """
+    removed = 0
+    for path in staging.rglob(".*"):
+        if (path.is_file() or path.is_symlink()) and _TEMP_FILE.fullmatch(path.name):
+            path.unlink()
+            removed += 1
+    return removed

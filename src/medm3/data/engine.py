@@ -176,6 +176,9 @@ def build_dataset(
         bar.close()
         if owned is not None:
             owned.close()
+    from medm3.data.distributed import remove_stray_temp_files
+
+    remove_stray_temp_files(staging)  # left by workers killed mid-write
     manifest = run.finish(state)
     _publish(staging, out)
     return BuildSummary(output=out, manifest=manifest, reused_items=run.reused)

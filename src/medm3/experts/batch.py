@@ -448,6 +448,8 @@ def run_batch(
                 bar.update(1)
     finally:
         bar.close()
+    for partial in folder.glob(".*.partial"):  # left by workers killed mid-write
+        shutil.rmtree(partial, ignore_errors=True)
     ordered = [rows[item.id] for item in items if item.id in rows]
     known = {item.id for item in items}
     ordered += [r for i, r in rows.items() if i not in known]  # rows of earlier input lists
