@@ -14,7 +14,7 @@ import inspect
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -198,7 +198,7 @@ def run(
     _print_result(result, as_json)
 
 
-def _interrupted(out_dir: Path) -> None:
+def _interrupted(out_dir: Path) -> NoReturn:
     click.echo(
         f"\nm3: interrupted; the predictions so far are in {out_dir}: "
         "run the same command again to resume",
