@@ -41,6 +41,10 @@ COMMON_OPTIONS = (
     "no-resume",
     "progress",
     "json",
+    "executor",
+    "address",
+    "workers",
+    "gpus-per-worker",
 )
 
 
@@ -106,6 +110,7 @@ def build_command(cls: type[Builder]) -> click.Command:
     """The ``m3 data build NAME`` command of one builder."""
     from medm3.data.base import IMAGE_MODES
     from medm3.data.engine import DEFAULT_MAX_BAD_FRACTION
+    from medm3.executors.cli import executor_params
 
     params: list[click.Parameter] = [
         click.Option(
@@ -147,12 +152,14 @@ def build_command(cls: type[Builder]) -> click.Command:
             help="Progress bar on stderr (default: when it is a terminal).",
         ),
         click.Option(["--json", "as_json"], is_flag=True, help="Print the manifest as JSON."),
+        *executor_params(),
     ]
     params += [_click_option(o) for o in cls.options]
     builder_keys = [o.key for o in cls.options]
 
     def run(**kwargs: Any) -> None:
         from medm3.data.engine import build_dataset, staging_path
+        from medm3.executors.cli import spec_from_options
 
         source, output = kwargs.pop("source"), kwargs.pop("output")
         if source is None:
@@ -160,6 +167,7 @@ def build_command(cls: type[Builder]) -> click.Command:
         if output is None:
             raise InputError(f"missing -o/--output FOLDER (see `m3 data build {cls.name} --help`)")
         options = {k: kwargs[k] for k in builder_keys if kwargs.get(k) not in (None, False)}
+        executor = spec_from_options(kwargs)  # the cluster is joined after the source checks
         try:
             summary = build_dataset(
                 cls.name,
@@ -174,6 +182,7 @@ def build_command(cls: type[Builder]) -> click.Command:
                 resume=not kwargs["no_resume"],
                 progress=kwargs["progress"],
                 image_mode=kwargs["image_mode"],
+                executor=executor,
             )
         except KeyboardInterrupt:
             raise BuildInterrupted(

@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from medm3.cli.experts_batch import batch_options, is_batch_run, run_batch_command
 from medm3.errors import InputError
+from medm3.executors.cli import executor_options
 
 if TYPE_CHECKING:  # pragma: no cover
     from medm3.experts.base import Expert, ExpertResult
@@ -194,7 +196,7 @@ def _parse_images(
 
 @experts.command("run")
 @click.argument("name")
-@click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
+@click.argument("images", nargs=-1, metavar="IMAGE...")
 @click.option("--arg", "arg", default="", help="Argument string, as in <NAME(arg)>.")
 @click.option(
     "-o",
@@ -231,6 +233,8 @@ def _parse_images(
     is_flag=True,
     help="Store the result in the image's DICOMweb study: DICOM-SEG + SR (see docs/pacs.md).",
 )
+@batch_options
+@executor_options
 def run(
     name: str,
     images: tuple[str, ...],
@@ -247,12 +251,42 @@ def run(
     no_cache: bool,
     series: str | None,
     store: bool,
+    **batch: Any,
 ) -> None:
     """Run expert NAME on IMAGE (or NAME=PATH inputs, e.g. t1ce=a.nii.gz t1=b.nii.gz ...).
 
     Prints the result text, timings and files written; with --json the
     result as JSON. Nothing is written unless -o is given.
+
+    \b
+    Batch runs (one result folder per input + results.csv/.jsonl in -o DIR):
+      m3 experts run cxr a.png b.png c.dcm -o out/
+      m3 experts run vista3d --folder cts/ --arg everything -o out/ --executor ray
+      m3 experts run brats --list studies.csv -o out/   (columns t1c,t1,t2,flair)
     """
+    if is_batch_run(name, images, batch):
+        if store or series is not None:
+            flag = "--store" if store else "--series"
+            raise InputError(f"{flag} works on one input; it is not available in a batch run")
+        run_batch_command(
+            name,
+            images,
+            batch,
+            arg=arg,
+            out_dir=out_dir,
+            as_json=as_json,
+            mask_path=mask_path,
+            labels_path=labels_path,
+            modality=modality,
+            device=device,
+            weights_path=weights_path,
+            slice_index=slice_index,
+            plane=plane,
+            no_cache=no_cache,
+        )
+        return
+    if not images:
+        raise InputError("missing IMAGE (or give --list FILE / --folder DIR for a batch run)")
     from medm3.experts.base import RunContext
     from medm3.experts.catalogue import resolve_weights
     from medm3.experts.registry import get_expert, get_expert_class
