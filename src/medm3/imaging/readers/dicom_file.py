@@ -20,6 +20,7 @@ from medm3.imaging.limits import ReadLimits
 from medm3.imaging.modality import dicom_modality, infer_modality
 from medm3.imaging.orientation import affine_2d, lps_to_ras, reorient_to_ras, voxel_sizes
 from medm3.imaging.readers.base import Head, ReadContext, Reader
+from medm3.imaging.readers.dicom_check import truncation_problem
 from medm3.imaging.readers.dicom_geometry import SliceGeometry, Stack, stack_slices
 from medm3.imaging.readers.dicom_pixels import (
     decode_pixels,
@@ -110,7 +111,9 @@ def volume_image(
     """
     axes = (2, 1, 0) if values.ndim == 3 else (2, 1, 0, 3)
     # One copy only: the transpose is a view, reorient_to_ras makes the data contiguous.
-    array, affine, original = reorient_to_ras(values.transpose(axes), lps_to_ras(stack.affine_lps))
+    array, affine, original = reorient_to_ras(
+        values.transpose(axes), lps_to_ras(stack.affine_lps), source
+    )
     del values
     metadata["original_orientation"] = original
     metadata["slice_spacing"] = round(float(stack.slice_spacing), 6)
@@ -271,9 +274,12 @@ def read_dicom_file(path: Path, ctx: ReadContext) -> MedicalImage:
         See :func:`image_from_dataset`.
 
     Raises:
-        InputError: If it is not DICOM, not an image, or unreadable.
+        InputError: If it is not DICOM, truncated, not an image, or unreadable.
     """
     ds = read_dataset(path, path)
+    problem = truncation_problem(ds, path.stat().st_size)
+    if problem is not None:
+        raise InputError(f"DICOM file is truncated or corrupt: {problem}", path)
     if "Rows" not in ds or "Columns" not in ds:
         sop = ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID")
         if sop is None and "Modality" not in ds:
