@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from medm3.cli.outputs import check_output_location, writing
 from medm3.errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -266,6 +267,8 @@ def run(
         resolve_weights(cls.weights_name, weights_path)
     expert = get_expert(cls.name, device=None if device == "auto" else device, weights=weights_path)
     expert.parse_args(arg)
+    if out_dir is not None:
+        check_output_location(out_dir, is_dir=True)
 
     _status(f"loading {len(parsed) + (mask_path is not None)} image(s) ...")
     loaded: dict[str, MedicalImage] | list[MedicalImage]
@@ -293,7 +296,8 @@ def run(
     warnings: list[str] = []
     if out_dir is not None:
         main = loaded.get(cls.inputs[0]) if isinstance(loaded, dict) else loaded[0]
-        files = _save(result, out_dir, main, warnings)
+        with writing(out_dir):
+            files = _save(result, out_dir, main, warnings)
     _report(result, files, as_json, warnings)
 
 

@@ -203,7 +203,7 @@ def check_data_size(
     """
     if available < needed:
         raise InputError(
-            f"file is truncated: {what} declares {needed:,} bytes but the file holds "
+            f"data is truncated or corrupt: {what} declares {needed:,} bytes but the file holds "
             f"{max(available, 0):,}",
             path,
         )
