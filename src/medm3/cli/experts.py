@@ -10,6 +10,7 @@ go to stderr when it is a terminal, so a failure is exactly one
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import sys
@@ -226,6 +227,12 @@ def _parse_images(
     "--plane", default="axial", show_default=True, help="axial, coronal or sagittal overlay."
 )
 @click.option("--no-cache", is_flag=True, help="Do not use the result cache.")
+@click.option(
+    "--trust-bundle-code",
+    is_flag=True,
+    help="Let a MONAI bundle's network_def run code other than a known network "
+    "constructor (only for bundles you trust; sets MEDM3_TRUST_BUNDLE_CODE=1).",
+)
 def run(
     name: str,
     images: tuple[str, ...],
@@ -240,6 +247,7 @@ def run(
     slice_index: int | None,
     plane: str,
     no_cache: bool,
+    trust_bundle_code: bool,
 ) -> None:
     """Run expert NAME on IMAGE (or NAME=PATH inputs, e.g. t1ce=a.nii.gz t1=b.nii.gz ...).
 
@@ -253,6 +261,10 @@ def run(
     from medm3.imaging.labels import load_label_map
     from medm3.imaging.slicing import normalize_plane
 
+    if trust_bundle_code:
+        from medm3.experts.bundle_code import TRUST_ENV
+
+        os.environ[TRUST_ENV] = "1"
     # Cheap checks first: a typo fails before any image is read.
     cls = get_expert_class(name)
     plane = normalize_plane(plane)

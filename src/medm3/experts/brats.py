@@ -365,8 +365,11 @@ class BratsExpert(Expert):
     def _setup(self) -> None:
         from medm3.experts.device import select_device
 
+        from medm3.experts.bundle_code import check_network_def
+
         folder = self.weights_folder()
         config = read_inference_config(folder)
+        check_network_def(config, folder / "configs" / "inference.json")
         net = build_network(config)
         load_state(net, folder / "models" / "model.pt")
         self._roi, self._overlap, self._sw_batch = _window_settings(config)
