@@ -314,6 +314,19 @@ def dicom_declares_huge(folder: Path) -> Path:
     return path
 
 
+def dicom_declares_huge_single(folder: Path) -> Path:
+    """One frame of 65535 x 65535 declared (8.6 GB decoded); 512 bytes of pixel data."""
+    from pydicom import dcmread
+
+    ds = dcmread(io.BytesIO(_dicom_bytes(16, 16)))
+    ds.Rows, ds.Columns = 65535, 65535
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    path = folder / "huge_single.dcm"
+    path.write_bytes(buf.getvalue())
+    return path
+
+
 def dicom_zero_rows(folder: Path) -> Path:
     """Rows = 0."""
     from pydicom import dcmread

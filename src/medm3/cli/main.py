@@ -98,8 +98,8 @@ def main(argv: list[str] | None = None) -> Any:
         sys.exit(1)
     except UnicodeError as exc:  # argv bytes that are not UTF-8 (surrogate-escaped)
         _error_line(
-            "an argument is not valid UTF-8 text (pass prompts and names as UTF-8): "
-            f"{type(exc).__name__} at position {getattr(exc, 'start', '?')}"
+            "an argument holds bytes that are not valid UTF-8 (e.g. a prompt typed in "
+            f"another encoding); pass text as UTF-8 ({type(exc).__name__})"
         )
         sys.exit(2)
 

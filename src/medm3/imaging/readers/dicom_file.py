@@ -263,6 +263,12 @@ def image_from_dataset(
     )
 
 
+def _has_preamble(path: Path) -> bool:
+    """Whether the file has ``DICM`` at byte 128 (so it is DICOM, and a short read is damage)."""
+    with open(path, "rb") as fh:
+        return sniff_dicom(Head(raw=fh.read(132))) is not None
+
+
 def read_dicom_file(path: Path, ctx: ReadContext) -> MedicalImage:
     """Read one DICOM file (with or without the 128-byte preamble).
 
@@ -277,7 +283,7 @@ def read_dicom_file(path: Path, ctx: ReadContext) -> MedicalImage:
         InputError: If it is not DICOM, truncated, not an image, or unreadable.
     """
     ds = read_dataset(path, path)
-    problem = truncation_problem(ds, path.stat().st_size)
+    problem = truncation_problem(ds, path.stat().st_size) if _has_preamble(path) else None
     if problem is not None:
         raise InputError(f"DICOM file is truncated or corrupt: {problem}", path)
     if "Rows" not in ds or "Columns" not in ds:
