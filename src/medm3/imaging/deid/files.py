@@ -402,8 +402,9 @@ def deidentify_path(
             no DICOM file found, or an output that exists or overlaps the input.
     """
     src_path, dst_path = Path(src), Path(dst)
-    if not (src_path.exists() or src_path.is_symlink()):
-        raise InputError("no such file or folder", src_path)
+    if not src_path.exists():
+        broken = " (broken link)" if src_path.is_symlink() else ""
+        raise InputError(f"no such file or folder{broken}", src_path)
     key_bytes, random_key = resolve_key(key)
     read_limits = resolve_limits(limits)
     summary = DeidSummary(output=dst_path, random_key=random_key)

@@ -269,6 +269,19 @@ def _has_preamble(path: Path) -> bool:
         return sniff_dicom(Head(raw=fh.read(132))) is not None
 
 
+def _starts_like_dicom(path: Path) -> bool:
+    """For files without preamble: does the first element belong to group 0002 or 0008?
+
+    Parsing arbitrary bytes as DICOM can make pydicom believe in a 4 GB element;
+    a raw DICOM stream starts with the file meta (0002) or identification (0008) group.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    return len(head) == 2 and (
+        int.from_bytes(head, "little") in (0x0002, 0x0008) or int.from_bytes(head, "big") == 0x0008
+    )
+
+
 def read_dicom_file(path: Path, ctx: ReadContext) -> MedicalImage:
     """Read one DICOM file (with or without the 128-byte preamble).
 
@@ -282,8 +295,11 @@ def read_dicom_file(path: Path, ctx: ReadContext) -> MedicalImage:
     Raises:
         InputError: If it is not DICOM, truncated, not an image, or unreadable.
     """
+    preamble = _has_preamble(path)
+    if not preamble and not _starts_like_dicom(path):
+        raise InputError("not a DICOM file", path)
     ds = read_dataset(path, path)
-    problem = truncation_problem(ds, path.stat().st_size) if _has_preamble(path) else None
+    problem = truncation_problem(ds, path.stat().st_size) if preamble else None
     if problem is not None:
         raise InputError(f"DICOM file is truncated or corrupt: {problem}", path)
     if "Rows" not in ds or "Columns" not in ds:
