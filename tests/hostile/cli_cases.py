@@ -274,6 +274,7 @@ IMAGE_INPUTS: dict[str, tuple[int, str | None]] = {
     "dicom_preamble_only": (2, "truncated"),
     "dicom_no_pixels": (2, "no pixel data"),
     "dicom_declares_huge_single": (2, "decompression bomb"),
+    "dicom_declares_huge": (2, "multi-frame"),
     "dicom_zero_rows": (2, "zero-length"),
     "dicom_zip_bomb": (2, "zip bomb"),
     "dicom_zip_lying_size": (2, "corrupt archive member"),
@@ -460,7 +461,16 @@ def _special_cases() -> list[CliCase]:
     cases = [
         CliCase(
             f"bundle/{name}",
-            ("experts", "run", "vista3d", "{in:nifti_ok}", "--arg", "liver", "--weights", f"{{in:{name}}}"),
+            (
+                "experts",
+                "run",
+                "vista3d",
+                "{in:nifti_ok}",
+                "--arg",
+                "liver",
+                "--weights",
+                f"{{in:{name}}}",
+            ),
             2,
             "--trust-bundle-code",
             names_input=False,
@@ -472,8 +482,15 @@ def _special_cases() -> list[CliCase]:
         CliCase(
             "bundle/trusted-runs-code",
             (
-                "experts", "run", "vista3d", "{in:nifti_ok}", "--arg", "liver",
-                "--weights", "{in:bundle_evil_expression}", "--trust-bundle-code",
+                "experts",
+                "run",
+                "vista3d",
+                "{in:nifti_ok}",
+                "--arg",
+                "liver",
+                "--weights",
+                "{in:bundle_evil_expression}",
+                "--trust-bundle-code",
             ),
             1,
             "not a torch.nn.Module",
@@ -483,9 +500,17 @@ def _special_cases() -> list[CliCase]:
         CliCase(
             "bundle/brats-evil",
             (
-                "experts", "run", "brats", "t1ce={in:nifti_ok}", "t1={in:nifti_ok}",
-                "t2={in:nifti_ok}", "flair={in:nifti_ok}", "--modality", "MR",
-                "--weights", "{in:brats_bundle_evil}",
+                "experts",
+                "run",
+                "brats",
+                "t1ce={in:nifti_ok}",
+                "t1={in:nifti_ok}",
+                "t2={in:nifti_ok}",
+                "flair={in:nifti_ok}",
+                "--modality",
+                "MR",
+                "--weights",
+                "{in:brats_bundle_evil}",
             ),
             2,
             "--trust-bundle-code",
@@ -495,9 +520,17 @@ def _special_cases() -> list[CliCase]:
         CliCase(
             "bundle/env-trust-brats",
             (
-                "experts", "run", "brats", "t1ce={in:nifti_ok}", "t1={in:nifti_ok}",
-                "t2={in:nifti_ok}", "flair={in:nifti_ok}", "--modality", "MR",
-                "--weights", "{in:brats_bundle_evil}",
+                "experts",
+                "run",
+                "brats",
+                "t1ce={in:nifti_ok}",
+                "t1={in:nifti_ok}",
+                "t2={in:nifti_ok}",
+                "flair={in:nifti_ok}",
+                "--modality",
+                "MR",
+                "--weights",
+                "{in:brats_bundle_evil}",
             ),
             3,
             "checkpoint",
@@ -507,8 +540,15 @@ def _special_cases() -> list[CliCase]:
         ),
     ]
     series = [
-        CliCase("series/99-single-nifti", ("info", "{in:nifti_ok}", "--series", "99"), 2, "one series"),
-        CliCase("series/uid-single-dicom", ("info", "{in:dicom_ok}", "--series", "1.2.3"), 2, "one series"),
+        CliCase(
+            "series/99-single-nifti", ("info", "{in:nifti_ok}", "--series", "99"), 2, "one series"
+        ),
+        CliCase(
+            "series/uid-single-dicom",
+            ("info", "{in:dicom_ok}", "--series", "1.2.3"),
+            2,
+            "one series",
+        ),
         CliCase("series/0-single-file", ("info", "{in:dicom_ok}", "--series", "0"), 0, "CT"),
         CliCase(
             "series/render-99",
@@ -519,12 +559,34 @@ def _special_cases() -> list[CliCase]:
         ),
     ]
     readonly = [
-        CliCase("readonly/render", ("render", "{in:nifti_ok}", "-o", f"{READ_ONLY}/x.png"), 2, "cannot write", names_input=False),
-        CliCase("readonly/render-root", ("render", "{in:nifti_ok}", "-o", "/sys/x.png"), 2, "cannot write", names_input=False),
+        CliCase(
+            "readonly/render",
+            ("render", "{in:nifti_ok}", "-o", f"{READ_ONLY}/x.png"),
+            2,
+            "cannot write",
+            names_input=False,
+        ),
+        CliCase(
+            "readonly/render-root",
+            ("render", "{in:nifti_ok}", "-o", "/sys/x.png"),
+            2,
+            "cannot write",
+            names_input=False,
+        ),
         CliCase(
             "readonly/experts-run",
-            ("experts", "run", "vista3d", "{in:nifti_ok}", "--arg", "liver", "-o", READ_ONLY,
-             "--weights", "{in:bundle_evil_expression}"),
+            (
+                "experts",
+                "run",
+                "vista3d",
+                "{in:nifti_ok}",
+                "--arg",
+                "liver",
+                "-o",
+                READ_ONLY,
+                "--weights",
+                "{in:bundle_evil_expression}",
+            ),
             2,
             "cannot write",
             names_input=False,
@@ -532,13 +594,33 @@ def _special_cases() -> list[CliCase]:
         ),
         CliCase(
             "readonly/data-build",
-            ("data", "build", "vqa-rad", "--source", "{in:vqa_rad_source}", "-o", f"{READ_ONLY}/ds"),
+            (
+                "data",
+                "build",
+                "vqa-rad",
+                "--source",
+                "{in:vqa_rad_source}",
+                "-o",
+                f"{READ_ONLY}/ds",
+            ),
             2,
             "cannot write",
             names_input=False,
         ),
-        CliCase("readonly/deid", ("deid", "{in:dicom_ok}", f"{READ_ONLY}/x.dcm"), 2, "cannot write", names_input=False),
-        CliCase("readonly/deid-folder", ("deid", "{in:dicom_folder_truncated}", f"{READ_ONLY}/d"), 2, None, names_input=False),
+        CliCase(
+            "readonly/deid",
+            ("deid", "{in:dicom_ok}", f"{READ_ONLY}/x.dcm"),
+            2,
+            "cannot write",
+            names_input=False,
+        ),
+        CliCase(
+            "readonly/deid-folder",
+            ("deid", "{in:dicom_folder_truncated}", f"{READ_ONLY}/d"),
+            2,
+            None,
+            names_input=False,
+        ),
         CliCase(
             "readonly/eval-report-chart",
             ("eval", "report", "{in:eval_duplicates}", "-o", f"{READ_ONLY}/c.png"),
@@ -548,17 +630,52 @@ def _special_cases() -> list[CliCase]:
         ),
     ]
     text = [
-        CliCase("utf8/chat-prompt", (*_CHAT, "--image", "{in:nifti_ok}", "hi \udcff there"), 2, "UTF-8", names_input=False),
+        CliCase(
+            "utf8/chat-prompt",
+            (*_CHAT, "--image", "{in:nifti_ok}", "hi \udcff there"),
+            2,
+            "UTF-8",
+            names_input=False,
+        ),
         CliCase("utf8/chat-prompt-only", (*_CHAT, "caf\udce9"), 2, "UTF-8", names_input=False),
-        CliCase("utf8/info-path", ("info", "/nonexistent/\udcff.nii"), 2, "no such file", names_input=False),
-        CliCase("utf8/render-output", ("render", "{in:png_ok}", "-o", "{out}/\udcff.png"), 0, None, names_input=False, expect_output=True),
-        CliCase("utf8/chat-ok-prompt-no-server", (*_CHAT, "--image", "{in:png_ok}", "héllo"), 1, "cannot connect", names_input=False),
+        CliCase(
+            "utf8/info-path",
+            ("info", "/nonexistent/\udcff.nii"),
+            2,
+            "no such file",
+            names_input=False,
+        ),
+        CliCase(
+            "utf8/render-output",
+            ("render", "{in:png_ok}", "-o", "{out}/\udcff.png"),
+            0,
+            None,
+            names_input=False,
+            expect_output=True,
+        ),
+        CliCase(
+            "utf8/chat-ok-prompt-no-server",
+            (*_CHAT, "--image", "{in:png_ok}", "héllo"),
+            1,
+            "cannot connect",
+            names_input=False,
+        ),
     ]
     data = [
         CliCase(
             "data/hostile-images-counted-bad",
-            ("data", "build", "vqa-rad", "--source", "{in:vqa_rad_source}", "-o", "{out}/ds",
-             "--max-bad-fraction", "1", "--no-progress"),
+            (
+                "data",
+                "build",
+                "vqa-rad",
+                "--source",
+                "{in:vqa_rad_source}",
+                "-o",
+                "{out}/ds",
+                "--max-bad-fraction",
+                "1",
+                "--no-progress",
+            ),
             0,
             "5 bad",
             names_input=False,
@@ -567,15 +684,36 @@ def _special_cases() -> list[CliCase]:
         ),
         CliCase(
             "data/hostile-images-too-many-bad",
-            ("data", "build", "vqa-rad", "--source", "{in:vqa_rad_source}", "-o", "{out}/ds", "--no-progress"),
+            (
+                "data",
+                "build",
+                "vqa-rad",
+                "--source",
+                "{in:vqa_rad_source}",
+                "-o",
+                "{out}/ds",
+                "--no-progress",
+            ),
             2,
             "malformed",
             names_input=False,
         ),
         CliCase(
             "data/symlink-images",
-            ("data", "build", "vqa-rad", "--source", "{in:vqa_rad_source}", "-o", "{out}/ds",
-             "--max-bad-fraction", "1", "--image-mode", "symlink", "--no-progress"),
+            (
+                "data",
+                "build",
+                "vqa-rad",
+                "--source",
+                "{in:vqa_rad_source}",
+                "-o",
+                "{out}/ds",
+                "--max-bad-fraction",
+                "1",
+                "--image-mode",
+                "symlink",
+                "--no-progress",
+            ),
             0,
             "5 bad",
             names_input=False,
@@ -586,16 +724,32 @@ def _special_cases() -> list[CliCase]:
     evals = [
         CliCase(
             "eval/duplicate-prediction-ids",
-            ("eval", "score", "--protocol", "llava-med", "--answers", "{in:eval_duplicates}/gt.json",
-             "--predictions", "{in:eval_duplicates}/dup.jsonl"),
+            (
+                "eval",
+                "score",
+                "--protocol",
+                "llava-med",
+                "--answers",
+                "{in:eval_duplicates}/gt.json",
+                "--predictions",
+                "{in:eval_duplicates}/dup.jsonl",
+            ),
             2,
             "appears twice",
             names_input=False,
         ),
         CliCase(
             "eval/unique-prediction-ids",
-            ("eval", "score", "--protocol", "llava-med", "--answers", "{in:eval_duplicates}/gt.json",
-             "--predictions", "{in:eval_duplicates}/ok.jsonl"),
+            (
+                "eval",
+                "score",
+                "--protocol",
+                "llava-med",
+                "--answers",
+                "{in:eval_duplicates}/gt.json",
+                "--predictions",
+                "{in:eval_duplicates}/ok.jsonl",
+            ),
             0,
             "protocol llava-med",
             names_input=False,
@@ -617,8 +771,22 @@ def _special_cases() -> list[CliCase]:
             subprocess=True,
             env={"MEDM3_MAX_GZIP_RATIO": "100"},
         ),
-        CliCase("limits/env-invalid", ("info", "{in:nifti_ok}"), 2, "MEDM3_MAX_IMAGE_BYTES", names_input=False, env={"MEDM3_MAX_IMAGE_BYTES": "lots"}),
-        CliCase("limits/deid-zip-ratio-env", ("deid", "{in:dicom_zip_lying_size}", "{out}/d"), 2, None, names_input=False, env={"MEDM3_MAX_ZIP_MEMBERS": "0"}),
+        CliCase(
+            "limits/env-invalid",
+            ("info", "{in:nifti_ok}"),
+            2,
+            "MEDM3_MAX_IMAGE_BYTES",
+            names_input=False,
+            env={"MEDM3_MAX_IMAGE_BYTES": "lots"},
+        ),
+        CliCase(
+            "limits/deid-zip-ratio-env",
+            ("deid", "{in:dicom_zip_lying_size}", "{out}/d"),
+            2,
+            None,
+            names_input=False,
+            env={"MEDM3_MAX_ZIP_MEMBERS": "0"},
+        ),
     ]
     return cases + series + readonly + text + data + evals + limits
 
@@ -779,7 +947,9 @@ def _run_subprocess(argv: list[str], env: dict[str, str], case_dir: Path, tmp: P
     full_env = {**os.environ, **env, "TMPDIR": str(tmp), "MEDM3_NO_PROGRESS": "1"}
     full_env.update(HF_HUB_OFFLINE="1", M3_PEAK_FILE=str(peak_file))
     src = str(Path(__file__).resolve().parents[2] / "src")
-    full_env["PYTHONPATH"] = os.pathsep.join([src, full_env.get("PYTHONPATH", "")]).strip(os.pathsep)
+    full_env["PYTHONPATH"] = os.pathsep.join([src, full_env.get("PYTHONPATH", "")]).strip(
+        os.pathsep
+    )
     start = time.perf_counter()
     with open(logs / "stdout", "wb") as out, open(logs / "stderr", "wb") as err:
         proc = subprocess.Popen(
@@ -811,11 +981,11 @@ def _run_subprocess(argv: list[str], env: dict[str, str], case_dir: Path, tmp: P
 
 def warm_up() -> None:
     """Import what the in-process cases use, so import memory is not charged to a case."""
-    import medm3.experts.brats  # noqa: F401
-    import medm3.experts.vista3d  # noqa: F401
     import monai.networks.nets  # noqa: F401
     import torch  # noqa: F401
 
+    import medm3.experts.brats
+    import medm3.experts.vista3d  # noqa: F401
     from medm3.cli import chat, data, deid, eval, experts, info, render  # noqa: F401
     from medm3.vlm.registry import BACKENDS
 

@@ -75,7 +75,9 @@ def nifti_singular_affine(folder: Path) -> Path:
     """A volume whose sform (and qform) is all zeros: no orientation at all."""
     path = folder / "singular.nii"
     data = np.zeros((8, 8, 4), np.int16).tobytes()
-    path.write_bytes(_nifti_header((8, 8, 4), pixdim=(0.0, 0.0, 0.0), sform=np.zeros((3, 4))) + data)
+    path.write_bytes(
+        _nifti_header((8, 8, 4), pixdim=(0.0, 0.0, 0.0), sform=np.zeros((3, 4))) + data
+    )
     return path
 
 
@@ -161,7 +163,7 @@ def nifti_gzip_bomb(folder: Path) -> Path:
     """A ``.nii.gz`` that inflates to 256 MiB (a valid header, then zeros): ratio ~1000:1."""
     path = folder / "bomb.nii.gz"
     n = BOMB_BYTES // 2
-    side = int(round(n ** (1 / 3)))
+    side = round(n ** (1 / 3))
     shape = (side, side, n // (side * side))
     header = _nifti_header(shape)
     comp = zlib.compressobj(9, zlib.DEFLATED, 31)
@@ -256,8 +258,10 @@ def _dicom_bytes(rows: int = 16, cols: int = 16, *, pixels: bool = True, **tags:
         setattr(ds, key, value)
     if pixels:
         n = rows * cols * int(tags.get("NumberOfFrames", 1))  # type: ignore[call-overload]
-        ds.PixelData = (np.arange(min(n, 4096), dtype=np.int16) % 500).tobytes()[: n * 2].ljust(
-            min(n, 4096) * 2, b"\0"
+        ds.PixelData = (
+            (np.arange(min(n, 4096), dtype=np.int16) % 500)
+            .tobytes()[: n * 2]
+            .ljust(min(n, 4096) * 2, b"\0")
         )
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
@@ -418,7 +422,9 @@ def dicom_zip_lying_size(folder: Path) -> Path:
         0,
     )
     cd = central + name
-    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 1, 1, len(cd), len(local) + len(name) + len(data), 0)
+    end = struct.pack(
+        "<IHHHHIIH", 0x06054B50, 0, 0, 1, 1, len(cd), len(local) + len(name) + len(data), 0
+    )
     path.write_bytes(local + name + data + cd + end)
     return path
 
@@ -494,7 +500,9 @@ def dicom_folder_truncated(folder: Path) -> Path:
 # ---------------------------------------------------------------- rasters and others
 def _png_bytes(width: int, height: int) -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     idat = zlib.compress(b"\0" * (width + 1) * min(height, 4))
@@ -664,7 +672,7 @@ def missing(folder: Path) -> Path:
 
 
 def readonly_dir(folder: Path) -> Path:
-    """A folder whose permission bits forbid writing (use with ``chattr``-free tests as non-root)."""
+    """A folder whose permission bits forbid writing (meaningful only when not root)."""
     path = folder / "readonly"
     path.mkdir()
     path.chmod(0o555)

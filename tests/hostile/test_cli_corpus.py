@@ -75,7 +75,7 @@ def test_problems_catches_bad_outcomes(baseline: tuple[float, float]) -> None:
 def test_data_build_kill9_leaves_no_temporaries(
     corpus_dirs: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    """kill -9 during `m3 data build`, a stale temp image, then a resumed build: none of it shows."""
+    """kill -9 during `m3 data build`, a stale temporary, then a resume: none of it shows."""
     from tests.hostile import generators_cli as gen
 
     inputs, _ = corpus_dirs

@@ -108,7 +108,16 @@ def main(argv: list[str] | None = None) -> Any:
 #: reported as one line rather than as a traceback.
 OUTPUT_ERRNOS = frozenset(
     getattr(errno, name)
-    for name in ("EACCES", "EPERM", "EROFS", "ENOSPC", "EDQUOT", "ENOTDIR", "EISDIR", "ENAMETOOLONG")
+    for name in (
+        "EACCES",
+        "EPERM",
+        "EROFS",
+        "ENOSPC",
+        "EDQUOT",
+        "ENOTDIR",
+        "EISDIR",
+        "ENAMETOOLONG",
+    )
     if hasattr(errno, name)
 )
 

@@ -72,7 +72,7 @@ def check_network_def(config: Mapping[str, Any], config_path: str | os.PathLike[
 
 
 def _is_net_target(target: str) -> bool:
-    """``SegResNet``, ``monai.networks.nets.SegResNet`` or ``monai.networks.nets.vista3d.VISTA3D``."""
+    """Whether ``target`` names a network of MONAI (``SegResNet``, ``...nets.vista3d.VISTA3D``)."""
     import importlib
 
     name = target.removeprefix(NETS_MODULE + ".")

@@ -29,8 +29,8 @@ from medm3.errors import InputError
 from medm3.imaging.archive import ZIP_MAGIC, open_zip
 from medm3.imaging.image import MedicalImage
 from medm3.imaging.limits import ReadLimits, check_pixels
-from medm3.imaging.readers.dicom_check import bytes_per_sample
 from medm3.imaging.readers.base import Head, ReadContext, Reader
+from medm3.imaging.readers.dicom_check import bytes_per_sample
 from medm3.imaging.readers.dicom_file import base_metadata, image_from_dataset, volume_image
 from medm3.imaging.readers.dicom_geometry import SliceGeometry, stack_slices
 from medm3.imaging.readers.dicom_pixels import (
