@@ -275,6 +275,7 @@ IMAGE_INPUTS: dict[str, tuple[int, str | None]] = {
     "dicom_no_pixels": (2, "no pixel data"),
     "dicom_declares_huge_single": (2, "decompression bomb"),
     "dicom_declares_huge": (2, "multi-frame"),
+    "dicom_huge_element": (2, "truncated"),
     "dicom_zero_rows": (2, "zero-length"),
     "dicom_zip_bomb": (2, "zip bomb"),
     "dicom_zip_lying_size": (2, "corrupt archive member"),
@@ -319,6 +320,7 @@ BOMBS = frozenset(
         "nifti_gzip_bomb",
         "dicom_declares_huge_single",
         "dicom_zip_bomb",
+        "dicom_huge_element",
         "png_bomb",
         "tiff_bomb",
         "nrrd_declares_huge",
@@ -334,6 +336,7 @@ DEID_INPUTS: dict[str, tuple[int, str | None]] = {
     "dicom_truncated": (2, "truncated"),
     "dicom_truncated_header": (2, "truncated"),
     "dicom_preamble_only": (2, "truncated"),
+    "dicom_huge_element": (2, "truncated"),
     "dicom_zip_bomb": (2, "zip bomb"),
     "dicom_zip_lying_size": (2, "Bad CRC"),
     "zip_many_members": (2, "members"),
@@ -395,6 +398,14 @@ def _image_cases() -> list[CliCase]:
                 check=_not_pwned,
             ),
             CliCase(f"chat/{name}", (*_CHAT, "--image", src, "hi"), code, needle, False, named),
+            CliCase(
+                f"experts-measure/{name}",
+                ("experts", "run", "measure", src, "--mask", "{in:nifti_ok}", "--arg", "1"),
+                code,
+                needle,
+                False,
+                named,
+            ),
         ]
     return cases
 

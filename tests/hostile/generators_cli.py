@@ -331,6 +331,14 @@ def dicom_declares_huge_single(folder: Path) -> Path:
     return path
 
 
+def dicom_huge_element(folder: Path) -> Path:
+    """A valid slice followed by an element declaring a 4 GB value (10 bytes present)."""
+    data = _dicom_bytes() + struct.pack("<HH2sHI", 0x0009, 0x0010, b"OB", 0, 0xFFFFFFF0)
+    path = folder / "huge_element.dcm"
+    path.write_bytes(data + b"x" * 10)
+    return path
+
+
 def dicom_zero_rows(folder: Path) -> Path:
     """Rows = 0."""
     from pydicom import dcmread
