@@ -25,6 +25,12 @@ def test_read_gzip_capped_returns_exactly_the_prefix(tmp_path: Path) -> None:
     assert bytes(read_gzip_capped(path, len(data), ReadLimits())) == data
 
 
+def test_read_gzip_capped_multi_member(tmp_path: Path) -> None:
+    path = tmp_path / "x.gz"
+    path.write_bytes(gzip.compress(b"a" * 1000) + gzip.compress(b"b" * 1000))
+    assert bytes(read_gzip_capped(path, 2000, ReadLimits())) == b"a" * 1000 + b"b" * 1000
+
+
 def test_read_gzip_capped_truncated_and_corrupt(tmp_path: Path) -> None:
     path = tmp_path / "x.gz"
     path.write_bytes(gzip.compress(bytes(1000)))

@@ -256,7 +256,11 @@ def read_gzip_capped(
                     break
                 out += decomp.decompress(data, min(size - len(out), 8 << 20))
                 if decomp.eof and len(out) < size:
-                    break
+                    rest = decomp.unused_data  # concatenated gzip members (cat a.gz b.gz)
+                    if not rest.startswith(b"\x1f\x8b"):
+                        break
+                    decomp = zlib.decompressobj(31)
+                    out += decomp.decompress(rest, min(size - len(out), 8 << 20))
                 produced = len(out)
                 if produced > GZIP_RATIO_MIN_BYTES and produced > consumed * limits.max_gzip_ratio:
                     raise InputError(
