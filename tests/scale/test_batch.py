@@ -154,7 +154,7 @@ def test_an_input_whose_worker_keeps_dying_is_one_failed_row(ct_list: Path, tmp_
 
 
 def test_stray_temp_files_of_killed_workers_are_removed(tmp_path: Path) -> None:
-    from medm3.data.distributed import remove_stray_temp_files
+    from medm3.data.engine import sweep_temporaries
     from medm3.utils.atomic import atomic_path
 
     staging = tmp_path / "staging"
@@ -167,6 +167,6 @@ def test_stray_temp_files_of_killed_workers_are_removed(tmp_path: Path) -> None:
         stray.write_bytes(b"half")  # what a worker killed inside atomic_path leaves
         raise RuntimeError
     (staging / "images" / "a" / ".b.png.link").symlink_to(staging / "train.json")
-    assert remove_stray_temp_files(staging) == 2
+    assert sweep_temporaries(staging) == 2
     left = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
     assert left == sorted(kept)

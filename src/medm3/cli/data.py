@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from medm3.cli.outputs import check_output_location
 from medm3.errors import InputError, MedM3Error
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -167,6 +168,7 @@ def build_command(cls: type[Builder]) -> click.Command:
         if output is None:
             raise InputError(f"missing -o/--output FOLDER (see `m3 data build {cls.name} --help`)")
         options = {k: kwargs[k] for k in builder_keys if kwargs.get(k) not in (None, False)}
+        check_output_location(Path(output).parent, is_dir=True)
         executor = spec_from_options(kwargs)  # the cluster is joined after the source checks
         try:
             summary = build_dataset(

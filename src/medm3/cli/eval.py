@@ -281,14 +281,14 @@ def _print_result(result: Any, as_json: bool) -> None:
 def score(protocol: str, answers: Path, predictions: Path, as_json: bool) -> None:
     """Score a predictions file against ground truth under a protocol."""
     from medm3.eval.datasets import load_references
-    from medm3.eval.predictions import read_predictions
+    from medm3.eval.predictions import predictions_by_id, read_predictions
     from medm3.eval.scorers import llava_med, vila_m3
     from medm3.eval.tasks import PROTOCOLS
 
     if not predictions.is_file():
         raise InputError("predictions file not found", predictions)
     refs = load_references(answers, protocol)
-    preds = {str(r["question_id"]): str(r.get("text", "")) for r in read_predictions(predictions)}
+    preds = predictions_by_id(read_predictions(predictions), predictions)
     scorer = llava_med if protocol == "llava-med" else vila_m3
     result = scorer.score(refs, preds)
     extra = len(set(preds) - {r.id for r in refs})

@@ -12,18 +12,16 @@ worker sees.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medm3.data.base import BadRow, Builder, Item, ItemContext, SkipRow, item_rng
 
-__all__ = ["ShardWorker", "convert_shard", "lost_shard", "remove_stray_temp_files"]
+if TYPE_CHECKING:  # pragma: no cover
+    from medm3.imaging.limits import ReadLimits
 
-#: Temporary files of :func:`medm3.utils.atomic.atomic_path` (``.NAME.XXXXXXXX.SUFFIX``)
-#: and of :meth:`ItemContext.link_or_copy` (``.NAME.link``).
-_TEMP_FILE = re.compile(r"\..+\.(?:[A-Za-z0-9_]{8}(?:\.[A-Za-z0-9]+)+|link)")
+__all__ = ["ShardWorker", "convert_shard", "lost_shard"]
 
 
 def convert_shard(
@@ -32,6 +30,9 @@ def convert_shard(
     staging: Path,
     image_mode: str,
     tick: Callable[[int], Any] | None = None,
+    *,
+    source_root: Path | None = None,
+    limits: ReadLimits | None = None,
 ) -> dict[str, Any]:
     """Convert one shard: ``{"items", "rows", "bad", "skipped"}`` (the shard file's content).
 
@@ -41,6 +42,8 @@ def convert_shard(
         staging: The staging folder images are written into.
         image_mode: ``copy``, ``hardlink`` or ``symlink``.
         tick: Called with 1 after each item (progress).
+        source_root: The dataset folder source images must stay inside.
+        limits: Decoding limits for source images (default: from the environment).
     """
     builder.prepare(items)
     rows: list[list[Any]] = []
@@ -52,6 +55,8 @@ def convert_shard(
             rng=item_rng(builder.seed, builder.name, item.id),
             seed=builder.seed,
             image_mode=image_mode,
+            source_root=source_root,
+            limits=limits,
         )
         try:
             produced = builder.convert(item, ctx)
@@ -73,16 +78,34 @@ class ShardWorker:
         builder: The driver's builder (pickled to the worker).
         staging: Absolute path of the staging folder.
         image_mode: ``copy``, ``hardlink`` or ``symlink``.
+        source_root: Absolute path of the dataset folder source images must stay inside.
+        limits: Decoding limits for source images.
     """
 
-    def __init__(self, builder: Builder, staging: str, image_mode: str) -> None:
+    def __init__(
+        self,
+        builder: Builder,
+        staging: str,
+        image_mode: str,
+        source_root: str | None = None,
+        limits: ReadLimits | None = None,
+    ) -> None:
         self.builder = builder
         self.staging = Path(staging)
         self.image_mode = image_mode
+        self.source_root = Path(source_root) if source_root is not None else None
+        self.limits = limits
 
     def __call__(self, items: Sequence[Item]) -> dict[str, Any]:
         """The shard file content of ``items``."""
-        return convert_shard(self.builder, items, self.staging, self.image_mode)
+        return convert_shard(
+            self.builder,
+            items,
+            self.staging,
+            self.image_mode,
+            source_root=self.source_root,
+            limits=self.limits,
+        )
 
 
 def lost_shard(_index: int, items: Sequence[Item], reason: str) -> dict[str, Any]:
@@ -94,18 +117,3 @@ def lost_shard(_index: int, items: Sequence[Item], reason: str) -> dict[str, Any
         "bad": [{"id": item.id, "reason": why} for item in items],
         "skipped": [],
     }
-
-
-def remove_stray_temp_files(staging: Path) -> int:
-    """Delete temporary files a killed worker left in the staging folder; how many.
-
-    A worker killed while writing an image (``ray.kill``, a lost node, ``kill -9``)
-    leaves the hidden temporary file of its atomic write behind; the item is
-    converted again elsewhere, so the file is garbage, and must not be published.
-    """
-    removed = 0
-    for path in staging.rglob(".*"):
-        if (path.is_file() or path.is_symlink()) and _TEMP_FILE.fullmatch(path.name):
-            path.unlink()
-            removed += 1
-    return removed

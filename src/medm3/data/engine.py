@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import sys
 from collections import Counter
@@ -176,10 +177,8 @@ def build_dataset(
         bar.close()
         if owned is not None:
             owned.close()
-    from medm3.data.distributed import remove_stray_temp_files
-
-    remove_stray_temp_files(staging)  # left by workers killed mid-write
     manifest = run.finish(state)
+    sweep_temporaries(staging)  # left by workers or builds killed mid-write
     _publish(staging, out)
     return BuildSummary(output=out, manifest=manifest, reused_items=run.reused)
 
@@ -203,6 +202,11 @@ class _Run:
         self.bad: list[dict[str, str]] = []
         self.skipped: list[dict[str, str]] = []
         self.reused = 0
+        source = builder.source
+        self.source_root = source if source.is_dir() else source.parent
+        from medm3.imaging.limits import ReadLimits
+
+        self.limits = ReadLimits.from_env()
 
     def _shard_file(self, index: int) -> Path:
         return self.staging / SHARDS_DIR / f"{index:06d}.json"
@@ -225,7 +229,15 @@ class _Run:
     def _convert(self, items: list[Item], bar: Any) -> dict[str, Any]:
         from medm3.data.distributed import convert_shard
 
-        return convert_shard(self.builder, items, self.staging, self.image_mode, bar.update)
+        return convert_shard(
+            self.builder,
+            items,
+            self.staging,
+            self.image_mode,
+            bar.update,
+            source_root=self.source_root,
+            limits=self.limits,
+        )
 
     def shards_on(self, executor: Executor, shards: list[list[Item]], bar: Any) -> None:
         """Convert the unfinished shards on ``executor``; account all in shard order."""
@@ -243,7 +255,13 @@ class _Run:
         staging = str(self.staging.resolve())
         spec = WorkerSpec(
             ShardWorker,
-            {"builder": self.builder, "staging": staging, "image_mode": self.image_mode},
+            {
+                "builder": self.builder,
+                "staging": staging,
+                "image_mode": self.image_mode,
+                "source_root": str(self.source_root.resolve()),
+                "limits": self.limits,
+            },
         )
         n_bad = sum(len(d["bad"]) for d in done.values())
         results = executor.map(spec, [shards[i] for i in pending], on_lost=lost_shard)
@@ -388,12 +406,43 @@ def _open_staging(staging: Path, state: Mapping[str, Any], resume: bool) -> None
             except (OSError, ValueError):
                 saved = None
         if saved == dict(state):
+            sweep_temporaries(staging)
             return
         shutil.rmtree(staging)
     from medm3.utils.atomic import atomic_write_text
 
     (staging / SHARDS_DIR).mkdir(parents=True)
     atomic_write_text(state_file, json.dumps(state, ensure_ascii=False, sort_keys=True))
+
+
+#: Names of the temporary files of :func:`medm3.utils.atomic.atomic_path`
+#: (``.NAME.XXXXXXXX.SUFFIX``) and of :meth:`ItemContext.link_or_copy` (``.NAME.link``).
+_TEMPORARY = re.compile(r"^\..+(\.[a-z0-9_]{8}(\..*)?|\.link)$")
+
+
+def sweep_temporaries(staging: Path) -> int:
+    """Delete temporary files a killed build left in its staging folder.
+
+    ``kill -9`` skips every cleanup, so an image being written at that moment
+    stays as a hidden (often 0-byte) temporary file. Resuming, and publishing,
+    first remove them so none reaches the final output.
+
+    Args:
+        staging: The staging folder.
+
+    Returns:
+        How many files were removed.
+    """
+    removed = 0
+    for folder, _dirs, files in os.walk(staging):
+        for name in files:
+            path = Path(folder, name)
+            if name == STATE_NAME and path.parent == staging:
+                continue
+            if _TEMPORARY.match(name):
+                path.unlink(missing_ok=True)
+                removed += 1
+    return removed
 
 
 def _publish(staging: Path, output: Path) -> None:
