@@ -30,7 +30,7 @@ def last_user_text(messages: list[Any]) -> str:
 def segment_then_answer(messages: list[Any]) -> str:
     """Mock model: ask FAKESEG for the bright region, then answer from its result."""
     last = last_user_text(messages)
-    if prompts.SEGMENTATION_PREFIX.strip()[:20] in last:
+    if "The colors in this image describe" in last:
         return "The bright region is shown in red."
     return "<FAKESEG(bright)>"
 
@@ -40,7 +40,7 @@ def segment_measure_answer(messages: list[Any]) -> str:
     last = last_user_text(messages)
     if prompts.MEASUREMENT_HEADER in last:
         return "Done: the bright region was segmented and measured (see the overlay)."
-    if prompts.SEGMENTATION_PREFIX.strip()[:20] in last:
+    if "The colors in this image describe" in last:
         return "<MEASURE(bright)>"
     return "<FAKESEG(bright)>"
 

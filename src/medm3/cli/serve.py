@@ -105,6 +105,12 @@ def mock_echo(messages: list[Any]) -> str:
     help="Request time limit in seconds (HTTP 504 after).",
 )
 @click.option("--max-rounds", type=click.IntRange(0, 10), default=3, show_default=True)
+@click.option(
+    "--protocol",
+    metavar="[released|medm3]",
+    default=None,
+    help="Conversation protocol (default: released for --backend vila, medm3 otherwise).",
+)
 @click.option("--max-new-tokens", type=click.IntRange(1, 8192), default=1024, show_default=True)
 @click.option(
     "--dicomweb",
@@ -133,6 +139,7 @@ def serve(
     workers: int,
     timeout_s: float,
     max_rounds: int,
+    protocol: str | None,
     max_new_tokens: int,
     dicomweb: str | None,
     log_level: str,
@@ -164,6 +171,7 @@ def serve(
         max_queue=max_queue,
         request_timeout_s=timeout_s,
         max_rounds=max_rounds,
+        protocol=protocol,
         expert_device=expert_device,
         max_new_tokens=max_new_tokens,
         dicomweb=dicomweb,

@@ -323,6 +323,7 @@ class Service:
             experts=options.get("experts", s.experts),
             use_experts=options.get("use_experts", s.use_experts),
             max_rounds=s.max_rounds,
+            protocol=s.protocol,
             plane=options.get("plane", "axial"),
             slice_index=options.get("slice_index"),
             window=options.get("window", "auto"),

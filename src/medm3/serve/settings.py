@@ -56,6 +56,8 @@ class ServeSettings:
         experts: Experts offered to the model (``None``: all registered).
         use_experts: Offer experts at all.
         max_rounds: Most expert calls per question.
+        protocol: Conversation protocol, ``released`` or ``medm3`` (``None``: by
+            backend, see :mod:`medm3.agent.protocol`).
         expert_device: Device of the experts (``None``: automatic).
         max_new_tokens: Default and upper bound of ``max_tokens``.
         model_name: Name reported by ``GET /v1/models`` (default: the model id).
@@ -85,6 +87,7 @@ class ServeSettings:
     experts: tuple[str, ...] | None = None
     use_experts: bool = True
     max_rounds: int = 3
+    protocol: str | None = None
     expert_device: str | None = None
     max_new_tokens: int = 1024
     model_name: str | None = None
@@ -139,6 +142,10 @@ class ServeSettings:
             raise InputError(f"session_cache must be at least 1, not {self.session_cache}")
         if any(not k or k != k.strip() for k in self.api_keys):
             raise InputError("API keys must be non-empty and without surrounding spaces")
+        if self.protocol is not None:
+            from medm3.agent.protocol import get_protocol
+
+            self.protocol = get_protocol(self.protocol).name
         check_bind(self.host, self.api_keys)
         if self.dicomweb:
             from medm3.dicomweb.url import parse_reference

@@ -30,6 +30,7 @@ from medm3.imaging.archive import ZIP_MAGIC, open_zip
 from medm3.imaging.image import MedicalImage
 from medm3.imaging.limits import ReadLimits, check_pixels
 from medm3.imaging.readers.base import Head, ReadContext, Reader
+from medm3.imaging.readers.dicom_check import bytes_per_sample
 from medm3.imaging.readers.dicom_file import base_metadata, image_from_dataset, volume_image
 from medm3.imaging.readers.dicom_geometry import SliceGeometry, stack_slices
 from medm3.imaging.readers.dicom_pixels import (
@@ -252,7 +253,13 @@ def read_group(
         thickness = 0.0
     stack = stack_slices(geoms, where, thickness)
     per_slice, what = declared_samples(first_ds)
-    check_pixels(per_slice * len(geoms), limits, where, f"{len(geoms)} slices x {what}")
+    check_pixels(
+        per_slice * len(geoms),
+        limits,
+        where,
+        f"{len(geoms)} slices x {what}",
+        bytes_per_sample=bytes_per_sample(first_ds),
+    )
     stored: np.ndarray | None = None
     scales = np.zeros((len(geoms), 2))
     ds_first_full = None
