@@ -163,6 +163,20 @@ def test_streaming_callback_and_empty_question():
         chat.ask("   ")
 
 
+def test_streamed_turns_keep_finish_reason_and_token_counts():
+    from medm3.vlm.base import Generation
+
+    call = Generation("<FAKESEG(bright)>", prompt_tokens=30, completion_tokens=6)
+    cut = Generation("The bright region", finish_reason="length", completion_tokens=4)
+    chat, _ = session([call, cut])
+    pieces: list[str] = []
+    reply = chat.ask("q", on_text=pieces.append)
+    steps = [s for s in reply.trace if s["step"] == "generate"]
+    got = [(s["finish_reason"], s["prompt_tokens"], s["completion_tokens"]) for s in steps]
+    assert got == [("stop", 30, 6), ("length", 0, 4)]
+    assert "".join(pieces) == "<FAKESEG(bright)>The bright region"
+
+
 def test_unnamed_images_rejected():
     with pytest.raises(InputError, match="need names"):
         ChatSession(MockBackend(script=[]), [volume(), volume()])

@@ -318,3 +318,24 @@ def test_reply_cut_by_max_tokens_says_length_with_real_usage(client_for: Any) ->
     out = r.json()
     assert out["choices"][0]["finish_reason"] == "length"
     assert out["usage"] == {"prompt_tokens": 11, "completion_tokens": 4, "total_tokens": 15}
+
+
+def test_stream_cut_by_max_tokens_says_length_with_real_usage(client_for: Any) -> None:
+    from medm3.vlm.base import Generation
+
+    cut = Generation("The liver is", finish_reason="length", prompt_tokens=11, completion_tokens=4)
+    client = client_for(MockBackend("mock", script=[cut]))
+    r = _ask(
+        client,
+        "Describe the liver",
+        max_tokens=4,
+        stream=True,
+        stream_options={"include_usage": True},
+        medm3={"use_experts": False},
+    )
+    assert r.status_code == 200, r.text
+    chunks = _events(r.text)[:-1]
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    finish = [c["choices"][0].get("finish_reason") for c in chunks if c["choices"]]
+    assert text == "The liver is" and [f for f in finish if f] == ["length"]
+    assert chunks[-1]["usage"] == {"prompt_tokens": 11, "completion_tokens": 4, "total_tokens": 15}

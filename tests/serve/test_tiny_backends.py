@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,15 @@ def test_chat_and_stream_with_a_real_model(
         "stream": True,
         "messages": [{"role": "user", "content": "Anything else?"}],
     }
+    follow["stream_options"] = {"include_usage": True}
     r = client.post("/v1/chat/completions", json=follow)
     assert r.status_code == 200 and r.text.rstrip().endswith("data: [DONE]")
-    assert '"finish_reason":"stop"' in r.text
+    chunks = [json.loads(b[6:]) for b in r.text.strip().split("\n\n")[:-1]]
+    final = [c for c in chunks if c["choices"] and c["choices"][0].get("finish_reason")]
+    usage = chunks[-1]["usage"]
+    steps = [s for s in final[0]["medm3"]["trace"] if s["step"] == "generate"]
+    # Real counts from the streamed generation; cut at the server's 6 tokens -> "length".
+    assert usage["completion_tokens"] == steps[-1]["completion_tokens"] > 0
+    assert usage["prompt_tokens"] == steps[-1]["prompt_tokens"] > 0
+    expected = "length" if usage["completion_tokens"] == 6 else "stop"
+    assert final[0]["choices"][0]["finish_reason"] == steps[-1]["finish_reason"] == expected

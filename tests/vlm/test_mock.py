@@ -7,7 +7,15 @@ from PIL import Image
 
 from medm3.errors import MedM3Error
 from medm3.vlm import load_backend
-from medm3.vlm.base import Generation, GenerationConfig, ImagePart, Message, TextPart, ToolCall
+from medm3.vlm.base import (
+    Generation,
+    GenerationConfig,
+    ImagePart,
+    Message,
+    TextPart,
+    ToolCall,
+    collect_stream,
+)
 from medm3.vlm.mock import MockBackend, ScriptExhaustedError
 
 
@@ -90,6 +98,14 @@ def test_stream_and_batch() -> None:
     assert len(chunks) > 1 and "".join(chunks) == "the liver is fine"
     assert [g.text for g in vlm.generate_batch([_user("1"), _user("2")])] == ["a", "b"]
     assert [r.method for r in vlm.requests] == ["stream", "generate_batch", "generate_batch"]
+
+
+def test_stream_returns_the_scripted_generation() -> None:
+    scripted = Generation("cut short", finish_reason="length", completion_tokens=2)
+    vlm = MockBackend(script=[scripted])
+    seen: list[str] = []
+    returned = collect_stream(vlm.stream(_user("q")), seen.append)
+    assert returned == scripted and returned is not scripted and seen == ["cut", " short"]
 
 
 def test_push_and_registry() -> None:

@@ -51,6 +51,7 @@ from medm3.vlm.base import (
     Part,
     TextPart,
     VLMBackend,
+    collect_stream,
 )
 
 __all__ = [
@@ -368,11 +369,8 @@ class ChatSession:
         tools = self._tools()
         start = time.perf_counter()
         if on_text is not None and not tools:
-            pieces: list[str] = []
-            for delta in self.backend.stream(self.messages, self.config.generation):
-                pieces.append(delta)
-                on_text(delta)
-            gen = Generation(text="".join(pieces))
+            stream = self.backend.stream(self.messages, self.config.generation)
+            gen = collect_stream(stream, on_text)  # real finish reason and token counts
         else:
             gen = self.backend.generate(self.messages, self.config.generation, tools=tools)
             if on_text is not None and gen.text:

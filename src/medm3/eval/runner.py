@@ -177,10 +177,7 @@ def prepare(
     if root is not None and not root.is_dir():
         raise InputError("image folder not found", root)
     loaded = chosen_task.load(Path(data).expanduser(), chosen, root)
-    if chosen_task.kind == "report":  # fail now, not after hours of generation
-        from medm3.eval.scorers.report import require_coco
-
-        require_coco()
+    chosen_task.require()  # the kind's dependencies: fail now, not after hours of generation
     generation = chosen_task.generation(chosen)
     overrides: dict[str, Any] = {}
     if max_new_tokens is not None and max_new_tokens != generation.max_new_tokens:

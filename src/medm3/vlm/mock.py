@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -186,10 +186,15 @@ class MockBackend(VLMBackend):
         config: GenerationConfig | None = None,
         *,
         tools: Sequence[dict[str, Any]] | None = None,
-    ) -> Iterator[str]:
-        """Record the conversation and yield the next scripted text word by word."""
+    ) -> Generator[str, None, Generation]:
+        """Record the conversation, yield the next scripted text word by word, return it.
+
+        The returned :class:`Generation` is the scripted one (its finish reason
+        and token counts included).
+        """
         snapshot, index = self._record(messages, config, tools, "stream")
-        text = self._answer(self._next(snapshot, index)).text
+        gen = self._answer(self._next(snapshot, index))
+        text = gen.text
         start = 0
         for i, ch in enumerate(text):
             if ch == " " and i > start:
@@ -197,6 +202,7 @@ class MockBackend(VLMBackend):
                 start = i
         if start < len(text):
             yield text[start:]
+        return gen
 
     def generate_batch(
         self,
