@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from medm3.experts.brats import (
     regions_to_labels,
     tumour_volumes,
 )
+from medm3.experts.bundle import UnusableWeightsError
 from medm3.experts.catalogue import WeightsNotFoundError
 
 from .conftest_brats_cxr import BRATS_SHAPE, box, mr_volume, support_volume, write_brats_bundle
@@ -196,8 +198,50 @@ def test_wrapped_state_dict_and_default_network(tmp_path: Path) -> None:
 
 def test_checkpoint_mismatch_is_reported(tmp_path: Path) -> None:
     folder = write_brats_bundle(tmp_path / "b", init_filters=8, weights_filters=16)
-    with pytest.raises(WeightsNotFoundError, match="does not match"):
+    with pytest.raises(UnusableWeightsError, match="does not match") as info:
         BratsExpert(device="cpu", weights=folder).setup()
+    assert info.value.exit_code == 2 and info.value.path == str(folder / "models" / "model.pt")
+
+
+@pytest.mark.parametrize("damage", ["corrupt_checkpoint", "bad_json", "no_state_dict"])
+def test_unusable_weights_exit_2_naming_the_file(tmp_path: Path, damage: str) -> None:
+    import torch
+
+    folder = write_brats_bundle(tmp_path / "b", init_filters=8)
+    if damage == "corrupt_checkpoint":
+        bad = folder / "models" / "model.pt"
+        bad.write_bytes(b"\x80\x04not a pickle at all")
+        match = "cannot read the BraTS checkpoint"
+    elif damage == "bad_json":
+        bad = folder / "configs" / "inference.json"
+        bad.write_text("{not json", encoding="utf-8")
+        match = "cannot read the bundle config"
+    else:
+        bad = folder / "models" / "model.pt"
+        torch.save({"epoch": 3}, bad)
+        match = "no state dict"
+    with pytest.raises(UnusableWeightsError, match=match) as info:
+        BratsExpert(device="cpu", weights=folder).setup()
+    assert info.value.exit_code == 2 and info.value.path == str(bad)
+    assert "\n" not in str(info.value)
+
+
+def test_wrong_output_channels_are_unusable_weights(tmp_path: Path) -> None:
+    folder = write_brats_bundle(tmp_path / "b", init_filters=8)
+    config = folder / "configs" / "inference.json"
+    doc = json.loads(config.read_text())
+    doc["network_def"]["out_channels"] = 2
+    config.write_text(json.dumps(doc))
+    state = BratsExpert(device="cpu", weights=folder)
+    from monai.networks.nets import SegResNet
+
+    kwargs = {k: v for k, v in doc["network_def"].items() if not k.startswith("_")}
+    import torch
+
+    torch.save(SegResNet(**kwargs).state_dict(), folder / "models" / "model.pt")
+    with pytest.raises(UnusableWeightsError, match="2 output channels") as info:
+        state.run(synthetic_inputs())
+    assert info.value.exit_code == 2 and info.value.path == str(config)
 
 
 def test_missing_weights(tmp_path: Path) -> None:

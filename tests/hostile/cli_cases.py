@@ -503,7 +503,7 @@ def _special_cases() -> list[CliCase]:
                 "{in:bundle_evil_expression}",
                 "--trust-bundle-code",
             ),
-            1,
+            2,  # unusable weights (issue 12 taxonomy), naming configs/inference.json
             "not a torch.nn.Module",
             names_input=False,
             check=_pwned,
@@ -543,8 +543,8 @@ def _special_cases() -> list[CliCase]:
                 "--weights",
                 "{in:brats_bundle_evil}",
             ),
-            3,
-            "checkpoint",
+            2,  # an unreadable checkpoint is unusable weights (issue 12 taxonomy)
+            "cannot read the BraTS checkpoint",
             names_input=False,
             env={"MEDM3_TRUST_BUNDLE_CODE": "1"},
             check=_pwned,

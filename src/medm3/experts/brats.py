@@ -30,7 +30,6 @@ VILA-M3 checkpoints were trained on); tumour volumes in mL go to
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -39,6 +38,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from medm3 import prompts
+from medm3.experts import bundle
 from medm3.experts.base import Expert, ExpertError, ExpertResult, Overlay, RunContext
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -173,116 +173,29 @@ def check_grid(named: Mapping[str, MedicalImage]) -> None:
 def read_inference_config(folder: Path) -> dict[str, Any]:
     """The bundle's ``configs/inference.json`` (``{}`` when absent).
 
-    Args:
-        folder: Bundle folder.
-
     Raises:
-        WeightsNotFoundError: The file exists but is not valid JSON.
+        UnusableWeightsError: The file exists but is not valid JSON (exit 2, naming it).
     """
-    from medm3.experts.catalogue import WeightsNotFoundError
-
-    path = folder / "configs" / "inference.json"
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise WeightsNotFoundError(f"cannot read the bundle config {path}: {exc}") from None
-    return data if isinstance(data, dict) else {}
+    return bundle.read_config(Path(folder))
 
 
-def _is_plain(value: Any) -> bool:
-    """True when a config value holds no MONAI expressions/references (``$``, ``@``, ``%``)."""
-    if isinstance(value, str):
-        return not value.startswith(("$", "@", "%"))
-    if isinstance(value, Mapping):
-        return all(_is_plain(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return all(_is_plain(v) for v in value)
-    return True
+def _default_network() -> torch.nn.Module:
+    from monai.networks import nets
+
+    return nets.SegResNet(**DEFAULT_NETWORK)
 
 
-def build_network(config: Mapping[str, Any]) -> torch.nn.Module:
-    """Build the SegResNet described by the bundle config.
-
-    A plain ``network_def`` whose ``_target_`` names a class of
-    :mod:`monai.networks.nets` is instantiated directly; one with MONAI
-    expressions or references goes through :class:`monai.bundle.ConfigParser`;
-    no ``network_def`` gives :data:`DEFAULT_NETWORK`.
+def build_network(config: Mapping[str, Any], folder: Path | None = None) -> torch.nn.Module:
+    """Build the SegResNet described by the bundle config (see :func:`bundle.build_network`).
 
     Args:
-        config: Parsed ``configs/inference.json`` (may be empty).
+        config: Parsed ``configs/inference.json`` (may be empty: :data:`DEFAULT_NETWORK`).
+        folder: The bundle folder (named in errors; ``bundle_root`` of expressions).
 
     Returns:
         The (randomly initialised) network.
     """
-    from monai.networks import nets
-
-    net_def = config.get("network_def")
-    if not isinstance(net_def, Mapping):
-        return nets.SegResNet(**DEFAULT_NETWORK)
-    target = str(net_def.get("_target_", ""))
-    short = target.removeprefix("monai.networks.nets.")
-    if _is_plain(net_def) and "." not in short and hasattr(nets, short):
-        kwargs = {k: v for k, v in net_def.items() if not str(k).startswith("_")}
-        return getattr(nets, short)(**kwargs)
-    from monai.bundle import ConfigParser
-
-    return ConfigParser(dict(config)).get_parsed_content("network_def")
-
-
-def load_state(net: torch.nn.Module, checkpoint: Path) -> None:
-    """Load ``models/model.pt`` (raw state dict or ``{"model": ...}``) strictly.
-
-    Raises:
-        WeightsNotFoundError: The checkpoint does not fit the network.
-    """
-    import torch
-
-    from medm3.experts.catalogue import WeightsNotFoundError
-
-    try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except Exception as exc:  # not a torch file, truncated, or pickled code
-        first = str(exc).strip().splitlines()
-        raise WeightsNotFoundError(
-            f"cannot read the BraTS checkpoint {checkpoint} "
-            f"({type(exc).__name__}: {first[0] if first else 'unreadable'}); re-download the bundle"
-        ) from None
-    if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
-        state = state["model"]
-    if not isinstance(state, Mapping):
-        raise WeightsNotFoundError(f"{checkpoint} does not hold a state dict")
-    state = {
-        (k[len("module.") :] if str(k).startswith("module.") else k): v for k, v in state.items()
-    }
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        raise WeightsNotFoundError(
-            f"{checkpoint} does not match the bundle's network "
-            f"({first[0] if first else 'state dict mismatch'}); re-download the bundle"
-        ) from None
-
-
-def _window_settings(config: Mapping[str, Any]) -> tuple[tuple[int, ...], float, int]:
-    """``(roi_size, overlap, sw_batch_size)`` from the bundle's ``inferer`` (else defaults)."""
-    inferer = config.get("inferer")
-    inferer = inferer if isinstance(inferer, Mapping) else {}
-    roi: tuple[int, ...] = DEFAULT_ROI
-    raw_roi = inferer.get("roi_size")
-    if (
-        isinstance(raw_roi, (list, tuple))
-        and len(raw_roi) == 3
-        and all(isinstance(v, int) and v > 0 for v in raw_roi)
-    ):
-        roi = tuple(int(v) for v in raw_roi)
-    overlap = inferer.get("overlap", DEFAULT_OVERLAP)
-    overlap = float(overlap) if isinstance(overlap, (int, float)) else DEFAULT_OVERLAP
-    batch = inferer.get("sw_batch_size", 1)
-    batch = int(batch) if isinstance(batch, int) and batch > 0 else 1
-    return roi, overlap, batch
+    return bundle.build_network(Path(folder or "."), config, _default_network)
 
 
 def largest_area_slice(labels: np.ndarray, axis: int) -> int | None:
@@ -342,55 +255,46 @@ class BratsExpert(Expert):
         super().__init__(device=device, weights=weights)
         self._net: Any = None
         self._device: Any = None
-        self._folder: Path | None = None
         self._roi: tuple[int, ...] = DEFAULT_ROI
         self._overlap = DEFAULT_OVERLAP
         self._sw_batch = 1
-        self._weights_version: str | None = None
+        self._bundle = bundle.BundleRef("brats", weights)
 
     # ---------------------------------------------------------------- setup
     def weights_folder(self) -> Path:
-        """The bundle folder in use (resolved from ``weights`` or the cache).
+        """The bundle folder in use (resolved once from ``weights`` or the cache).
 
         Raises:
             WeightsNotFoundError: ``models/model.pt`` is missing.
         """
-        from medm3.experts.catalogue import resolve_weights
-
-        if self._folder is None:
-            self._folder = resolve_weights("brats", self.weights)
-        return self._folder
+        return self._bundle.folder
 
     def weights_id(self) -> str:
         """Identifier of the exact weights (for result-cache keys)."""
-        from medm3.experts.catalogue import weights_version
-
-        if self._weights_version is None:
-            self._weights_version = weights_version("brats", self.weights_folder())
-        return self._weights_version
+        return self._bundle.version
 
     def _setup(self) -> None:
-        import torch
-
-        from medm3.experts.bundle_code import check_network_def
-        from medm3.experts.device import select_device
+        from medm3.utils.device import select_device
 
         folder = self.weights_folder()
         config = read_inference_config(folder)
-        if isinstance(config.get("network_def"), Mapping):  # other forms are never evaluated
-            check_network_def(config, folder / "configs" / "inference.json")
-        net = build_network(config)
-        if not isinstance(net, torch.nn.Module):
-            from medm3.errors import MedM3Error
-
-            raise MedM3Error(
-                f"network_def of {folder / 'configs' / 'inference.json'} gave "
-                f"{type(net).__name__}, not a torch.nn.Module"
-            )
-        load_state(net, folder / "models" / "model.pt")
-        self._roi, self._overlap, self._sw_batch = _window_settings(config)
-        self._device = select_device(self.device_preference)
-        self._net = net.to(self._device).eval()
+        window = bundle.window_settings(config, roi=DEFAULT_ROI, overlap=DEFAULT_OVERLAP)
+        device = select_device(self.device_preference)
+        self._net = bundle.load_network(
+            folder,
+            lambda skip_init: bundle.build_network(
+                folder, config, _default_network, skip_init=skip_init
+            ),
+            device,
+            expert="BraTS",
+            how_to_get="run `m3 experts download brats` or point --weights at a bundle folder",
+        )
+        self._roi, self._overlap, self._sw_batch = (
+            window.roi_size,
+            window.overlap,
+            window.sw_batch_size,
+        )
+        self._device = device
 
     # ------------------------------------------------------------------ run
     def check_inputs(
@@ -418,7 +322,7 @@ class BratsExpert(Expert):
         import torch
         from monai.transforms import NormalizeIntensity
 
-        from medm3.experts.device import autocast_dtype
+        from medm3.utils.device import autocast_dtype
 
         self.setup()
         stacked = np.stack(
@@ -436,7 +340,11 @@ class BratsExpert(Expert):
                 logits = self._window(x)
             logits = logits.float()
             if logits.shape[1] != 3:
-                raise RuntimeError(f"BraTS network gave {logits.shape[1]} channels, expected 3")
+                raise bundle.UnusableWeightsError(
+                    f"the bundle's network gives {logits.shape[1]} output channels, the BraTS "
+                    "expert needs 3 (TC, WT, ET)",
+                    self.weights_folder() / bundle.INFERENCE_CONFIG,
+                )
             regions = (torch.sigmoid(logits[0]) > THRESHOLD).cpu().numpy()
         return regions_to_labels(regions)
 

@@ -43,7 +43,6 @@ torch and MONAI are imported inside methods only.
 from __future__ import annotations
 
 import copy
-import json
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -54,10 +53,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from medm3 import prompts
-from medm3.errors import InputError, MedM3Error
+from medm3.errors import InputError
+from medm3.experts import bundle
 from medm3.experts import vista3d_labels as labels
 from medm3.experts.base import Expert, ExpertError, ExpertResult, Overlay, RunContext
-from medm3.experts.catalogue import WeightsNotFoundError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -106,7 +105,7 @@ class BundleSettings:
 
 
 def read_bundle(folder: str | Path) -> BundleSettings:
-    """Read a bundle's inference config and metadata.
+    """Read a bundle's inference config and metadata (see :mod:`medm3.experts.bundle`).
 
     ``patch_size`` (or ``inferer.roi_size``), ``inferer.overlap`` (or
     ``overlap``) and ``resample_spacing`` are taken from the config when they
@@ -119,192 +118,81 @@ def read_bundle(folder: str | Path) -> BundleSettings:
         The settings.
 
     Raises:
-        MedM3Error: A config file exists but is not valid JSON.
+        UnusableWeightsError: A config file exists but is not valid JSON.
     """
     root = Path(folder)
-    config = _read_json(root / "configs" / "inference.json")
-    meta = _read_json(root / "configs" / "metadata.json")
-    inferer = config.get("inferer") if isinstance(config.get("inferer"), dict) else {}
-    roi = _triple(config.get("patch_size"), int) or _triple(inferer.get("roi_size"), int)
-    spacing = _triple(config.get("resample_spacing"), float)
-    overlap = inferer.get("overlap", config.get("overlap"))
-    if not isinstance(overlap, (int, float)) or isinstance(overlap, bool) or not 0 <= overlap < 1:
-        overlap = DEFAULT_OVERLAP
+    config = bundle.read_config(root)
+    window = bundle.window_settings(config, roi=DEFAULT_ROI, overlap=DEFAULT_OVERLAP)
+    spacing = bundle._positive_triple(config.get("resample_spacing"), float)
     return BundleSettings(
         folder=root,
         config=config,
-        version=str(meta.get("version", "")),
-        roi_size=roi or DEFAULT_ROI,  # type: ignore[arg-type]
-        overlap=float(overlap),
+        version=bundle.read_version(root),
+        roi_size=window.roi_size,  # type: ignore[arg-type]
+        overlap=window.overlap,
         spacing=spacing or DEFAULT_SPACING,  # type: ignore[arg-type]
     )
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MedM3Error(f"bundle config is not valid JSON: {exc}", path) from None
-    return data if isinstance(data, dict) else {}
+def _default_network() -> torch.nn.Module:
+    from monai.networks.nets import vista3d132
 
-
-def _triple(value: Any, kind: type) -> tuple[Any, Any, Any] | None:
-    if not isinstance(value, (list, tuple)) or len(value) != 3:
-        return None
-    if all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in value):
-        return tuple(kind(v) for v in value)  # type: ignore[return-value]
-    return None
+    return vista3d132(in_channels=1)
 
 
 def build_network(settings: BundleSettings, *, skip_init: bool = False) -> torch.nn.Module:
     """Build the VISTA3D network described by a bundle (no weights loaded).
 
-    Uses the config's ``network_def`` through :class:`monai.bundle.ConfigParser`
-    (the config's ``imports`` are not executed; ``monai``, ``torch`` and
-    ``numpy`` are available to expressions), else
-    ``monai.networks.nets.vista3d132(in_channels=1)``.
+    Uses the config's ``network_def`` (see :func:`medm3.experts.bundle.build_network`),
+    else ``monai.networks.nets.vista3d132(in_channels=1)``.
 
     Args:
         settings: Output of :func:`read_bundle`.
-        skip_init: Build the parameters on the ``meta`` device (no random
-            initialisation; allocate them with ``to_empty`` before loading).
-
-    Returns:
-        The network (in training mode, on CPU or ``meta``).
+        skip_init: Build the parameters on the ``meta`` device.
 
     Raises:
-        MedM3Error: ``network_def`` cannot be built or is not a ``torch.nn.Module``.
+        UnusableWeightsError: ``network_def`` cannot be built or is not a ``torch.nn.Module``.
         BundleCodeError: ``network_def`` holds code other than a known network
             constructor and the bundle is not trusted (``--trust-bundle-code``).
     """
-    import contextlib
+    return bundle.build_network(
+        settings.folder, settings.config, _default_network, skip_init=skip_init
+    )
 
-    import torch
 
-    from medm3.experts.bundle_code import check_network_def
-
-    ctx = torch.device("meta") if skip_init else contextlib.nullcontext()
-    config = settings.config
-    check_network_def(config, settings.folder / "configs" / "inference.json")
-    with ctx:
-        if "network_def" not in config:
-            from monai.networks.nets import vista3d132
-
-            return vista3d132(in_channels=1)
-        from monai.bundle import ConfigParser
-
-        parsed = {k: v for k, v in config.items() if k != "imports"}
-        parsed["bundle_root"] = str(settings.folder)
-        try:
-            network = ConfigParser(parsed).get_parsed_content("network_def", instantiate=True)
-        except Exception as exc:
-            raise MedM3Error(
-                f"cannot build the network from network_def of "
-                f"{settings.folder / 'configs' / 'inference.json'}: {exc}"
-            ) from exc
-    if not isinstance(network, torch.nn.Module):
-        raise MedM3Error(
-            f"network_def of {settings.folder / 'configs' / 'inference.json'} gave "
-            f"{type(network).__name__}, not a torch.nn.Module"
-        )
-    return network
+_HOW_TO_GET = (
+    "expected models/model.pt in the bundle folder; run `m3 experts download vista3d` "
+    "or point --weights at a bundle folder"
+)
 
 
 def load_state_dict(path: str | Path) -> dict[str, Any]:
-    """Read a VISTA3D checkpoint as a plain state dict.
-
-    Accepts a raw state dict or a ``{"model": state_dict}`` wrapper (also
-    ``"state_dict"``/``"network"``), and strips a ``module.`` prefix
-    (``DistributedDataParallel`` checkpoints). Loaded with
-    ``weights_only=True`` (memory-mapped when the file format allows).
-
-    Args:
-        path: The ``models/model.pt`` file.
-
-    Returns:
-        Parameter name -> tensor.
+    """Read a VISTA3D checkpoint as a plain state dict (see :func:`bundle.load_state_dict`).
 
     Raises:
         WeightsNotFoundError: The file does not exist.
-        MedM3Error: The file is not a readable checkpoint or holds no state dict.
+        UnusableWeightsError: The file is not a readable checkpoint or holds no state dict.
     """
-    import torch
-
-    file = Path(path)
-    if not file.is_file():
-        raise WeightsNotFoundError(
-            f"VISTA3D checkpoint not found: {file} (expected models/model.pt in the bundle "
-            "folder; run `m3 experts download vista3d` or point --weights at a bundle folder)"
-        )
-    try:
-        try:
-            data = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # legacy (non-zip) format cannot be memory-mapped
-            data = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise MedM3Error(f"cannot read the VISTA3D checkpoint: {exc}", file) from exc
-    if isinstance(data, Mapping):
-        for key in ("model", "state_dict", "network"):
-            inner = data.get(key)
-            if isinstance(inner, Mapping) and inner and _is_state_dict(inner):
-                data = inner
-                break
-    if not isinstance(data, Mapping) or not data or not _is_state_dict(data):
-        raise MedM3Error(
-            "checkpoint holds no state dict (expected a state dict or {'model': state_dict})",
-            file,
-        )
-    prefix = "module."
-    if all(str(k).startswith(prefix) for k in data):
-        data = {str(k)[len(prefix) :]: v for k, v in data.items()}
-    return dict(data)
-
-
-def _is_state_dict(data: Mapping[Any, Any]) -> bool:
-    import torch
-
-    return all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in data.items())
+    return bundle.load_state_dict(Path(path), expert="VISTA3D", how_to_get=_HOW_TO_GET)
 
 
 def load_network(settings: BundleSettings, device: Any = "cpu") -> torch.nn.Module:
     """Build the bundle's network and load ``models/model.pt`` into it (strict).
-
-    The parameters are allocated on ``device`` without random initialisation
-    (built on ``meta``, then ``to_empty``) and filled from the memory-mapped
-    checkpoint, so loading costs one read of the file and no mapping of it
-    outlives the call. Networks with non-persistent buffers are built normally.
-
-    Args:
-        settings: Output of :func:`read_bundle`.
-        device: Where the network goes (``"cpu"``, a ``torch.device`` ...).
 
     Returns:
         The network on ``device``, in eval mode, float32.
 
     Raises:
         WeightsNotFoundError: The checkpoint is missing.
-        MedM3Error: The checkpoint does not match the network.
+        UnusableWeightsError: The checkpoint is unreadable or does not match the network.
     """
-    state = load_state_dict(settings.folder / "models" / "model.pt")
-    network = build_network(settings, skip_init=True)
-    tensors = {n for n, _ in network.named_parameters()} | {n for n, _ in network.named_buffers()}
-    if tensors <= set(network.state_dict()):  # every tensor comes from the checkpoint
-        network = network.to_empty(device=device)
-    else:  # non-persistent buffers need the constructor's values
-        network = build_network(settings).to(device)
-    _load_strict(network, state)
-    return network.float().eval()
-
-
-def _load_strict(network: torch.nn.Module, state: Mapping[str, Any]) -> None:
-    try:
-        network.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise MedM3Error(
-            f"the VISTA3D checkpoint does not match the network of the bundle: {exc}"
-        ) from None
+    return bundle.load_network(
+        settings.folder,
+        lambda skip_init: build_network(settings, skip_init=skip_init),
+        device,
+        expert="VISTA3D",
+        how_to_get=_HOW_TO_GET,
+    )
 
 
 class Vista3DExpert(Expert):
@@ -344,6 +232,7 @@ class Vista3DExpert(Expert):
         self._settings: BundleSettings | None = None
         self._preprocessing: Any = None
         self._weights_version = ""
+        self._bundle = bundle.BundleRef("vista3d", weights)
 
     # ----------------------------------------------------------------- args
     def parse_args(self, args: str | None) -> str:
@@ -391,9 +280,7 @@ class Vista3DExpert(Expert):
 
     # ---------------------------------------------------------------- setup
     def _bundle_folder(self) -> Path:
-        from medm3.experts.catalogue import resolve_weights
-
-        return resolve_weights("vista3d", self.weights)
+        return self._bundle.folder
 
     def weights_id(self) -> str:
         """Identifier of the exact weights (``catalogue.weights_version`` of the bundle).
@@ -401,13 +288,10 @@ class Vista3DExpert(Expert):
         Raises:
             WeightsNotFoundError: The bundle is missing.
         """
-        from medm3.experts.catalogue import weights_version
-
-        return weights_version("vista3d", self._bundle_folder())
+        return self._bundle.version
 
     def _setup(self) -> None:
-        from medm3.experts.catalogue import weights_version
-        from medm3.experts.device import select_device
+        from medm3.utils.device import select_device
 
         folder = self._bundle_folder()
         settings = read_bundle(folder)
@@ -415,7 +299,7 @@ class Vista3DExpert(Expert):
         network = load_network(settings, device)
         self._preprocessing = _preprocessing(settings.spacing)
         self._settings, self._device, self._network = settings, device, network
-        self._weights_version = weights_version("vista3d", folder)
+        self._weights_version = self._bundle.version
 
     # ------------------------------------------------------------------ run
     def _run(self, inputs: dict[str, MedicalImage], args: str, context: RunContext) -> ExpertResult:
@@ -442,7 +326,7 @@ class Vista3DExpert(Expert):
         from monai.apps.vista3d.transforms import VistaPreTransformd
         from monai.data import MetaTensor
 
-        from medm3.experts.device import autocast_dtype
+        from medm3.utils.device import autocast_dtype
 
         settings, device = self._settings, self._device
         assert settings is not None
