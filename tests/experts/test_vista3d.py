@@ -196,7 +196,7 @@ def test_load_network_non_persistent_buffers(
     """A network whose buffers are not all in the checkpoint is built normally."""
     import torch
 
-    from medm3.experts import vista3d
+    from medm3.experts import vista3d_network
 
     class Net(torch.nn.Module):
         def __init__(self) -> None:
@@ -207,7 +207,7 @@ def test_load_network_non_persistent_buffers(
     torch.save(Net().state_dict(), tmp_path / "model.pt")
     (tmp_path / "models").mkdir()
     (tmp_path / "model.pt").rename(tmp_path / "models" / "model.pt")
-    monkeypatch.setattr(vista3d, "build_network", lambda settings, skip_init=False: Net())
+    monkeypatch.setattr(vista3d_network, "build_network", lambda settings, skip_init=False: Net())
     net = load_network(read_bundle(tmp_path))
     assert torch.equal(net.scale, torch.full((2,), 3.0))
 

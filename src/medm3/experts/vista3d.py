@@ -12,6 +12,10 @@ the ``weights=`` override. The network is built from the bundle's
 loaded strictly, and patch size / overlap / spacing come from the bundle
 config when it defines them.
 
+Modules: :mod:`.vista3d_network` (bundle settings, network, preprocessing),
+:mod:`.vista3d_labels` (structures, groups, prompts), :mod:`.vista3d_inputs`
+(input checks, point prompts); this one runs inference and writes the result.
+
 Pipeline (the bundle's inference config, step by step): channel first;
 ``Spacing`` 1.5 mm (bilinear); ``CropForeground`` (margin 10, allow smaller);
 ``VistaPreTransformd`` (sub-class expansion of the label prompt, special
@@ -46,7 +50,6 @@ import copy
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,142 +60,52 @@ from medm3.errors import InputError
 from medm3.experts import bundle
 from medm3.experts import vista3d_labels as labels
 from medm3.experts.base import Expert, ExpertError, ExpertResult, Overlay, RunContext
+from medm3.experts.vista3d_inputs import main_image as _main_image
+from medm3.experts.vista3d_inputs import point_prompts as _point_prompts
+from medm3.experts.vista3d_inputs import to_preprocessed as _to_preprocessed
+from medm3.experts.vista3d_inputs import volume_array as _volume_array
+from medm3.experts.vista3d_network import (
+    DEFAULT_OVERLAP,
+    DEFAULT_ROI,
+    DEFAULT_SPACING,
+    HU_RANGE,
+    NAN_LABEL,
+    SEED,
+    BundleSettings,
+    _preprocessing,
+    build_network,
+    load_network,
+    load_state_dict,
+    read_bundle,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from medm3.imaging.image import MedicalImage
 
-#: Output spacing of the bundle's ``Spacingd`` (mm).
-DEFAULT_SPACING: tuple[float, float, float] = (1.5, 1.5, 1.5)
-#: Sliding-window patch size of the released bundle.
-DEFAULT_ROI: tuple[int, int, int] = (128, 128, 128)
-#: Sliding-window overlap of the released bundle.
-DEFAULT_OVERLAP = 0.3
-#: Intensity window (HU) mapped to 0..1 by the bundle's ``ScaleIntensityRanged``.
-HU_RANGE: tuple[float, float] = (-963.8247715525971, 1053.678477684517)
-#: Seed of the bundle's ``set_determinism``.
-SEED = 123
-#: Label value the bundle writes where nothing was predicted (NaN after point windows).
-NAN_LABEL = 255
+__all__ = [
+    "ACCURACY",
+    "DEFAULT_OVERLAP",
+    "DEFAULT_ROI",
+    "DEFAULT_SPACING",
+    "HU_RANGE",
+    "NAN_LABEL",
+    "OVERVIEW",
+    "SEED",
+    "BundleSettings",
+    "Vista3DExpert",
+    "build_network",
+    "load_network",
+    "load_state_dict",
+    "read_bundle",
+]
 
 OVERVIEW = (
     "domain-specialized interactive foundation model developed for segmenting and "
     "annotating human anatomies with precision"
 )
 ACCURACY = "127 organs: 0.792 Dice on average"
-
-
-@dataclass(frozen=True)
-class BundleSettings:
-    """Facts read from a VISTA3D bundle folder.
-
-    Attributes:
-        folder: The bundle folder.
-        config: ``configs/inference.json`` (empty when absent).
-        version: ``configs/metadata.json`` version (``""`` when absent).
-        roi_size: Sliding-window patch size.
-        overlap: Sliding-window overlap.
-        spacing: Resampling spacing (mm).
-    """
-
-    folder: Path
-    config: dict[str, Any] = field(default_factory=dict)
-    version: str = ""
-    roi_size: tuple[int, int, int] = DEFAULT_ROI
-    overlap: float = DEFAULT_OVERLAP
-    spacing: tuple[float, float, float] = DEFAULT_SPACING
-
-
-def read_bundle(folder: str | Path) -> BundleSettings:
-    """Read a bundle's inference config and metadata (see :mod:`medm3.experts.bundle`).
-
-    ``patch_size`` (or ``inferer.roi_size``), ``inferer.overlap`` (or
-    ``overlap``) and ``resample_spacing`` are taken from the config when they
-    are literal values; otherwise the released bundle's values are used.
-
-    Args:
-        folder: Bundle folder (``configs/``, ``models/``).
-
-    Returns:
-        The settings.
-
-    Raises:
-        UnusableWeightsError: A config file exists but is not valid JSON.
-    """
-    root = Path(folder)
-    config = bundle.read_config(root)
-    window = bundle.window_settings(config, roi=DEFAULT_ROI, overlap=DEFAULT_OVERLAP)
-    spacing = bundle._positive_triple(config.get("resample_spacing"), float)
-    return BundleSettings(
-        folder=root,
-        config=config,
-        version=bundle.read_version(root),
-        roi_size=window.roi_size,  # type: ignore[arg-type]
-        overlap=window.overlap,
-        spacing=spacing or DEFAULT_SPACING,  # type: ignore[arg-type]
-    )
-
-
-def _default_network() -> torch.nn.Module:
-    from monai.networks.nets import vista3d132
-
-    return vista3d132(in_channels=1)
-
-
-def build_network(settings: BundleSettings, *, skip_init: bool = False) -> torch.nn.Module:
-    """Build the VISTA3D network described by a bundle (no weights loaded).
-
-    Uses the config's ``network_def`` (see :func:`medm3.experts.bundle.build_network`),
-    else ``monai.networks.nets.vista3d132(in_channels=1)``.
-
-    Args:
-        settings: Output of :func:`read_bundle`.
-        skip_init: Build the parameters on the ``meta`` device.
-
-    Raises:
-        UnusableWeightsError: ``network_def`` cannot be built or is not a ``torch.nn.Module``.
-        BundleCodeError: ``network_def`` holds code other than a known network
-            constructor and the bundle is not trusted (``--trust-bundle-code``).
-    """
-    return bundle.build_network(
-        settings.folder, settings.config, _default_network, skip_init=skip_init
-    )
-
-
-_HOW_TO_GET = (
-    "expected models/model.pt in the bundle folder; run `m3 experts download vista3d` "
-    "or point --weights at a bundle folder"
-)
-
-
-def load_state_dict(path: str | Path) -> dict[str, Any]:
-    """Read a VISTA3D checkpoint as a plain state dict (see :func:`bundle.load_state_dict`).
-
-    Raises:
-        WeightsNotFoundError: The file does not exist.
-        UnusableWeightsError: The file is not a readable checkpoint or holds no state dict.
-    """
-    return bundle.load_state_dict(Path(path), expert="VISTA3D", how_to_get=_HOW_TO_GET)
-
-
-def load_network(settings: BundleSettings, device: Any = "cpu") -> torch.nn.Module:
-    """Build the bundle's network and load ``models/model.pt`` into it (strict).
-
-    Returns:
-        The network on ``device``, in eval mode, float32.
-
-    Raises:
-        WeightsNotFoundError: The checkpoint is missing.
-        UnusableWeightsError: The checkpoint is unreadable or does not match the network.
-    """
-    return bundle.load_network(
-        settings.folder,
-        lambda skip_init: build_network(settings, skip_init=skip_init),
-        device,
-        expert="VISTA3D",
-        how_to_get=_HOW_TO_GET,
-    )
 
 
 class Vista3DExpert(Expert):
@@ -606,114 +519,9 @@ class Vista3DExpert(Expert):
 
 
 # ------------------------------------------------------------------- helpers
-def _preprocessing(spacing: Sequence[float]) -> Any:
-    """The bundle's spatial/intensity preprocessing as an invertible ``Compose``."""
-    import torch
-    from monai.transforms import (
-        CastToTyped,
-        Compose,
-        CropForegroundd,
-        Orientationd,
-        ScaleIntensityRanged,
-        Spacingd,
-    )
-
-    return Compose(
-        [
-            Spacingd(keys="image", pixdim=tuple(spacing), mode="bilinear"),
-            CropForegroundd(keys="image", source_key="image", margin=10, allow_smaller=True),
-            ScaleIntensityRanged(
-                keys="image", a_min=HU_RANGE[0], a_max=HU_RANGE[1], b_min=0, b_max=1, clip=True
-            ),
-            Orientationd(keys="image", axcodes="RAS"),
-            CastToTyped(keys="image", dtype=torch.float32),
-        ]
-    )
-
-
 class _null_context:
     def __enter__(self) -> None:
         return None
 
     def __exit__(self, *exc: object) -> None:
         return None
-
-
-def _volume_array(image: MedicalImage, trigger: str) -> np.ndarray:
-    if not image.is_volume:
-        raise ExpertError(f"{trigger} needs a 3D CT volume, but {image.source} is a 2D image")
-    array = np.asarray(image.array)
-    if array.ndim == 4:
-        if array.shape[-1] != 1:
-            raise ExpertError(
-                f"{trigger} needs a single-channel CT volume, got {array.shape[-1]} channels"
-            )
-        array = array[..., 0]
-    if min(array.shape) < 1:
-        raise ExpertError(f"{trigger} got an empty volume {array.shape}")
-    return array
-
-
-def _main_image(
-    inputs: Mapping[str, MedicalImage] | MedicalImage, name: str
-) -> MedicalImage | None:
-    from medm3.imaging.image import MedicalImage
-
-    if isinstance(inputs, MedicalImage):
-        return inputs
-    if isinstance(inputs, Mapping):
-        return inputs.get(name) or next(iter(inputs.values()), None)
-    return None
-
-
-def _point_prompts(
-    options: Mapping[str, Any], prompt: Sequence[int], shape: Sequence[int], trigger: str
-) -> tuple[list[list[float]], list[int], int] | None:
-    """Validate ``points``/``point_labels``/``point_class``; None when no points."""
-    raw = options.get("points")
-    if raw is None:
-        return None
-    try:
-        points = [[float(c) for c in p] for p in raw]
-    except (TypeError, ValueError):
-        raise ExpertError(f"{trigger} points must be [[x, y, z], ...] voxel indices") from None
-    if not points or any(len(p) != 3 for p in points):
-        raise ExpertError(f"{trigger} points must be [[x, y, z], ...] voxel indices")
-    for p in points:
-        if not all(-0.5 <= c <= s - 0.5 for c, s in zip(p, shape, strict=True)):
-            raise ExpertError(f"{trigger} point {p} lies outside the volume {tuple(shape)}")
-    raw_labels = options.get("point_labels")
-    point_labels = [1] * len(points) if raw_labels is None else list(raw_labels)
-    if len(point_labels) != len(points) or any(v not in (0, 1) for v in point_labels):
-        raise ExpertError(f"{trigger} point_labels must hold one 1 (positive) or 0 per point")
-    cls = options.get("point_class")
-    if cls is not None:
-        sid = labels.structure_id(str(cls))
-        if sid is None:
-            close = labels.suggestions(str(cls))
-            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-            raise ExpertError(f"{trigger} point_class {cls!r} is not a VISTA3D structure{hint}")
-    elif len(prompt) == 1:
-        sid = prompt[0]
-    else:
-        raise ExpertError(
-            f"{trigger} point prompts segment one structure: name it as the argument "
-            "(e.g. 'liver') or give the point_class option"
-        )
-    if sid in labels.SUBCLASS:
-        raise ExpertError(
-            f"{trigger} point prompts need a single structure; "
-            f"{labels.VISTA3D_LABELS[sid]!r} stands for several (name one of them)"
-        )
-    return points, [int(v) for v in point_labels], int(sid)
-
-
-def _to_preprocessed(
-    points: list[list[float]], input_affine: Any, pre_affine: Any
-) -> list[list[float]]:
-    """Input-grid voxel coordinates -> voxel coordinates of the preprocessed volume."""
-    original = np.asarray(input_affine, dtype=np.float64)
-    current = np.asarray(pre_affine, dtype=np.float64)
-    homogeneous = np.c_[np.asarray(points, dtype=np.float64), np.ones(len(points))]
-    mapped = (np.linalg.inv(current) @ original @ homogeneous.T).T[:, :3]
-    return mapped.tolist()
