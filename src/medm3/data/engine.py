@@ -159,7 +159,7 @@ def build_dataset(
     }
     owned = None
     if isinstance(executor, ExecutorSpec):
-        from medm3.executors.base import make_executor
+        from medm3.executors.factory import make_executor
 
         executor = owned = make_executor(executor)
     staging = staging_path(out)

@@ -30,7 +30,7 @@ from medm3.errors import InputError
 
 def cache_dir() -> Path:
     """The DICOMweb instance cache: ``<medm3 cache>/dicomweb``."""
-    from medm3.experts.catalogue import cache_root
+    from medm3.utils.paths import cache_root
 
     return cache_root() / "dicomweb"
 

@@ -12,8 +12,8 @@ from medm3.executors.base import (
     LocalExecutor,
     WorkerLostError,
     WorkerSpec,
-    make_executor,
 )
+from medm3.executors.factory import make_executor
 
 __all__ = [
     "EXECUTORS",

@@ -421,9 +421,9 @@ def run_batch(
     Raises:
         InputError: The folder holds another run or is unreadable.
     """
-    from medm3.eval.predictions import PredictionWriter
     from medm3.executors.base import LocalExecutor, WorkerSpec
     from medm3.utils.atomic import atomic_write_text
+    from medm3.utils.jsonl import PredictionWriter
 
     folder = Path(out_dir)
     _check_folder(folder, settings)

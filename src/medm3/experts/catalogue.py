@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from medm3.errors import MedM3Error
+from medm3.utils.paths import cache_root
 
 
 class WeightsNotFoundError(MedM3Error):
@@ -118,11 +119,6 @@ CATALOGUE: dict[str, WeightsSpec] = {
 }
 
 
-def cache_root() -> Path:
-    """The medm3 cache folder (``$MEDM3_CACHE`` or ``~/.cache/medm3``)."""
-    return Path(os.environ.get("MEDM3_CACHE") or Path.home() / ".cache" / "medm3").expanduser()
-
-
 def offline() -> bool:
     """True when downloads must not be attempted (``HF_HUB_OFFLINE``/``MEDM3_OFFLINE``)."""
     return any(
@@ -175,7 +171,7 @@ def xrv_filename(model: str) -> str:
     """File name torchxrayvision uses for the weights ``model`` (its URL's basename)."""
     if model in XRV_FILENAMES:
         return XRV_FILENAMES[model]
-    from medm3.experts.cxr import import_xrv
+    from medm3.experts.xrv import import_xrv
 
     xrv = import_xrv()
 
@@ -197,7 +193,7 @@ def manual_command(spec: WeightsSpec, target: Path) -> str:
             f"python -m monai.bundle download --name {spec.bundle}{version} "
             f"--bundle_dir {target.parent}"
         )
-    from medm3.experts.cxr import import_xrv
+    from medm3.experts.xrv import import_xrv
 
     xrv = import_xrv()
     urls = [xrv.models.model_urls[m]["weights_url"] for m in spec.models]

@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -68,6 +67,7 @@ import numpy as np
 from medm3 import prompts
 from medm3.experts.base import Expert, ExpertError, ExpertResult, RunContext
 from medm3.experts.catalogue import CXR_MODELS
+from medm3.experts.xrv import import_xrv
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -122,17 +122,6 @@ REFERENCE_GROUPS: dict[str, tuple[str, ...]] = {
 THRESHOLD = prompts.CXR_TEXT_THRESHOLD
 #: Images per forward pass in :meth:`CXRExpert.predict_batch`.
 DEFAULT_BATCH_SIZE = 16
-
-
-def import_xrv() -> Any:
-    """Import torchxrayvision without letting it silence all Python warnings.
-
-    ``torchxrayvision.models`` calls ``warnings.filterwarnings("ignore")`` at
-    import time, process-wide; the filters are restored afterwards.
-    """
-    with warnings.catch_warnings():
-        import torchxrayvision as xrv
-    return xrv
 
 
 def intensity_max(image: MedicalImage) -> float:

@@ -1,4 +1,4 @@
-"""``predictions.jsonl``: one complete JSON line per sample, appended durably.
+"""Durable JSONL records (``predictions.jsonl`` of eval and batch runs): one complete line per item.
 
 Each record is written with a single ``write`` on an ``O_APPEND`` descriptor
 and ``fsync``'d before the next sample counts as done, so a killed run leaves
