@@ -3,12 +3,12 @@
 The series reader parses every header once; for files whose pixel data is
 native little-endian grayscale it also records where the pixel bytes start
 (:class:`PixelRef`). This module then reads those bytes, in threads (file reads
-and NumPy copies release the GIL), directly into one preallocated buffer laid
-out so that the final RAS+ array is a *view* of it: the flips of the
-reorientation are applied while copying each slice and the permutation is a
-transpose, so no volume-sized copy is ever made. Rescale to physical values and
-MONOCHROME1 inversion then run slice by slice in place where the dtype rule of
-:mod:`.values` allows.
+and NumPy copies release the GIL), a few slices at a time: unused high bits are
+cleared, the rescale to physical values runs on the small block (in place for
+16-bit data), and the block is copied into one preallocated buffer laid out so
+that the final RAS+ array is a *view* of it: the flips of the reorientation are
+applied by that copy and the axis permutation is a transpose, so no
+volume-sized copy or temporary is ever made.
 
 Series with compressed or otherwise unusual pixel data take the generic
 per-file pydicom path in :mod:`.dicom_series`.
@@ -154,8 +154,8 @@ def plan_layout(affine_ras: np.ndarray, shape_crs: tuple[int, int, int]) -> Layo
     return Layout(flip, (perm[0], perm[1], perm[2]), affine, axis_codes(affine_ras))
 
 
-#: Slices read and converted per task (their transposed copy then writes whole cache lines).
-BLOCK = 32
+#: Slices read and converted per task.
+BLOCK = 8
 
 
 def read_native_volume(
@@ -167,7 +167,13 @@ def read_native_volume(
     slopes: np.ndarray,
     intercepts: np.ndarray,
 ) -> np.ndarray:
-    """Read sorted native slices into the C-contiguous RAS+ array, rescaled.
+    """Read sorted native slices into the RAS+ array, rescaled.
+
+    The array is a transposed view of a slice-major buffer (for an axial
+    series it is Fortran-ordered, like SimpleITK's and nibabel's arrays): the
+    reorientation flips happen while each slice is copied and no volume-sized
+    transpose is ever made. Strides are all positive (``torch.from_numpy``
+    takes it as is).
 
     Args:
         refs: One :class:`PixelRef` per slice, sorted along the normal (same dtype).
@@ -228,13 +234,10 @@ def _fill(
 
     n = len(refs)
     dtype = refs[0].dtype
-    buffer_shape = (n, *shape)
-    array = np.empty(tuple(buffer_shape[p] for p in layout.perm), dtype=out_dtype)
-    view = array.transpose(np.argsort(layout.perm))  # (slice, row, column) axes
-    view = view[tuple(slice(None, None, -1) if f else slice(None) for f in layout.flip)]
+    buffer = np.empty((n, *shape), dtype=out_dtype)  # slice-major: each slice lands in one piece
+    view = buffer[tuple(slice(None, None, -1) if f else slice(None) for f in layout.flip)]
     ranges = np.zeros((n, 2), dtype=np.float64)
     local = threading.local()
-    tile = max(1, (1 << 18) // max(1, BLOCK * shape[1] * out_dtype.itemsize))
 
     def one(block: int) -> None:
         k0, k1 = block * BLOCK, min(n, (block + 1) * BLOCK)
@@ -248,12 +251,10 @@ def _fill(
                 np.left_shift(scratch[j], shift, out=scratch[j])
                 np.right_shift(scratch[j], shift, out=scratch[j])
             ranges[k] = (scratch[j].min(), scratch[j].max())
-        values = rescale_block(scratch[: k1 - k0], slopes[k0:k1], intercepts[k0:k1], out_dtype)
-        for r0 in range(0, shape[0], tile):
-            view[k0:k1, r0 : r0 + tile] = values[:, r0 : r0 + tile]
+        view[k0:k1] = rescale_block(scratch[: k1 - k0], slopes[k0:k1], intercepts[k0:k1], out_dtype)
 
     run_threads(one, (n + BLOCK - 1) // BLOCK)
-    return array, ranges
+    return buffer.transpose(layout.perm), ranges
 
 
 def _read_slice(
