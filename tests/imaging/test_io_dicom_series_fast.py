@@ -91,7 +91,9 @@ def test_unused_high_bits_are_cleared_like_pydicom(make_series) -> None:
         ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 12, 11, 1
         ds.save_as(path)
     image = load_image(info.folder)
-    reference = {int(pydicom.dcmread(p).InstanceNumber): pydicom.dcmread(p).pixel_array for p in info.files}
+    reference = {
+        int(pydicom.dcmread(p).InstanceNumber): pydicom.dcmread(p).pixel_array for p in info.files
+    }
     assert image.array.min() >= -2048 and image.array.max() < 2048
     got = sorted(int(v) for v in image.array.ravel())
     want = sorted(int(v) for arr in reference.values() for v in arr.ravel())

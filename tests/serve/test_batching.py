@@ -107,9 +107,7 @@ def test_batched_vila_answers_equal_unbatched_greedy(tiny_vila: Any) -> None:
     assert together == alone
 
 
-def test_server_batches_questions_of_different_sessions(
-    client_for: Any, tmp_path: Path
-) -> None:
+def test_server_batches_questions_of_different_sessions(client_for: Any, tmp_path: Path) -> None:
     seen: list[int] = []
 
     class Recording(MockBackend):

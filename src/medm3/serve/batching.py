@@ -165,7 +165,7 @@ class BatchingBackend(VLMBackend):
                         [p.messages for p in batch], batch[0].config
                     )
             self.batches.append(len(batch))
-        except BaseException as exc:  # noqa: BLE001 - isolate the request that failed
+        except BaseException as exc:
             if len(batch) == 1:
                 batch[0].future.set_exception(exc)
                 return
@@ -178,6 +178,4 @@ class BatchingBackend(VLMBackend):
 
 
 def _config_key(config: GenerationConfig) -> tuple[Any, ...]:
-    return tuple(
-        tuple(v) if isinstance(v, list) else v for v in dataclasses.astuple(config)
-    )
+    return tuple(tuple(v) if isinstance(v, list) else v for v in dataclasses.astuple(config))

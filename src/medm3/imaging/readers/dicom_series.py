@@ -33,8 +33,8 @@ from medm3.errors import InputError
 from medm3.imaging.archive import ZIP_MAGIC, open_zip
 from medm3.imaging.image import MedicalImage
 from medm3.imaging.limits import ReadLimits, check_pixels
-from medm3.imaging.readers.base import Head, ReadContext, Reader
 from medm3.imaging.orientation import lps_to_ras, voxel_sizes
+from medm3.imaging.readers.base import Head, ReadContext, Reader
 from medm3.imaging.readers.dicom_file import (
     base_metadata,
     image_from_dataset,
@@ -173,7 +173,7 @@ def _open(src: DicomSource) -> tuple[BinaryIO, bytes | None]:
         data = src.load()
         assert isinstance(data, bytes)
         return io.BytesIO(data), data
-    return open(src.load(), "rb"), None  # noqa: SIM115 (closed by the caller's with)
+    return open(src.load(), "rb"), None
 
 
 def _group(images: list[Scanned]) -> list[SeriesGroup]:
@@ -238,7 +238,11 @@ def _geometry(src: DicomSource, ds: Any, where: str | os.PathLike[str]) -> Slice
     ipp, iop = fast_get(ds, "ImagePositionPatient"), fast_get(ds, "ImageOrientationPatient")
     ps = fast_get(ds, "PixelSpacing")
     multi = (ipp, iop)
-    if any(v is None or isinstance(v, (int, float)) for v in multi) or len(ipp) != 3 or len(iop) != 6:
+    if (
+        any(v is None or isinstance(v, (int, float)) for v in multi)
+        or len(ipp) != 3
+        or len(iop) != 6
+    ):
         raise InputError(
             f"{src.label} has no ImagePositionPatient/ImageOrientationPatient, so the files "
             "cannot be stacked into a volume (pass a single file instead)",

@@ -202,7 +202,9 @@ def read_native_volume(
         signed = stored.kind == "i"
         lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
         out = scaled_dtype(stored, lo, hi, slopes, intercepts)
-        integral = bool(np.all(slopes == np.round(slopes)) and np.all(intercepts == np.round(intercepts)))
+        integral = bool(
+            np.all(slopes == np.round(slopes)) and np.all(intercepts == np.round(intercepts))
+        )
         if out != np.int16 and integral and stored.kind in "iu":
             out, optimistic = np.int16, True  # checked against the real range below
     args = (refs, paths, labels, shape, layout, slopes, intercepts)

@@ -8,8 +8,6 @@ and fits, e.g. CT stored as uint16 with intercept -1024; anything else becomes
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 _I16 = np.iinfo(np.int16)
