@@ -14,6 +14,7 @@ This module is the only place that sets ``ChatSession`` internals
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import weakref
@@ -44,10 +45,8 @@ def _digest(image: Any) -> str:
         f"{rgb.size}".encode() + rgb.tobytes(), usedforsecurity=False
     ).hexdigest()[:20]
     key = id(image)
-    try:
+    with contextlib.suppress(TypeError):  # not weak-referenceable: not remembered
         _DIGESTS[key] = (weakref.ref(image, lambda _r: _DIGESTS.pop(key, None)), digest)
-    except TypeError:  # not weak-referenceable: just do not remember it
-        pass
     return digest
 
 
