@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,17 @@ def test_concurrent_greedy_calls_share_generate_batch() -> None:
     assert answers == ["echo " + _question(i)[0].plain_text for i in range(8)]
     batched = [r for r in inner.requests if r.method == "generate_batch"]
     assert batched and max(proxy.batches) == 4 and sum(proxy.batches) == 8
+
+
+def test_no_wait_when_every_caller_is_already_waiting() -> None:
+    inner = MockBackend("mock", script=lambda messages: "ok")
+    proxy = BatchingBackend(inner, max_batch=8, max_wait_ms=5000, active=lambda: 1)
+    try:
+        start = time.monotonic()
+        assert proxy.generate(_question(0)).text == "ok"
+        assert time.monotonic() - start < 2.5  # did not wait 5 s for company
+    finally:
+        proxy.stop()
 
 
 def test_sampling_tools_and_streams_are_not_batched() -> None:
@@ -115,7 +127,11 @@ def test_server_batches_questions_of_different_sessions(client_for: Any, tmp_pat
             seen.append(len(conversations))
             return super().generate_batch(conversations, config)
 
-    vlm = Recording("mock", script=lambda messages: "answer to " + messages[-1].plain_text)
+    def slow_answer(messages: list[Message]) -> str:
+        time.sleep(0.3)  # a question that arrives alone keeps the model busy meanwhile
+        return "answer to " + messages[-1].plain_text
+
+    vlm = Recording("mock", script=slow_answer)
     client = client_for(vlm, batch_size=4, batch_wait_ms=400, use_experts=False)
 
     def ask(i: int) -> str:

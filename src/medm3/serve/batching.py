@@ -5,7 +5,8 @@ session's agent loop talks to. Each loop runs in its own worker thread and
 stays independent (one may be running an expert while others generate); when a
 loop needs a generation it hands its conversation to the batcher and waits. The
 batcher thread takes the first waiting conversation, gathers more for at most
-``max_wait_ms`` or until ``max_batch`` are there, and runs them through the
+``max_wait_ms``, until ``max_batch`` are there or until every running agent
+loop is waiting (the server passes its job count), and runs them through the
 wrapped backend's :meth:`~medm3.vlm.base.VLMBackend.generate_batch` (the VILA
 and transformers backends pad and run them together).
 
@@ -24,7 +25,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from typing import Any
 
@@ -48,11 +49,21 @@ class BatchingBackend(VLMBackend):
         inner: The real backend.
         max_batch: Most conversations per ``generate_batch`` call.
         max_wait_ms: Longest the first conversation of a batch waits for company.
+        active: Returns how many callers (agent loops) are running now; when all
+            of them are already waiting, the batch starts at once instead of
+            waiting ``max_wait_ms`` for company that cannot come (a lone user
+            pays no batching delay).
     """
 
     name = "batching"
 
-    def __init__(self, inner: VLMBackend, max_batch: int = 8, max_wait_ms: float = 10.0) -> None:
+    def __init__(
+        self,
+        inner: VLMBackend,
+        max_batch: int = 8,
+        max_wait_ms: float = 10.0,
+        active: Callable[[], int] | None = None,
+    ) -> None:
         super().__init__(inner.model_id)
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, not {max_batch}")
@@ -64,6 +75,7 @@ class BatchingBackend(VLMBackend):
         self.supports_tools = inner.supports_tools  # type: ignore[misc]
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000
+        self.active = active
         self.model_lock = threading.Lock()
         self._cond = threading.Condition()
         self._queue: list[_Pending] = []
@@ -140,7 +152,8 @@ class BatchingBackend(VLMBackend):
             while True:
                 same = [p for p in self._queue if p.key == first.key]
                 left = deadline - time.monotonic()
-                if len(same) >= self.max_batch or left <= 0 or self._closed:
+                everyone = self.active is not None and self.active() <= len(self._queue)
+                if len(same) >= self.max_batch or left <= 0 or everyone or self._closed:
                     break
                 self._cond.wait(left)
             batch = same[: self.max_batch]

@@ -185,7 +185,10 @@ class Service:
                 from medm3.serve.batching import BatchingBackend
 
                 self._batcher = BatchingBackend(
-                    backend, self.settings.batch_size, self.settings.batch_wait_ms
+                    backend,
+                    self.settings.batch_size,
+                    self.settings.batch_wait_ms,
+                    active=lambda: self.runner.running,
                 )
             return self._batcher
 
