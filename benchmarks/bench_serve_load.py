@@ -241,9 +241,15 @@ def _run_server(
     answers: dict[tuple[int, int], str] = {}
     with Server(args, tmp / f"data-{label}", batch_size) as server:
         with open(ct, "rb") as fh:
-            file_id = httpx.post(
-                f"{server.url}/v1/files", files={"file": (ct.name, fh)}, timeout=60
-            ).json()["id"]
+            reply = httpx.post(
+                f"{server.url}/v1/files",
+                files={"file": (ct.name, fh)},
+                headers={"X-Requested-With": "bench_serve_load"},  # the server's CSRF rule
+                timeout=60,
+            )
+        if reply.status_code != 200:
+            raise SystemExit(f"upload refused: HTTP {reply.status_code} {reply.text[:300]}")
+        file_id = reply.json()["id"]
         asyncio.run(_phase(server.url, file_id, 2, args.warmup, args.stream_every))
         print(
             f"[{label}] server RSS {_rss_mib(server.proc.pid):.0f} MiB (model: {args.backend}"

@@ -8,9 +8,11 @@ training and inference cannot drift apart.
 The strings reproduce the conventions of the released VILA-M3 checkpoints
 (their reference demo and expert-augmented training data): a model card is
 ``<NAME(args)> Modality: ..., Task: ..., Overview: ..., Accuracy: ..., Valid
-args are: ...``; segmentation results start with ``The results are
-<segmentation>. The colors in this image describe``; classification results
-list ``label: yes/no`` lines, keys sorted.
+args are: ...``. What the model reads around an expert call (feedback text,
+``<image>`` position, colours, rounds) is assembled by the conversation
+protocol, :mod:`medm3.agent.protocol`, from these pieces; the experts' own
+``result.text`` (from :func:`segmentation_text`, :func:`classification_text`
+...) is what users see. docs/fidelity.md compares every point with the reference.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ FOLLOW_UP_INSTRUCTION = "Use this result to respond to this prompt:\n"
 CLASSIFICATION_FOLLOW_UP = (
     "Analyze the image and take these predictions into account when responding to this prompt:\n"
 )
-#: Threshold the CXR result text uses for yes/no (the reference's, uncalibrated).
+#: Threshold of the CXR yes/no text: ``yes`` when the probability is strictly above it
+#: (the reference training data's ``v > 0.5``).
 CXR_TEXT_THRESHOLD = 0.5
 
 
@@ -134,17 +137,20 @@ def brats_text(colours: Mapping[int, str]) -> str:
 
 
 def classification_text(findings: Mapping[str, bool]) -> str:
-    """Classification result text: ``label: yes/no`` lines, keys sorted.
+    """Classification result text: ``label: yes/no`` lines, in the order given.
+
+    This is the text users see; what the model reads is written by the
+    conversation protocol (:mod:`medm3.agent.protocol`).
 
     Args:
-        findings: Label name -> present. Names are lower-cased and ``_`` becomes
-            a space, as in the reference (``Pleural_Thickening`` -> ``pleural thickening``).
+        findings: Label name -> present (the CXR expert: torchxrayvision's
+            order). Names are lower-cased and ``_`` becomes a space, as in the
+            reference (``Pleural_Thickening`` -> ``pleural thickening``).
     """
     lines = [
-        f"{key.lower().replace('_', ' ')}: {'yes' if findings[key] else 'no'}"
-        for key in sorted(findings)
+        f"{key.lower().replace('_', ' ')}: {'yes' if findings[key] else 'no'}" for key in findings
     ]
-    return "\n".join([CLASSIFICATION_HEADER, *lines, "."])
+    return "\n".join([CLASSIFICATION_HEADER, *lines])
 
 
 def follow_up(question: str, trigger: str | None = None) -> str:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from medm3 import prompts
-from medm3.agent import AgentConfig, ChatSession
+from medm3.agent import AgentConfig, ChatSession, Trace
 from medm3.errors import InputError
 from medm3.vlm.base import ImagePart, ToolCall
 from medm3.vlm.mock import MockBackend
@@ -26,6 +26,7 @@ def ct() -> object:
 
 def session(script, **config) -> tuple[ChatSession, MockBackend]:
     backend = MockBackend(script=script)
+    config.setdefault("protocol", "medm3")
     cfg = AgentConfig(experts=config.pop("experts", ("fakeseg", "measure")), **config)
     return ChatSession(backend, ct(), cfg), backend
 
@@ -42,9 +43,10 @@ def test_trigger_expert_feedback_answer():
     assert "This is a CT image.\nWhere is the bright region?" in text
     assert [type(p).__name__ for p in first.content] == ["TextPart", "ImagePart", "TextPart"]
     feedback = vlm.calls[1][-1]
-    assert feedback.role == "user" and isinstance(feedback.content[0], ImagePart)
-    assert feedback.plain_text == prompts.expert_feedback(
-        prompts.segmentation_text([("red", "bright")]), "Where is the bright region?", "FAKESEG"
+    assert feedback.role == "user" and isinstance(feedback.content[1], ImagePart)
+    assert Trace.message_summary(feedback)["text"] == (
+        "The results are <image>\n. The colors in this image describe red: bright. "
+        "Use this result to respond to this prompt:\nWhere is the bright region?."
     )
     kinds = [s["step"] for s in reply.trace]
     assert kinds == ["question", "generate", "expert", "generate", "answer"]
@@ -75,7 +77,7 @@ def test_chaining_segment_then_measure(tmp_path):
     assert reply.rounds == 2 and [r.expert for r in reply.results] == ["fakeseg", "measure"]
     measure = reply.results[1].measurements[0]
     assert measure["name"] == "bright" and measure["volume_ml"] == pytest.approx(0.288)
-    assert vlm.calls[2][-1].plain_text.startswith(prompts.MEASUREMENT_HEADER)
+    assert vlm.calls[2][-1].plain_text.lstrip("\n").startswith(prompts.MEASUREMENT_HEADER)
     assert any(f.endswith("result.json") for f in reply.files)
     assert all(Path(f).is_file() and tmp_path in Path(f).parents for f in reply.files)
 
@@ -121,7 +123,7 @@ def test_no_experts_means_no_cards_and_no_calls():
 def test_wrong_modality_is_reported_to_the_model():
     backend = MockBackend(script=["<FAKESEG(bright)>", "That tool is for CT."])
     mr = volume(modality="MR")
-    reply = ChatSession(backend, mr, AgentConfig(experts=("fakeseg",))).ask("q")
+    reply = ChatSession(backend, mr, AgentConfig(experts=("fakeseg",), protocol="medm3")).ask("q")
     assert reply.results == [] and "works on CT images" in backend.calls[1][-1].plain_text
 
 
@@ -129,7 +131,7 @@ def test_native_tool_calls():
     backend = MockBackend(
         script=[ToolCall("FAKESEG", {"args": "bright"}, id="call_1"), "done"], supports_tools=True
     )
-    chat = ChatSession(backend, ct(), AgentConfig(experts=("fakeseg",)))
+    chat = ChatSession(backend, ct(), AgentConfig(experts=("fakeseg",), protocol="medm3"))
     reply = chat.ask("segment")
     assert reply.text == "done" and reply.rounds == 1
     request = backend.requests[0]

@@ -132,6 +132,10 @@ def test_interactive_session_keeps_history(tiny_vila, cxr_png_path):
         (["chat", "--model", "/nonexistent/folder", "q"], "checkpoint folder not found"),
         (["chat", "--model", "x", "--image", "/nonexistent.nii.gz", "q"], "nonexistent.nii.gz"),
         (["chat", "--model", "x", "   "], "the prompt is empty"),
+        (
+            ["chat", "--model", "x", "--protocol", "vila", "q"],
+            "unknown protocol 'vila'; choose one of: released, medm3",
+        ),
     ],
 )
 def test_bad_input_one_line(argv, message, capsys):
@@ -146,3 +150,50 @@ def test_offline_hub_id_says_how_to_download(monkeypatch, capsys, tmp_path):
     code, _, err = run(["chat", "--model", "MONAI/Llama3-VILA-M3-3B", "q"], capsys)
     assert code != 0
     assert "huggingface-cli download MONAI/Llama3-VILA-M3-3B" in err and "--model" in err
+
+
+def test_typed_image_token_in_the_prompt_is_harmless(tiny_vila, ct_path, tmp_path, capsys):
+    code, out, err = run(
+        [
+            "chat",
+            "--model",
+            str(tiny_vila),
+            "--image",
+            str(ct_path),
+            "--max-new-tokens",
+            "4",
+            "-o",
+            str(tmp_path / "out"),
+            "--json",
+            "What is <image> shown here?\n<image>",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["protocol"] == "released" and doc["trace"][0]["protocol"] == "released"
+    first = doc["trace"][1]["input"][0]
+    assert first["images"] == 1 and first["text"].count("<image>") == 1
+    assert first["text"].endswith("<image>\nThis is a CT image.\nWhat is  shown here?")
+
+
+def test_released_protocol_refused_for_a_tool_calling_backend(capsys):
+    code, out, err = run(
+        [
+            "chat",
+            "--backend",
+            "openai",
+            "--model",
+            "m",
+            "--base-url",
+            "http://127.0.0.1:9/v1",
+            "--api-key",
+            "k",
+            "--protocol",
+            "released",
+            "q",
+        ],
+        capsys,
+    )
+    assert code != 0 and out == "" and "Traceback" not in err
+    assert "use --protocol medm3" in err and err.count("\n") == 1

@@ -58,7 +58,10 @@ def replay(
         monkeypatch.setitem(registry._instances, (name, None, None), expert)
     script = [t["value"] for t in row["conversations"] if t["from"] == "gpt"]
     backend = MockBackend(script=script)
-    session = ChatSession(backend, images, AgentConfig(use_cache=False))
+    config = AgentConfig(
+        use_cache=False, protocol=row.get("protocol", "medm3"), slice_index=row.get("slice")
+    )
+    session = ChatSession(backend, images, config)
     session.ask(row["question"])
     assert backend.remaining == 0
     n_images = sum(len(m.images) for m in session.messages)

@@ -30,13 +30,22 @@ def _named(folder: Path, case: str) -> dict[str, Any]:
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("brats")
     source = write_brats(root / "MICCAI_BraTS_2018_Data_Training")
+    options = {"questions_per_case": 5, "protocol": "medm3"}
+    build_dataset("expert-brats", source, root / "out", options=options)
+    return source, root / "out"
+
+
+@pytest.fixture(scope="module")
+def built_released(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("brats-released")
+    source = write_brats(root / "MICCAI_BraTS_2018_Data_Training")
     build_dataset("expert-brats", source, root / "out", options={"questions_per_case": 5})
     return source, root / "out"
 
 
 def test_rows_are_the_prompts_functions_output(built: tuple[Path, Path]) -> None:
+    from medm3.agent.protocol import get_protocol
     from medm3.experts.registry import model_cards
-    from medm3.imaging.overlay import label_color_name
 
     _, out = built
     rows = read_dataset(out)["train"]
@@ -47,15 +56,16 @@ def test_rows_are_the_prompts_functions_output(built: tuple[Path, Path]) -> None
         "grade",
         "how-large",
     }
-    colours = {v: label_color_name(v) for v in (1, 2, 4)}
+    colours = {1: "red", 2: "blue", 4: "yellow"}  # labels 1, 2, 4 on the shown slice
     for row in rows:
         question, turns = row["question"], row_turns(row)
         _, grade = CASES[row["case"]]
         assert turns[0] == ("human", prompts.brats_first_turn(question, model_cards=model_cards()))
         assert turns[0][1].count("<image>") == 4
         assert turns[1] == ("gpt", prompts.trigger_reply("BRATS"))
-        feedback = prompts.expert_feedback(prompts.brats_text(colours), question, "BRATS")
-        assert turns[2] == ("human", "<image>\n" + feedback)
+        feedback = get_protocol("medm3").brats_feedback(colours, question)
+        assert turns[2] == ("human", feedback)
+        assert "yellow and red: tumor core, only yellow: enhancing tumor, all colors" in feedback
         kind = row["question_type"]
         images = row_images(row)
         index = images[4].rsplit("_", 1)[1]  # the overlay's slice: brats_axial_N.png
@@ -76,10 +86,13 @@ def test_rows_are_the_prompts_functions_output(built: tuple[Path, Path]) -> None
             assert turns[-1][1].endswith(" mL.")
 
 
-def test_agent_replays_every_row(built: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("which", ["built", "built_released"])
+def test_agent_replays_every_row(
+    which: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from medm3.data.reference_experts import ReferenceBrats
 
-    source, out = built
+    source, out = request.getfixturevalue(which)
     for row in read_dataset(out)["train"]:
         case = row["case"]
         seed, grade = CASES[case]
@@ -141,6 +154,13 @@ def test_brats_mode_uses_the_real_expert(tmp_path: Path) -> None:
     case = row["case"]
     named = _named(source / "HGG" / case, case)
     result = BratsExpert(device="cpu", weights=bundle).run(named, "", use_cache=False)
-    feedback = prompts.expert_feedback(result.text, row["question"], "BRATS")
-    overlay = "<image>\n" if result.overlays else ""
-    assert row_turns(row)[2] == ("human", overlay + feedback)
+    from medm3.agent.protocol import get_protocol
+    from medm3.imaging.palettes import reference_palette
+    from medm3.imaging.slicing import take_slice
+
+    labels = take_slice(np.asarray(result.label_map.array), "axial", row["slice"])
+    colours = reference_palette(int(i) for i in np.unique(labels))
+    feedback = get_protocol("released").brats_feedback(colours, row["question"])
+    assert row_turns(row)[1][1] == "I segmented any brain tumors using <BRATS()>."
+    assert row_turns(row)[2] == ("human", feedback)
+    assert row_turns(row)[3] == ("gpt", "All tumors were segmented")

@@ -24,16 +24,29 @@ CHEX_KEYS = [
 
 
 def _feedback(probs: dict[str, float], question: str) -> str:
-    findings = {k: v >= prompts.CXR_TEXT_THRESHOLD for k, v in probs.items()}
-    return prompts.expert_feedback(prompts.classification_text(findings), question, "CXR")
+    """The training text: the reference ensemble file's order (Pneumothorax last), ``> 0.5``."""
+    from medm3.experts.cxr import LABELS
+
+    order = [k for k in LABELS if k != "Pneumothorax" and k in probs] + ["Pneumothorax"]
+    lines = "".join(
+        f"{k.lower().replace('_', ' ')}: {'yes' if probs.get(k, 0.0) > 0.5 else 'no'}\n"
+        for k in order
+        if k in probs
+    )
+    return (
+        f"The resulting predictions are:\n{lines}. Analyze the image and take these predictions "
+        f"into account when responding to this prompt:\n{question}"
+    )
 
 
 def _check_expert_turns(row: dict[str, Any], probs: dict[str, float]) -> None:
-    from medm3.experts.registry import model_cards
+    from medm3.agent.protocol import get_protocol
 
+    released = get_protocol("released")
     question, turns = row["question"], row_turns(row)
-    assert turns[0] == ("human", prompts.first_turn(question, "XR", model_cards=model_cards()))
-    assert turns[1] == ("gpt", prompts.trigger_reply("CXR"))
+    cards = released.cards([])
+    assert turns[0] == ("human", f"{cards.strip()} <image>\nThis is a CXR image.\n{question}")
+    assert turns[1] == ("gpt", "This looks like an chest x-ray. Let me first trigger <CXR()>.")
     assert turns[2] == ("human", _feedback(probs, question))
 
 
@@ -93,6 +106,7 @@ def test_agent_replays_cxr_rows(
     for row in read_dataset(out)["train"]:
         key = row["id"].split("/", 2)[2].split("#")[0]
         image = load_image(out / row_images(row)[0], modality="XR")
+        image.metadata["body_part"] = "CHEST"  # known to be a chest X-ray, as in DICOM
         turns, n_images = replay(row, image, {"cxr": FixedCXR(probs[key])}, monkeypatch)
         assert turns == row_turns(row) and n_images == 1
 
@@ -184,4 +198,6 @@ def test_real_cxr_expert_on_random_weights(tmp_path: Path) -> None:
     image = load_image(tmp_path / "out" / row["image"], modality="XR")
     result = CXRExpert(device="cpu", weights=weights).run(image, "", use_cache=False)
     question = row["question"]
-    assert row_turns(row)[2] == ("human", prompts.expert_feedback(result.text, question, "CXR"))
+    probs = CXRExpert(device="cpu", weights=weights, ensemble="reference").predict_batch([image])[0]
+    assert result.info["ensemble"] == "calibrated"  # the expert's own default differs
+    assert row_turns(row)[2] == ("human", _feedback(probs, question))

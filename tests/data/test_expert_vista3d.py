@@ -36,6 +36,15 @@ def _image(source: Path, seed: int) -> Any:
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("v3d")
     source = write_msd(root / "Task03_Liver")
+    options = {"questions_per_volume": 6, "protocol": "medm3"}
+    build_dataset("expert-vista3d", source, root / "out", options=options, seed=3)
+    return source, root / "out"
+
+
+@pytest.fixture(scope="module")
+def built_released(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("v3d-released")
+    source = write_msd(root / "Task03_Liver")
     build_dataset(
         "expert-vista3d", source, root / "out", options={"questions_per_volume": 6}, seed=3
     )
@@ -43,10 +52,12 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def test_rows_are_the_prompts_functions_output(built: tuple[Path, Path]) -> None:
+    from medm3.agent.protocol import get_protocol
     from medm3.experts import vista3d_labels as vl
     from medm3.experts.measure import measure_structures
     from medm3.experts.registry import model_cards
-    from medm3.imaging.overlay import label_color_name
+    from medm3.imaging.palettes import unique_palette
+    from medm3.imaging.slicing import take_slice
 
     source, out = built
     rows = read_dataset(out)["train"]
@@ -63,11 +74,13 @@ def test_rows_are_the_prompts_functions_output(built: tuple[Path, Path]) -> None
         wanted = vl.expand_prompt(vl.prompt_ids(args))
         subset = np.where(np.isin(labels, wanted), labels, 0)
         found = [int(i) for i in np.unique(subset) if i > 0]
-        pairs = [(label_color_name(i), vl.VISTA3D_LABELS[i]) for i in found]
+        on_slice = [int(i) for i in np.unique(take_slice(subset, "axial", row["slice"])) if i > 0]
+        colours = unique_palette(on_slice)
+        pairs = [(colours[i], vl.VISTA3D_LABELS[i]) for i in on_slice]
+        protocol = get_protocol("medm3")
         assert turns[0] == ("human", prompts.first_turn(question, "CT", model_cards=cards))
         assert turns[1] == ("gpt", prompts.trigger_reply("VISTA3D", args))
-        feedback = prompts.expert_feedback(prompts.segmentation_text(pairs), question, "VISTA3D")
-        assert turns[2] == ("human", "<image>\n" + feedback)
+        assert turns[2] == ("human", protocol.segmentation_feedback(pairs, question))
         kind = row["question_type"]
         if kind in ("how-many", "how-large"):
             name = row["structure"]
@@ -75,10 +88,7 @@ def test_rows_are_the_prompts_functions_output(built: tuple[Path, Path]) -> None
             rows_m = measure_structures(image, subset.astype(np.uint8), [(sid, name)])
             assert turns[3] == ("gpt", prompts.trigger_reply("MEASURE", name))
             text = prompts.measurement_text(rows_m)
-            assert turns[4] == (
-                "human",
-                "<image>\n" + prompts.expert_feedback(text, question, "MEASURE"),
-            )
+            assert turns[4] == ("human", "<image>\n" + protocol.text_feedback(text, question))
             assert len(row_images(row)) == 3
         else:
             assert len(turns) == 4 and len(row_images(row)) == 2
@@ -89,15 +99,18 @@ def test_rows_are_the_prompts_functions_output(built: tuple[Path, Path]) -> None
             assert answer == "There are 2 hepatic tumors."  # two tumour boxes in liver_0
         if kind == "segment":
             sid = vl.structure_id(row["structure"])
-            assert answer == f"The {row['structure']} is shown in {label_color_name(sid)}."
+            assert answer == f"The {row['structure']} is shown in {colours[sid]}."
         for path in row_images(row):
             assert (out / path).is_file()
 
 
-def test_agent_replays_every_row(built: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("which", ["built", "built_released"])
+def test_agent_replays_every_row(
+    which: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from medm3.data.reference_experts import ReferenceVista3D
 
-    source, out = built
+    source, out = request.getfixturevalue(which)
     for row in read_dataset(out)["train"]:
         seed = int(row["volume"].split("_")[1])
         expert = ReferenceVista3D(_vista_labels(seed))
@@ -108,9 +121,8 @@ def test_agent_replays_every_row(built: tuple[Path, Path], monkeypatch: pytest.M
 
 def test_deterministic(built: tuple[Path, Path], tmp_path: Path) -> None:
     source, out = built
-    build_dataset(
-        "expert-vista3d", source, tmp_path / "again", options={"questions_per_volume": 6}, seed=3
-    )
+    options = {"questions_per_volume": 6, "protocol": "medm3"}
+    build_dataset("expert-vista3d", source, tmp_path / "again", options=options, seed=3)
     assert read_tree(tmp_path / "again") == read_tree(out)
 
 
@@ -178,6 +190,31 @@ def test_vista3d_mode_uses_the_real_expert(tmp_path: Path) -> None:
 
     image = load_image(source / "case_0000.nii.gz", modality="CT")
     result = Vista3DExpert(device="cpu", weights=bundle).run(image, "everything", use_cache=False)
-    question = row["question"]
-    feedback = prompts.expert_feedback(result.text, question, "VISTA3D")
-    assert row_turns(row)[2] == ("human", "<image>\n" + feedback)
+    from medm3.agent.protocol import get_protocol
+    from medm3.imaging.palettes import reference_palette
+    from medm3.imaging.slicing import take_slice
+
+    on_slice = np.unique(take_slice(np.asarray(result.label_map.array), "axial", row["slice"]))
+    colours = reference_palette(int(i) for i in on_slice)
+    pairs = [(c, result.label_names[i]) for i, c in colours.items()]
+    feedback = get_protocol("released").segmentation_feedback(pairs, row["question"])
+    assert row_turns(row)[2] == ("human", feedback)
+
+
+def test_released_rows_follow_the_trained_forms(built_released: tuple[Path, Path]) -> None:
+    _, out = built_released
+    rows = read_dataset(out)["train"]
+    assert {r["question_type"] for r in rows} <= {"what", "segment", "is-there"}
+    assert all(r["protocol"] == "released" for r in rows)
+    for row in rows:
+        turns = row_turns(row)
+        assert "<VISTA2D(args)>" in turns[0][1] and "<MEASURE(args)>" not in turns[0][1]
+        assert turns[0][1].count("<image>") == 1 and "<image>\nThis is a CT image.\n" in turns[0][1]
+        if row["question_type"] == "segment":  # trained: the trigger reply is the answer
+            assert len(turns) == 2 and turns[1][1].startswith("I segmented the ")
+        else:
+            assert turns[2][1].startswith("The results are <image>\n. The colors in this image")
+        if row["question_type"] == "what":
+            assert turns[3][1].startswith(
+                "This a CT image. It contains several anatomical structures such as identified"
+            )

@@ -18,6 +18,10 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
 
+#: Headers of a script client: the anti-CSRF header a web page cannot send.
+SCRIPT = {"X-Requested-With": "tests"}
+
+
 def last_user_text(messages: list[Any]) -> str:
     """Text of the last user turn a mock model received."""
     return next((m.plain_text for m in reversed(messages) if m.role == "user"), "")
@@ -26,7 +30,7 @@ def last_user_text(messages: list[Any]) -> str:
 def segment_then_answer(messages: list[Any]) -> str:
     """Mock model: ask FAKESEG for the bright region, then answer from its result."""
     last = last_user_text(messages)
-    if prompts.SEGMENTATION_PREFIX.strip()[:20] in last:
+    if "The colors in this image describe" in last:
         return "The bright region is shown in red."
     return "<FAKESEG(bright)>"
 
@@ -36,7 +40,7 @@ def segment_measure_answer(messages: list[Any]) -> str:
     last = last_user_text(messages)
     if prompts.MEASUREMENT_HEADER in last:
         return "Done: the bright region was segmented and measured (see the overlay)."
-    if prompts.SEGMENTATION_PREFIX.strip()[:20] in last:
+    if "The colors in this image describe" in last:
         return "<MEASURE(bright)>"
     return "<FAKESEG(bright)>"
 
@@ -58,6 +62,7 @@ def make_app(tmp_path: Path) -> Iterator[Callable[..., Any]]:
         vlm = model if isinstance(model, VLMBackend) else MockBackend("mock", script=model)
         overrides.setdefault("data_dir", tmp_path / "data")
         overrides.setdefault("ui", False)
+        overrides.setdefault("allowed_hosts", ("testserver", "127.0.0.1", "localhost"))
         return create_app(ServeSettings(vlm=vlm, **overrides))
 
     yield build
@@ -71,7 +76,8 @@ def client_for(make_app: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
     opened: list[Any] = []
 
     def build(model: Any = echo, **overrides: Any) -> Any:
-        client = TestClient(make_app(model, **overrides))
+        # a script, not a web page: it may send the anti-CSRF header
+        client = TestClient(make_app(model, **overrides), headers=SCRIPT)
         client.__enter__()
         opened.append(client)
         return client

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.serve.conftest import echo, segment_then_answer
+from tests.serve.conftest import SCRIPT, echo, segment_then_answer
 
 from medm3.vlm.mock import MockBackend
 
@@ -122,13 +122,13 @@ def test_session_memory_survives_restart(make_app: Any, fake_experts: None, ct_p
     from fastapi.testclient import TestClient
 
     first = MockBackend("mock", script=segment_then_answer)
-    with TestClient(make_app(first)) as client:
+    with TestClient(make_app(first), headers=SCRIPT) as client:
         file_id = _upload(client, ct_path)["id"]
         r = _ask(client, "Find the bright region", file_id)
         session_id = r.json()["medm3"]["session_id"]
     # a new process: new app, new model instance, same data folder
     second = MockBackend("mock", script=["It is the same study as before."])
-    with TestClient(make_app(second)) as client:
+    with TestClient(make_app(second), headers=SCRIPT) as client:
         r = _ask(client, "And now?", session_id=session_id)
         assert r.status_code == 200, r.text
         assert r.json()["choices"][0]["message"]["content"] == "It is the same study as before."
@@ -292,14 +292,14 @@ def test_backend_loaded_at_startup_or_reported(tmp_path: Path) -> None:
     from medm3.serve import ServeSettings, create_app
 
     ok = create_app(ServeSettings(backend="mock", model="m", data_dir=tmp_path / "a", ui=False))
-    with TestClient(ok) as client:
+    with TestClient(ok, base_url="http://127.0.0.1", headers=SCRIPT) as client:
         deadline = time.monotonic() + 10
         while client.get("/health").json()["status"] != "ok":
             assert time.monotonic() < deadline
             time.sleep(0.01)
         assert client.get("/v1/models").json()["data"][0]["id"] == "m"
     bad = create_app(ServeSettings(backend="nosuch", model="m", data_dir=tmp_path / "b", ui=False))
-    with TestClient(bad) as client:
+    with TestClient(bad, base_url="http://127.0.0.1", headers=SCRIPT) as client:
         deadline = time.monotonic() + 10
         while client.get("/health").json()["status"] != "error":
             assert time.monotonic() < deadline

@@ -36,7 +36,8 @@ def _img_src(page: Any, selector: str) -> str:
 
 
 def test_upload_slide_ask_and_see_overlay(make_app: Any, fake_experts: None, ct_path: Path) -> None:
-    app = make_app(MockBackend("mock", script=segment_measure_answer), ui=True)
+    # Chaining (segment, then MEASURE) is the medm3 protocol; mock is VILA-format (released).
+    app = make_app(MockBackend("mock", script=segment_measure_answer), ui=True, protocol="medm3")
     executable = str(CHROMIUM) if CHROMIUM.exists() else shutil.which("chromium")
     with LiveServer(app) as server, sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(

@@ -148,7 +148,7 @@ def test_traversal_attempts_never_read_outside(
 
 
 def test_oversize_uploads_and_bodies_are_refused(client_for: Any, png_bytes: bytes) -> None:
-    client = client_for(max_upload_mb=0.02)  # 20 KiB
+    client = client_for(max_upload_mb=0.02, max_json_mb=1)  # 20 KiB uploads, 1 MiB bodies
     big = b"\x89PNG\r\n\x1a\n" + os.urandom(40_000)
     r = _upload(client, "big.png", big)
     assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"

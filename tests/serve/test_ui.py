@@ -27,6 +27,30 @@ def test_ui_is_mounted_and_needs_the_key_when_keys_are_set(client_for: Any) -> N
     assert client.get("/ui/config").status_code == 200
 
 
+def test_ui_routes_pass_the_guard_from_its_own_origin_only(
+    client_for: Any, png_bytes: bytes
+) -> None:
+    client = client_for(ui=True)
+    own = {"Origin": "http://testserver"}
+    r = client.post("/ui/gradio_api/upload", files={"files": ("a.png", png_bytes)}, headers=own)
+    assert r.status_code == 200, r.text
+    evil = {"Origin": "http://evil.example"}
+    r = client.post("/ui/gradio_api/upload", files={"files": ("a.png", png_bytes)}, headers=evil)
+    assert r.status_code == 403 and r.json()["error"]["code"] == "cross_origin"
+    r = client.get("/ui/", headers={"Host": "evil.example"})
+    assert r.status_code == 400
+
+
+def test_gradio_analytics_are_off(client_for: Any) -> None:
+    import os
+
+    from medm3.serve.ui import build_ui
+
+    client = client_for(ui=True)
+    assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"
+    assert build_ui(client.app.state.service).analytics_enabled is False
+
+
 def test_handlers_upload_view_ask_download(
     client_for: Any, fake_experts: None, ct_path: Path, tmp_path: Path
 ) -> None:

@@ -2,31 +2,50 @@
 
 One :class:`ChatSession` holds the images of a study and the conversation so
 far. :meth:`ChatSession.ask` sends the question (the first time with the model
-cards, the rendered image(s) and the modality sentence, in the VILA-M3 format
-from :mod:`medm3.prompts`), detects an expert call in the answer (a trigger such
-as ``<VISTA3D(liver)>`` or a native tool call), runs the expert on the
-full-resolution data, feeds its result (text + overlay image) back, and
-repeats up to ``max_rounds`` times so experts can chain (segment, then
-measure). Every step is recorded in a JSON-serialisable trace.
+cards, the rendered image(s) and the modality sentence), detects an expert
+call in the answer (a trigger such as ``<VISTA3D(liver)>`` or a native tool
+call), runs the expert on the full-resolution data and feeds its result back
+(text, and the overlay on the slice the model was shown). Every text and rule
+comes from the session's :class:`~medm3.agent.protocol.Protocol`: ``released``
+(the released VILA-M3 checkpoints' training conversations: one expert per
+question, a "segmented" reply ends the turn) or ``medm3`` (chaining up to
+``max_rounds`` calls, repeats refused). Every step is recorded in a
+JSON-serialisable trace. A literal ``<image>`` typed by the user is removed:
+only the agent places images.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from medm3 import prompts
+from medm3.agent.config import (
+    TOOLS_SYSTEM_PROMPT,
+    AgentConfig,
+    AgentReply,
+    Turn,
+    is_brats_set,
+    normalize_images,
+)
+from medm3.agent.feedback import ShownSlice, build_feedback
+from medm3.agent.protocol import (
+    Protocol,
+    check_fits,
+    default_protocol,
+    get_protocol,
+    is_chest_xray,
+    strip_image_tokens,
+)
 from medm3.agent.trace import Trace
-from medm3.agent.triggers import Trigger, TriggerParse, parse_trigger
-from medm3.errors import InputError
+from medm3.agent.triggers import TRIGGER_RE, Trigger, TriggerParse, parse_trigger
+from medm3.errors import InputError, MedM3Error
 from medm3.experts.base import ExpertError, ExpertResult, RunContext
 from medm3.imaging.image import MedicalImage
 from medm3.vlm.base import (
     Generation,
-    GenerationConfig,
     ImagePart,
     Message,
     Part,
@@ -34,99 +53,14 @@ from medm3.vlm.base import (
     VLMBackend,
 )
 
-#: System prompt for tool-calling backends (the VILA-M3 models get model cards instead).
-TOOLS_SYSTEM_PROMPT = (
-    "You are a medical imaging assistant. You see a rendered view of the user's scan. "
-    "When a precise answer needs segmentation, classification or measurement, call the "
-    "matching expert tool; it runs on the full-resolution data and returns its findings "
-    "and an overlay image. Then answer the user's question using the result."
-)
-
-
-@dataclass
-class AgentConfig:
-    """Settings of the agent loop.
-
-    Attributes:
-        experts: Registry names of the experts offered (``None``: all registered).
-        use_experts: Offer experts at all (``False``: plain VLM answers).
-        max_rounds: Most expert calls per question.
-        feed_overlay: Send the expert's overlay image back with its text.
-        plane: Plane of the view the VLM sees for volumes.
-        slice_index: Slice the VLM sees (``None``: middle slice; experts choose
-            the slice of their overlay themselves unless this is set).
-        window: Window for rendering the VLM's view (``auto`` by modality).
-        device: Device for the experts (``None``: automatic).
-        weights: Expert name -> local weights folder overriding the cache.
-        generation: Decoding settings.
-        output_dir: Where overlays, label maps and results of each call are saved.
-        use_cache: Use the expert result cache.
-    """
-
-    experts: tuple[str, ...] | None = None
-    use_experts: bool = True
-    max_rounds: int = 3
-    feed_overlay: bool = True
-    plane: str = "axial"
-    slice_index: int | None = None
-    window: str = "auto"
-    device: str | None = None
-    weights: Mapping[str, str | Path] = field(default_factory=dict)
-    generation: GenerationConfig = field(default_factory=GenerationConfig)
-    output_dir: Path | None = None
-    use_cache: bool = True
-
-
-@dataclass
-class AgentReply:
-    """The answer to one question.
-
-    Attributes:
-        text: The final answer.
-        rounds: Expert calls made for this question.
-        results: The expert results obtained for this question.
-        files: Files written (overlays, label maps, result JSON).
-        round_limit_reached: True when the model still asked for an expert after
-            ``max_rounds`` calls.
-        trace: The steps of this question (see :class:`~medm3.agent.trace.Trace`).
-    """
-
-    text: str
-    rounds: int
-    results: list[ExpertResult]
-    files: list[str]
-    round_limit_reached: bool
-    trace: list[dict[str, Any]]
-
-
-def normalize_images(
-    images: MedicalImage | Sequence[MedicalImage] | Mapping[str, MedicalImage] | None,
-) -> dict[str, MedicalImage]:
-    """Name the input images: one image -> ``image``; BraTS sequences keep their names.
-
-    Raises:
-        InputError: Several unnamed images (the agent cannot guess their roles).
-    """
-    if images is None:
-        return {}
-    if isinstance(images, MedicalImage):
-        return {"image": images}
-    if isinstance(images, Mapping):
-        return {str(k).lower(): v for k, v in images.items()}
-    seq = list(images)
-    if len(seq) == 1:
-        return {"image": seq[0]}
-    if not seq:
-        return {}
-    raise InputError(
-        "several images need names (e.g. t1ce=, t1=, t2=, flair= for BraTS); "
-        f"got {len(seq)} unnamed images"
-    )
-
-
-def is_brats_set(images: Mapping[str, MedicalImage]) -> bool:
-    """True when the images are the four named BraTS MRI sequences."""
-    return set(images) == {name for name, _ in prompts.BRATS_SEQUENCES}
+__all__ = [
+    "TOOLS_SYSTEM_PROMPT",
+    "AgentConfig",
+    "AgentReply",
+    "ChatSession",
+    "is_brats_set",
+    "normalize_images",
+]
 
 
 class ChatSession:
@@ -137,6 +71,9 @@ class ChatSession:
         images: The study's image(s); ``None`` for a text-only conversation.
         config: Agent settings.
         on_event: Called with each trace step as it happens (progress display).
+
+    Raises:
+        InputError: Unknown protocol, or one the backend cannot speak.
     """
 
     def __init__(
@@ -149,12 +86,16 @@ class ChatSession:
     ) -> None:
         self.backend = backend
         self.config = config or AgentConfig()
+        self.protocol: Protocol = get_protocol(self.config.protocol or default_protocol(backend))
+        check_fits(self.protocol, backend)
         self.images = normalize_images(images)
         self.messages: list[Message] = []
         self.results: list[ExpertResult] = []
         self.trace = Trace(on_event=on_event)
         self._questions = 0
         self._expert_names = self._offered_experts()
+        self._shown: dict[str, tuple[str, int | None]] = {}
+        self._pending: list[Part] = []
         if hasattr(backend, "add_sensitive_values") and self.images:
             from medm3.agent.privacy import sensitive_values
 
@@ -188,9 +129,7 @@ class ChatSession:
     def _model_cards(self) -> str:
         if not self._expert_names or self.backend.supports_tools:
             return ""
-        from medm3.experts.registry import model_cards
-
-        return model_cards(self._expert_names)
+        return self.protocol.cards(self._expert_names)
 
     def view(self, image: MedicalImage) -> Any:
         """The RGB picture of ``image`` the VLM sees (a slice for volumes)."""
@@ -198,34 +137,62 @@ class ChatSession:
 
         plane = self.config.plane if image.is_volume else "axial"
         index = self.config.slice_index if image.is_volume else None
-        return render_slice(
+        picture = render_slice(
             image, plane=plane, index=index, window=self.config.window, legend=False
         )
+        shown = picture.info.get("medm3", {}).get("index") if image.is_volume else None
+        for name, candidate in self.images.items():
+            if candidate is image:
+                self._shown[name] = (plane, None if shown is None else int(shown))
+        return picture
 
-    def _parts(self, text: str, pictures: list[Any]) -> list[Part]:
+    def shown_slice(self, name: str | None = None) -> ShownSlice | None:
+        """The slice of an input image the model was shown (default: the overlay base).
+
+        The overlay base is T1ce for the BraTS set (the reference overlays BraTS
+        labels on it), else the main image.
+        """
+        if not self.images:
+            return None
+        if name is None:
+            name = "t1ce" if is_brats_set(self.images) else next(iter(self.images))
+        image = self.images[name]
+        plane, index = self._shown.get(name, (self.config.plane, self.config.slice_index))
+        if image.is_volume and index is None:
+            from medm3.imaging.slicing import default_slice
+
+            index = default_slice(image.spatial_shape, plane)
+        return ShownSlice(image, plane if image.is_volume else "axial", index, self.config.window)
+
+    @staticmethod
+    def _parts(text: str, pictures: list[Any]) -> list[Part]:
+        """Text with one agent-placed ``<image>`` per picture -> message parts."""
+        pieces = prompts.split_images(text)
+        slots = sum(1 for piece in pieces if piece is None)
+        if slots != len(pictures):  # only the agent places images; never guess
+            raise InputError(f"internal: {slots} image placeholder(s) for {len(pictures)} image(s)")
         parts: list[Part] = []
         pics = iter(pictures)
-        for piece in prompts.split_images(text):
-            if piece is None:
-                parts.append(ImagePart(next(pics)))
-            else:
-                parts.append(TextPart(piece))
+        for piece in pieces:
+            parts.append(ImagePart(next(pics)) if piece is None else TextPart(piece))
         return parts
 
     def _first_message(self, question: str) -> Message:
         cards = self._model_cards()
         if self.backend.supports_tools and self._expert_names:
             self.messages.append(Message.text("system", TOOLS_SYSTEM_PROMPT))
+        question = strip_image_tokens(question).strip()
         if not self.images:
-            text = (cards + question.strip()) if cards else question.strip()
+            text = (cards + question) if cards else question
             return Message.text("user", text)
         if is_brats_set(self.images):
-            text = prompts.brats_first_turn(question, model_cards=cards)
+            text = self.protocol.brats_first_turn(question, cards=cards)
             pictures = [self.view(self.images[name]) for name, _ in prompts.BRATS_SEQUENCES]
         else:
             image = self.main_image
             assert image is not None
-            text = prompts.first_turn(question, image.modality, model_cards=cards)
+            chest = is_chest_xray(image, question)
+            text = self.protocol.first_turn(question, image.modality, cards=cards, chest=chest)
             pictures = [self.view(image)]
         return Message("user", self._parts(text, pictures))
 
@@ -270,12 +237,18 @@ class ChatSession:
             raise InputError("the conversation history must start with a user turn")
         self.messages.append(self._first_message(history[0][1]))
         for role, text in history[1:]:
-            self.messages.append(Message.text(role, text))  # type: ignore[arg-type]
+            self.messages.append(Message.text(role, strip_image_tokens(text)))  # type: ignore[arg-type]
         self._questions = sum(1 for role, _ in history if role == "user")
 
     # -------------------------------------------------------------------- ask
     def ask(self, question: str, *, on_text: Callable[[str], None] | None = None) -> AgentReply:
         """Answer one question, calling experts as the model asks for them.
+
+        A literal ``<image>`` in the question is removed (only the agent places
+        images). The protocol bounds the expert calls: ``released`` makes at most
+        one and ends the turn when the reply is a segmentation-only answer;
+        ``medm3`` chains up to ``max_rounds`` and never runs the same trigger
+        twice for one question.
 
         Args:
             question: The user's question.
@@ -285,9 +258,10 @@ class ChatSession:
             The reply with its trace steps.
 
         Raises:
-            InputError: Empty question.
+            InputError: Empty question (also when it held only ``<image>``).
         """
-        if not question or not question.strip():
+        question = strip_image_tokens(question or "").strip()
+        if not question:
             raise InputError("the question is empty")
         first_step = len(self.trace.steps)
         self._questions += 1
@@ -295,51 +269,100 @@ class ChatSession:
         if not self.messages:
             self.messages.append(self._first_message(question))
         else:
-            self.messages.append(Message.text("user", question.strip()))
-        self.trace.add("question", text=question.strip(), number=self._questions)
-
-        results: list[ExpertResult] = []
-        files: list[str] = []
-        rounds = 0
-        limit_reached = False
+            self.messages.append(Message("user", [*self._pending, TextPart(question)]))
+        self._pending = []
+        self.trace.add(
+            "question", text=question, number=self._questions, protocol=self.protocol.name
+        )
+        state = Turn(limit=self.protocol.max_calls(self.config.max_rounds))
         while True:
             gen = self._generate(sent, on_text)
             sent = len(self.messages)
-            self.messages.append(Message("assistant", [TextPart(gen.text)], list(gen.tool_calls)))
+            kept = strip_image_tokens(gen.text)
+            self.messages.append(Message("assistant", [TextPart(kept)], list(gen.tool_calls)))
             if not self._expert_names:
                 break
             call = self._detect_call(gen)
             if call.trigger is None and call.error is None:
                 break
-            if rounds >= self.config.max_rounds:
-                limit_reached = True
-                self.trace.add("round_limit", max_rounds=self.config.max_rounds)
+            if state.rounds >= state.limit:
+                state.limit_reached = True
+                self.trace.add("round_limit", max_rounds=state.limit)
                 break
-            rounds += 1
+            state.rounds += 1
             tool_id = gen.tool_calls[0].id if gen.tool_calls else ""
-            if call.error is not None:
-                self.trace.add("expert_error", round=rounds, message=call.error)
-                feedback = [TextPart(prompts.expert_error_feedback(call.error, question))]
-            else:
-                assert call.trigger is not None
-                result, written, feedback = self._run_expert(call.trigger, question, rounds)
-                if result is not None:
-                    results.append(result)
-                    files.extend(written)
-            if tool_id:
-                self.messages.append(Message("tool", feedback, tool_call_id=tool_id))
-            else:
-                self.messages.append(Message("user", feedback))
-        answer = self.messages[-1].plain_text.strip()
-        self.trace.add("answer", text=answer, rounds=rounds, round_limit_reached=limit_reached)
+            parts = self._answer_call(call, gen.text, question, state, tool_id)
+            if state.ended:
+                break
+            role = "tool" if tool_id else "user"
+            self.messages.append(Message(role, parts, tool_call_id=tool_id))
+        answer = (
+            strip_image_tokens(gen.text).strip()
+            if state.ended
+            else (self.messages[-1].plain_text.strip())
+        )
+        self.trace.add(
+            "answer",
+            text=answer,
+            rounds=state.rounds,
+            round_limit_reached=state.limit_reached,
+            ended_by_segmentation=state.ended,
+            protocol=self.protocol.name,
+        )
         return AgentReply(
             text=answer,
-            rounds=rounds,
-            results=results,
-            files=files,
-            round_limit_reached=limit_reached,
+            rounds=state.rounds,
+            results=state.results,
+            files=state.files,
+            round_limit_reached=state.limit_reached,
             trace=self.trace.steps[first_step:],
+            protocol=self.protocol.name,
+            ended_by_segmentation=state.ended,
         )
+
+    def _answer_call(
+        self, call: TriggerParse, reply: str, question: str, state: Turn, tool_id: str
+    ) -> list[Part]:
+        """The parts answering one expert call (may end the turn via ``state.ended``)."""
+        unavailable = self._unavailable(reply) if call.trigger is None else None
+        if unavailable is not None:
+            self.trace.add("expert_unavailable", round=state.rounds, trigger=unavailable)
+            return [TextPart(self.protocol.unavailable_feedback(unavailable, question))]
+        if call.error is not None:
+            self.trace.add("expert_error", round=state.rounds, message=call.error)
+            return [TextPart(prompts.expert_error_feedback(call.error, question))]
+        trigger = call.trigger
+        assert trigger is not None
+        key = (trigger.trigger.upper(), trigger.args)
+        if self.protocol.detects_repeats and key in state.ran:
+            self.trace.add("expert_repeat", round=state.rounds, trigger=trigger.text)
+            return [TextPart(self.protocol.repeat_feedback(trigger.text, question))]
+        state.ran.add(key)
+        from medm3.experts.registry import get_expert_class
+
+        task = get_expert_class(trigger.expert).task
+        seg_only = not tool_id and self.protocol.segmentation_only(reply, task, trigger.trigger)
+        result, written, parts = self._run_expert(
+            trigger, question, state.rounds, answer=not seg_only
+        )
+        if result is not None:
+            state.results.append(result)
+            state.files.extend(written)
+            if seg_only:
+                state.ended = True
+                self._pending = parts
+        return parts
+
+    def _unavailable(self, reply: str) -> str | None:
+        """A trigger name the cards announce but this installation does not offer."""
+        from medm3.experts.registry import get_expert_class
+
+        offered = {get_expert_class(n).trigger.upper() for n in self._expert_names}
+        names = {m.group(1).upper() for m in TRIGGER_RE.finditer(reply)} - {"NAME"}
+        if len(names) != 1:
+            return None
+        name = next(iter(names))
+        return name if name in self.protocol.card_triggers() and name not in offered else None
 
     def _generate(self, since: int, on_text: Callable[[str], None] | None) -> Generation:
         tools = self._tools()
@@ -380,33 +403,55 @@ class ChatSession:
         return named
 
     def _run_expert(
-        self, trigger: Trigger, question: str, round_no: int
+        self, trigger: Trigger, question: str, round_no: int, *, answer: bool = True
     ) -> tuple[ExpertResult | None, list[str], list[Part]]:
-        from medm3.experts.registry import get_expert
+        from medm3.experts.catalogue import WeightsNotFoundError
+        from medm3.experts.registry import get_expert, get_expert_class
 
-        weights = self.config.weights.get(trigger.expert)
-        expert = get_expert(trigger.expert, device=self.config.device, weights=weights)
+        options: dict[str, Any] = {}
+        if self.protocol.ensemble() is not None and get_expert_class(trigger.expert).name == "cxr":
+            options["ensemble"] = self.protocol.ensemble()
+        shown = self.shown_slice()
         context = RunContext(
             previous=list(self.results),
             plane=self.config.plane,
-            slice_index=self.config.slice_index,
+            slice_index=shown.index if shown is not None else self.config.slice_index,
             output_dir=self.config.output_dir,
+            options=options,
         )
         start = time.perf_counter()
         try:
             if self.main_image is None:
                 raise ExpertError("there is no image in this conversation to run the expert on")
+            weights = self.config.weights.get(trigger.expert)
+            expert = get_expert(trigger.expert, device=self.config.device, weights=weights)
             result = expert.run(
                 self._inputs_for(expert),
                 trigger.args,
                 context=context,
                 use_cache=self.config.use_cache,
             )
-        except ExpertError as exc:
-            self.trace.add(
-                "expert_error", round=round_no, trigger=trigger.text, message=exc.message
-            )
-            return None, [], [TextPart(prompts.expert_error_feedback(exc.message, question))]
+        except WeightsNotFoundError:
+            # A setup problem for the user (exit 3 / HTTP 503), not a turn for the model:
+            # an answer written without the expert would hide that the weights are missing.
+            raise
+        except (ExpertError, MedM3Error, ImportError) as exc:
+            message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+            if isinstance(exc, ImportError):
+                message = f"the {trigger.trigger} expert is not installed here ({message})"
+            self.trace.add("expert_error", round=round_no, trigger=trigger.text, message=message)
+            return None, [], [TextPart(prompts.expert_error_feedback(message, question))]
+        fed = build_feedback(
+            self.protocol,
+            result,
+            task=expert.task,
+            trigger=trigger.trigger,
+            question=question,
+            shown=shown,
+            answer=answer,
+            feed_overlay=self.config.feed_overlay,
+        )
+        result = fed.result
         self.results.append(result)
         written: list[str] = []
         if self.config.output_dir is not None:
@@ -423,10 +468,6 @@ class ChatSession:
             result=result.to_dict(),
             files=written,
             seconds=round(time.perf_counter() - start, 4),
+            protocol=self.protocol.name,
         )
-        text = prompts.expert_feedback(result.text, question, trigger.trigger)
-        parts: list[Part] = []
-        if self.config.feed_overlay and result.overlays:
-            parts.append(ImagePart(result.overlays[0].image.convert("RGB")))
-        parts.append(TextPart(text))
-        return result, written, parts
+        return result, written, self._parts(fed.text, fed.pictures)

@@ -41,7 +41,10 @@ def _load_images(tokens: tuple[str, ...], modality: str | None, series: str | No
             raise InputError(
                 "several --image options need names, e.g. --image t1ce=a.nii.gz --image t1=b.nii.gz"
             )
-        return load_image(parsed[0][1], modality, series=series)
+        image = load_image(parsed[0][1], modality, series=series)
+        if (modality or "").strip().upper() == "CXR":  # the user says: a chest X-ray
+            image.metadata.setdefault("body_part", "CHEST")
+        return image
     # Named BraTS sequences are MR unless told otherwise.
     return {name: load_image(path, modality or "MR", series=series) for name, path in parsed}
 
@@ -61,6 +64,10 @@ def _event_printer(json_mode: bool) -> Any:
                 click.echo(f"  wrote {path}", err=True)
         elif kind == "expert_error":
             click.echo(f"\n[expert call rejected: {step['message']}]", err=True)
+        elif kind == "expert_repeat":
+            click.echo(f"\n[{step['trigger']} was already run for this question]", err=True)
+        elif kind == "expert_unavailable":
+            click.echo(f"\n[expert {step['trigger']} is not available]", err=True)
         elif kind == "round_limit":
             click.echo(f"\n[stopped after {step['max_rounds']} expert calls]", err=True)
 
@@ -82,7 +89,11 @@ def _event_printer(json_mode: bool) -> Any:
     metavar="PATH",
     help="Scan to discuss (repeat as t1ce=, t1=, t2=, flair= for the four BraTS sequences).",
 )
-@click.option("--modality", default=None, help="Override the image modality (CT, MR, XR ...).")
+@click.option(
+    "--modality",
+    default=None,
+    help="Override the image modality (CT, MR, XR ...; CXR: an X-ray known to show a chest).",
+)
 @click.option("--series", default=None, help="DICOM series to use when a folder holds several.")
 @click.option(
     "--slice", "slice_index", type=int, default=None, help="Slice the VLM sees (volumes)."
@@ -96,7 +107,21 @@ def _event_printer(json_mode: bool) -> Any:
 @click.option("--window", default="auto", show_default=True, help="Window of the VLM's view.")
 @click.option("--no-experts", is_flag=True, help="Do not offer expert models to the VLM.")
 @click.option("--experts", "expert_list", default=None, help="Comma-separated experts to offer.")
-@click.option("--max-rounds", type=click.IntRange(0, 10), default=3, show_default=True)
+@click.option(
+    "--protocol",
+    metavar="[released|medm3]",
+    default=None,
+    help="How the agent talks to the model: released (the released VILA-M3 training "
+    "conversations; default for --backend vila) or medm3 (MEASURE, chained calls; default "
+    "for the others). See docs/fidelity.md.",
+)
+@click.option(
+    "--max-rounds",
+    type=click.IntRange(0, 10),
+    default=3,
+    show_default=True,
+    help="Most expert calls per question (protocol released: at most 1).",
+)
 @click.option("--max-new-tokens", type=click.IntRange(1, 8192), default=1024, show_default=True)
 @click.option("--temperature", type=click.FloatRange(0, 2), default=0.0, show_default=True)
 @click.option("--device", default=None, help="Device for the VLM (auto, cpu, cuda).")
@@ -123,6 +148,12 @@ def _event_printer(json_mode: bool) -> Any:
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the answer and the whole trace as JSON."
 )
+@click.option(
+    "--store",
+    is_flag=True,
+    help="With PROMPT and a DICOMweb image: store the last segmentation, its measurements, "
+    "the question and the answer in the study (DICOM-SEG + SR, see docs/pacs.md).",
+)
 def chat(
     prompt: str | None,
     model: str | None,
@@ -135,6 +166,7 @@ def chat(
     window: str,
     no_experts: bool,
     expert_list: str | None,
+    protocol: str | None,
     max_rounds: int,
     max_new_tokens: int,
     temperature: float,
@@ -147,6 +179,7 @@ def chat(
     out_dir: Path | None,
     no_cache: bool,
     as_json: bool,
+    store: bool,
 ) -> None:
     """Ask about a scan: the VLM answers, calling expert models when it needs them.
 
@@ -162,6 +195,10 @@ def chat(
 
     if prompt is not None and not prompt.strip():
         raise InputError("the prompt is empty")
+    if protocol is not None:
+        from medm3.agent.protocol import get_protocol
+
+        protocol = get_protocol(protocol).name
     backend_cls = BACKENDS.get(backend)
     experts = None
     if expert_list:
@@ -171,6 +208,8 @@ def chat(
             get_expert_class(n.strip()).name for n in expert_list.split(",") if n.strip()
         )
     loaded = _load_images(images, modality, series)
+    if store:
+        _check_store(prompt, loaded)
     if out_dir is None:
         out_dir = Path("m3_outputs") / time.strftime("chat-%Y%m%d-%H%M%S")
     config = AgentConfig(
@@ -184,6 +223,7 @@ def chat(
         generation=GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature),
         output_dir=out_dir,
         use_cache=not no_cache,
+        protocol=protocol,
     )
     model_id = model or default_model(backend)
     options = _backend_options(
@@ -203,21 +243,50 @@ def chat(
 
     if prompt is not None:
         reply = session.ask(prompt, on_text=None if as_json else stream)
+        stored = _store(reply, loaded, model_id, prompt) if store else []
         if as_json:
             doc = {
+                "stored": stored,
                 "answer": reply.text,
                 "rounds": reply.rounds,
                 "round_limit_reached": reply.round_limit_reached,
                 "files": reply.files,
                 "model": model_id,
                 "backend": backend,
+                "protocol": reply.protocol,
                 "trace": reply.trace,
             }
             click.echo(json.dumps(doc, indent=2, default=str))
         else:
             click.echo()
+            for url in stored:
+                click.echo(f"stored {url}", err=True)
         return
     _interactive(session, as_json, stream)
+
+
+def _check_store(prompt: str | None, loaded: Any) -> None:
+    """--store needs one question and a DICOMweb image (checked before the model loads)."""
+    from medm3.dicomweb.store import dicomweb_source
+
+    if prompt is None:
+        raise InputError("--store needs a PROMPT (it stores the answer to one question)")
+    if loaded is None or isinstance(loaded, dict):
+        raise InputError("--store needs one --image read from a DICOMweb server")
+    dicomweb_source(loaded)
+
+
+def _store(reply: Any, image: Any, model_id: str, question: str) -> list[str]:
+    """Store the reply's last segmentation + measurements + Q/A; the stored instances' URLs."""
+    from medm3.dicomweb.store import dicomweb_source, store_result
+
+    result = next((r for r in reversed(reply.results) if r.label_map is not None), None)
+    if result is None:
+        raise InputError("--store: no expert segmented anything in this answer; nothing stored")
+    origin = dicomweb_source(image)
+    stored = store_result(result, image, vlm=model_id, question=question, answer=reply.text)
+    base = f"dicomweb+{origin['root']}/studies/{origin['study_uid']}"
+    return [f"{base}/series/{o.series_instance_uid}/instances/{o.sop_instance_uid}" for o in stored]
 
 
 def _interactive(session: Any, as_json: bool, stream: Any) -> None:
@@ -234,7 +303,11 @@ def _interactive(session: Any, as_json: bool, stream: Any) -> None:
             break
         if not question.strip():
             continue
-        reply = session.ask(question, on_text=None if as_json else stream)
+        try:
+            reply = session.ask(question, on_text=None if as_json else stream)
+        except InputError as exc:  # e.g. a question that was only "<image>": say so, go on
+            click.echo(f"m3: error: {exc.message}", err=True)
+            continue
         if as_json:
             click.echo(json.dumps({"answer": reply.text, "trace": reply.trace}, default=str))
         else:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from medm3.cli.outputs import check_output_location
 from medm3.errors import InputError, MedM3Error
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -41,6 +42,10 @@ COMMON_OPTIONS = (
     "no-resume",
     "progress",
     "json",
+    "executor",
+    "address",
+    "workers",
+    "gpus-per-worker",
 )
 
 
@@ -106,6 +111,7 @@ def build_command(cls: type[Builder]) -> click.Command:
     """The ``m3 data build NAME`` command of one builder."""
     from medm3.data.base import IMAGE_MODES
     from medm3.data.engine import DEFAULT_MAX_BAD_FRACTION
+    from medm3.executors.cli import executor_params
 
     params: list[click.Parameter] = [
         click.Option(
@@ -147,12 +153,14 @@ def build_command(cls: type[Builder]) -> click.Command:
             help="Progress bar on stderr (default: when it is a terminal).",
         ),
         click.Option(["--json", "as_json"], is_flag=True, help="Print the manifest as JSON."),
+        *executor_params(),
     ]
     params += [_click_option(o) for o in cls.options]
     builder_keys = [o.key for o in cls.options]
 
     def run(**kwargs: Any) -> None:
         from medm3.data.engine import build_dataset, staging_path
+        from medm3.executors.cli import spec_from_options
 
         source, output = kwargs.pop("source"), kwargs.pop("output")
         if source is None:
@@ -160,6 +168,8 @@ def build_command(cls: type[Builder]) -> click.Command:
         if output is None:
             raise InputError(f"missing -o/--output FOLDER (see `m3 data build {cls.name} --help`)")
         options = {k: kwargs[k] for k in builder_keys if kwargs.get(k) not in (None, False)}
+        check_output_location(Path(output).parent, is_dir=True)
+        executor = spec_from_options(kwargs)  # the cluster is joined after the source checks
         try:
             summary = build_dataset(
                 cls.name,
@@ -174,6 +184,7 @@ def build_command(cls: type[Builder]) -> click.Command:
                 resume=not kwargs["no_resume"],
                 progress=kwargs["progress"],
                 image_mode=kwargs["image_mode"],
+                executor=executor,
             )
         except KeyboardInterrupt:
             raise BuildInterrupted(

@@ -14,11 +14,12 @@ import inspect
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
 from medm3.errors import InputError
+from medm3.executors.cli import executor_options
 
 _PROTOCOL_NAMES = ("vila-m3", "llava-med")
 
@@ -101,6 +102,7 @@ def list_tasks() -> None:
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@executor_options
 def run(
     task: str,
     model: str | None,
@@ -122,6 +124,7 @@ def run(
     judges: bool,
     quiet: bool,
     as_json: bool,
+    **executor_kwargs: Any,
 ) -> None:
     """Run TASK, score it, and write predictions.jsonl + run.json to the run folder.
 
@@ -130,10 +133,13 @@ def run(
       m3 eval run vqa-rad --data vqa_rad/test.json -o runs/vqarad-8b
       m3 eval run slake --protocol llava-med --data slake/ -o runs/slake --limit 100
       m3 eval run chexpert-cls --experts on --data chexlocalize/groundtruth.csv -o runs/chx
+      m3 eval run slake --data slake/ -o runs/slake --executor ray --gpus-per-worker 1
     """
     from medm3.eval.runner import execute, prepare
+    from medm3.executors.cli import spec_from_options
     from medm3.vlm.registry import BACKENDS, default_model, load_backend
 
+    executor_spec = spec_from_options(executor_kwargs)
     model_id = model or default_model(backend)
     backend_cls = BACKENDS.get(backend)
     prepared = prepare(
@@ -157,6 +163,23 @@ def run(
 
         expert = get_expert("cxr", device=expert_device)
         expert.weights_folder()  # missing weights: fail before anything is written
+    if executor_spec.kind != "local":
+        _run_remote(
+            prepared,
+            executor_spec,
+            backend,
+            model_id,
+            backend_cls,
+            expert_device,
+            quiet,
+            as_json,
+            device=device,
+            dtype=dtype,
+            batch_size=batch_size,
+            base_url=base_url,
+            api_key=api_key,
+        )
+        return
     options = _backend_options(
         backend_cls,
         device=device,
@@ -169,14 +192,49 @@ def run(
     try:
         result = execute(prepared, vlm, expert=expert, progress=not quiet)
     except KeyboardInterrupt:
-        click.echo(
-            f"\nm3: interrupted; the predictions so far are in {prepared.out_dir}: "
-            "run the same command again to resume",
-            err=True,
-        )
-        sys.exit(130)
+        _interrupted(prepared.out_dir)
     finally:
         vlm.close()
+    _print_result(result, as_json)
+
+
+def _interrupted(out_dir: Path) -> NoReturn:
+    click.echo(
+        f"\nm3: interrupted; the predictions so far are in {out_dir}: "
+        "run the same command again to resume",
+        err=True,
+    )
+    sys.exit(130)
+
+
+def _run_remote(
+    prepared: Any,
+    spec: Any,
+    backend: str,
+    model_id: str,
+    backend_cls: type,
+    expert_device: str | None,
+    quiet: bool,
+    as_json: bool,
+    **candidates: Any,
+) -> None:
+    """``--executor ray``: each worker loads the backend once; the driver writes the files."""
+    from medm3.eval.generate import BackendRef
+    from medm3.eval.runner import execute
+    from medm3.executors import make_executor
+
+    name = getattr(backend_cls, "name", None) or backend
+    options = _backend_options(backend_cls, **candidates)
+    ref = BackendRef(name, model_id, options, expert_device, key=backend)
+    with make_executor(spec) as executor:
+        try:
+            result = execute(prepared, ref, progress=not quiet, executor=executor)
+        except KeyboardInterrupt:
+            _interrupted(prepared.out_dir)
+    _print_result(result, as_json)
+
+
+def _print_result(result: Any, as_json: bool) -> None:
     if as_json:
         payload = {
             "task": result.task,
@@ -223,14 +281,14 @@ def run(
 def score(protocol: str, answers: Path, predictions: Path, as_json: bool) -> None:
     """Score a predictions file against ground truth under a protocol."""
     from medm3.eval.datasets import load_references
-    from medm3.eval.predictions import read_predictions
+    from medm3.eval.predictions import predictions_by_id, read_predictions
     from medm3.eval.scorers import llava_med, vila_m3
     from medm3.eval.tasks import PROTOCOLS
 
     if not predictions.is_file():
         raise InputError("predictions file not found", predictions)
     refs = load_references(answers, protocol)
-    preds = {str(r["question_id"]): str(r.get("text", "")) for r in read_predictions(predictions)}
+    preds = predictions_by_id(read_predictions(predictions), predictions)
     scorer = llava_med if protocol == "llava-med" else vila_m3
     result = scorer.score(refs, preds)
     extra = len(set(preds) - {r.id for r in refs})

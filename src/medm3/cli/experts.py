@@ -10,6 +10,7 @@ go to stderr when it is a terminal, so a failure is exactly one
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import sys
@@ -19,7 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from medm3.cli.experts_batch import batch_options, is_batch_run, run_batch_command
+from medm3.cli.outputs import check_output_location, writing
 from medm3.errors import InputError
+from medm3.executors.cli import executor_options
 
 if TYPE_CHECKING:  # pragma: no cover
     from medm3.experts.base import Expert, ExpertResult
@@ -194,7 +198,7 @@ def _parse_images(
 
 @experts.command("run")
 @click.argument("name")
-@click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
+@click.argument("images", nargs=-1, metavar="IMAGE...")
 @click.option("--arg", "arg", default="", help="Argument string, as in <NAME(arg)>.")
 @click.option(
     "-o",
@@ -225,6 +229,20 @@ def _parse_images(
     "--plane", default="axial", show_default=True, help="axial, coronal or sagittal overlay."
 )
 @click.option("--no-cache", is_flag=True, help="Do not use the result cache.")
+@click.option("--series", default=None, help="DICOM series to read (index, UID or description).")
+@click.option(
+    "--store",
+    is_flag=True,
+    help="Store the result in the image's DICOMweb study: DICOM-SEG + SR (see docs/pacs.md).",
+)
+@batch_options
+@executor_options
+@click.option(
+    "--trust-bundle-code",
+    is_flag=True,
+    help="Let a MONAI bundle's network_def run code other than a known network "
+    "constructor (only for bundles you trust; sets MEDM3_TRUST_BUNDLE_CODE=1).",
+)
 def run(
     name: str,
     images: tuple[str, ...],
@@ -239,12 +257,51 @@ def run(
     slice_index: int | None,
     plane: str,
     no_cache: bool,
+    series: str | None,
+    store: bool,
+    trust_bundle_code: bool,
+    **batch: Any,
 ) -> None:
     """Run expert NAME on IMAGE (or NAME=PATH inputs, e.g. t1ce=a.nii.gz t1=b.nii.gz ...).
 
     Prints the result text, timings and files written; with --json the
     result as JSON. Nothing is written unless -o is given.
+
+    \b
+    Batch runs (one result folder per input + results.csv/.jsonl in -o DIR):
+      m3 experts run cxr a.png b.png c.dcm -o out/
+      m3 experts run vista3d --folder cts/ --arg everything -o out/ --executor ray
+      m3 experts run brats --list studies.csv -o out/   (columns t1c,t1,t2,flair)
     """
+    if trust_bundle_code:
+        from medm3.experts.bundle_code import TRUST_ENV
+
+        os.environ[TRUST_ENV] = "1"
+    if is_batch_run(name, images, batch):
+        if store or series is not None:
+            flag = "--store" if store else "--series"
+            raise InputError(f"{flag} works on one input; it is not available in a batch run")
+        if out_dir is not None:
+            check_output_location(out_dir, is_dir=True)
+        run_batch_command(
+            name,
+            images,
+            batch,
+            arg=arg,
+            out_dir=out_dir,
+            as_json=as_json,
+            mask_path=mask_path,
+            labels_path=labels_path,
+            modality=modality,
+            device=device,
+            weights_path=weights_path,
+            slice_index=slice_index,
+            plane=plane,
+            no_cache=no_cache,
+        )
+        return
+    if not images:
+        raise InputError("missing IMAGE (or give --list FILE / --folder DIR for a batch run)")
     from medm3.experts.base import RunContext
     from medm3.experts.catalogue import resolve_weights
     from medm3.experts.registry import get_expert, get_expert_class
@@ -264,13 +321,15 @@ def run(
         raise InputError(f"invalid device {device!r}: use auto, cpu, cuda or cuda:N")
     expert = get_expert(cls.name, device=None if device == "auto" else device, weights=weights_path)
     expert.parse_args(arg)
+    if out_dir is not None:
+        check_output_location(out_dir, is_dir=True)
 
     _status(f"loading {len(parsed) + (mask_path is not None)} image(s) ...")
     loaded: dict[str, MedicalImage] | list[MedicalImage]
     if parsed and parsed[0][0] is not None:
-        loaded = {str(n): load_image(p, modality=modality) for n, p in parsed}
+        loaded = {str(n): load_image(p, modality=modality, series=series) for n, p in parsed}
     else:
-        loaded = [load_image(p, modality=modality) for _, p in parsed]
+        loaded = [load_image(p, modality=modality, series=series) for _, p in parsed]
     if mask_path is not None:
         named = dict(loaded) if isinstance(loaded, dict) else {}
         if isinstance(loaded, list):
@@ -286,6 +345,11 @@ def run(
     if cls.weights_name is not None:
         resolve_weights(cls.weights_name, weights_path)
 
+    main = loaded.get(cls.inputs[0]) if isinstance(loaded, dict) else loaded[0]
+    if store:  # refuse before running when there is nowhere to store
+        from medm3.dicomweb.store import dicomweb_source
+
+        dicomweb_source(main)
     options: dict[str, Any] = {}
     if label_names is not None:
         options["label_names"] = label_names
@@ -295,10 +359,29 @@ def run(
 
     files: dict[str, str] = {}
     warnings: list[str] = []
+    if store:  # before any local file: a refused STOW writes nothing anywhere
+        files.update(_store(result, main, loaded.get("mask") if isinstance(loaded, dict) else None))
     if out_dir is not None:
-        main = loaded.get(cls.inputs[0]) if isinstance(loaded, dict) else loaded[0]
-        files = _save(result, out_dir, main, warnings)
+        with writing(out_dir):
+            files.update(_save(result, out_dir, main, warnings))
     _report(result, files, as_json, warnings)
+
+
+def _store(
+    result: ExpertResult, image: MedicalImage | None, mask: MedicalImage | None
+) -> dict[str, str]:
+    """STOW the result's DICOM-SEG and SR to the image's study; kind -> instance URL."""
+    from medm3.dicomweb.store import dicomweb_source, store_result
+
+    assert image is not None
+    origin = dicomweb_source(image)
+    _status(f"storing the results in study {origin['study_uid']} ...")
+    stored = store_result(result, image, mask=mask)
+    base = f"dicomweb+{origin['root']}/studies/{origin['study_uid']}"
+    return {
+        f"stored:{o.kind}": f"{base}/series/{o.series_instance_uid}/instances/{o.sop_instance_uid}"
+        for o in stored
+    }
 
 
 def _save(

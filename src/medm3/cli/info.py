@@ -50,13 +50,18 @@ def format_summary(summary: dict[str, Any], metadata: dict[str, Any]) -> str:
     if summary.get("original_orientation") and summary["original_orientation"] != orientation:
         orientation += f" (original {summary['original_orientation']})"
     lo, hi = summary["value_range"]
+    bad = summary.get("nonfinite_values") or 0
+    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+        value_text = f"no finite values ({bad:,} NaN/inf)"
+    else:
+        value_text = f"{_num(lo)} .. {_num(hi)}" + (f" ({bad:,} NaN/inf ignored)" if bad else "")
     rows = [
         ("modality", f"{summary['modality']} ({how})"),
         ("kind", "3D volume" if summary["kind"] == "volume" else "2D image"),
         ("shape", " x ".join(str(s) for s in summary["shape"])),
         ("spacing (mm)", " x ".join(_num(s) for s in summary["spacing_mm"])),
         ("orientation", orientation),
-        ("value range", f"{_num(lo)} .. {_num(hi)}"),
+        ("value range", value_text),
         ("dtype", summary["dtype"]),
         ("format", summary.get("format") or "-"),
         ("series", summary.get("series_description") or "-"),

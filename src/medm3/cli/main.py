@@ -8,6 +8,7 @@ without a traceback.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
 from typing import Any
@@ -22,6 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "info": ("medm3.cli.info:info", "Show modality, geometry and value range of an image."),
     "render": ("medm3.cli.render:render", "Render a slice (with optional label overlay) to PNG."),
     "chat": ("medm3.cli.chat:chat", "Ask about a scan; the VLM calls expert models as needed."),
+    "dicomweb": ("medm3.cli.dicomweb:dicomweb", "Browse a DICOMweb server (PACS): list studies."),
     "deid": ("medm3.cli.deid:deid", "De-identify DICOM files (PS3.15 Basic Profile)."),
     "experts": ("medm3.cli.experts:experts", "List, describe, run and download expert models."),
     "eval": (
@@ -87,8 +89,44 @@ def main(argv: list[str] | None = None) -> Any:
     try:
         return cli.main(args=argv, prog_name="m3", standalone_mode=True)
     except MedM3Error as exc:
-        click.echo(f"m3: error: {exc}", err=True)
+        _error_line(str(exc))
         sys.exit(exc.exit_code)
+    except OSError as exc:
+        if exc.errno not in OUTPUT_ERRNOS:
+            raise
+        where = exc.filename if exc.filename is not None else None
+        _error_line(f"{where}: {exc.strerror}" if where is not None else str(exc.strerror))
+        sys.exit(1)
+    except UnicodeError as exc:  # argv bytes that are not UTF-8 (surrogate-escaped)
+        _error_line(
+            "an argument holds bytes that are not valid UTF-8 (e.g. a prompt typed in "
+            f"another encoding); pass text as UTF-8 ({type(exc).__name__})"
+        )
+        sys.exit(2)
+
+
+#: errno values of environment problems (read-only or full disk, permissions)
+#: reported as one line rather than as a traceback.
+OUTPUT_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in (
+        "EACCES",
+        "EPERM",
+        "EROFS",
+        "ENOSPC",
+        "EDQUOT",
+        "ENOTDIR",
+        "EISDIR",
+        "ENAMETOOLONG",
+    )
+    if hasattr(errno, name)
+)
+
+
+def _error_line(text: str) -> None:
+    """Print ``m3: error: TEXT`` as one line (newlines folded), never failing on encoding."""
+    line = " ".join(f"m3: error: {text}".split())
+    click.echo(line.encode("utf-8", "backslashreplace").decode("utf-8"), err=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from medm3.cli.outputs import check_output_location, writing
 from medm3.errors import InputError
 
 
@@ -88,6 +89,7 @@ def render(
     # Cheap checks first, so typos fail before a large image is read.
     if output.suffix.lower() != ".png":
         raise InputError("output must be a .png file", output)
+    check_output_location(output)
     plane = normalize_plane(plane)
     parse_window(window)
     label_names = load_label_map(labels_path) if labels_path is not None else None
@@ -107,7 +109,7 @@ def render(
         legend_scope="volume" if legend_all else "slice",
     )
     info = result.info["medm3"]
-    with atomic_path(output) as tmp:
+    with writing(output), atomic_path(output) as tmp:
         result.save(tmp, format="PNG")
 
     window_info = info["window"]

@@ -50,7 +50,27 @@ def mock_echo(messages: list[Any]) -> str:
     type=click.FloatRange(min=0.001),
     default=1024.0,
     show_default=True,
-    help="Largest upload or request body, in MiB (HTTP 413 beyond).",
+    help="Largest upload, in MiB (HTTP 413 beyond).",
+)
+@click.option(
+    "--max-json-mb",
+    type=click.FloatRange(min=0.001),
+    default=32.0,
+    show_default=True,
+    help="Largest body of other requests, in MiB (checked before it is read).",
+)
+@click.option(
+    "--max-image-mb",
+    type=click.FloatRange(min=0.001),
+    default=1024.0,
+    show_default=True,
+    help="Largest image an upload may decode to, in MiB (zip/gzip/NIfTI bombs get HTTP 413).",
+)
+@click.option(
+    "--allowed-hosts",
+    default=None,
+    help="Comma-separated Host names accepted ('*': any; '*.example.org': a domain). "
+    "Default: localhost, 127.0.0.1, ::1 on a loopback bind, any otherwise.",
 )
 @click.option(
     "--deid/--no-deid",
@@ -99,7 +119,19 @@ def mock_echo(messages: list[Any]) -> str:
     help="Request time limit in seconds (HTTP 504 after).",
 )
 @click.option("--max-rounds", type=click.IntRange(0, 10), default=3, show_default=True)
+@click.option(
+    "--protocol",
+    metavar="[released|medm3]",
+    default=None,
+    help="Conversation protocol (default: released for --backend vila, medm3 otherwise).",
+)
 @click.option("--max-new-tokens", type=click.IntRange(1, 8192), default=1024, show_default=True)
+@click.option(
+    "--dicomweb",
+    default=None,
+    metavar="URL",
+    help="PACS for the web UI: dicomweb+https://HOST/dicom-web (browse, open, store results).",
+)
 @click.option("--log-level", default="info", show_default=True)
 def serve(
     model: str | None,
@@ -109,6 +141,9 @@ def serve(
     api_keys: tuple[str, ...],
     data_dir: Path,
     max_upload_mb: float,
+    max_json_mb: float,
+    max_image_mb: float,
+    allowed_hosts: str | None,
     deid: bool,
     no_ui: bool,
     device: str | None,
@@ -120,7 +155,9 @@ def serve(
     batch_wait_ms: float,
     timeout_s: float,
     max_rounds: int,
+    protocol: str | None,
     max_new_tokens: int,
+    dicomweb: str | None,
     log_level: str,
 ) -> None:
     """Serve the model over HTTP: OpenAI-compatible API on /v1, web UI on /ui.
@@ -141,6 +178,9 @@ def serve(
         api_keys=tuple(api_keys) or keys_from_env(),
         data_dir=data_dir,
         max_upload_mb=max_upload_mb,
+        max_json_mb=max_json_mb,
+        max_image_mb=max_image_mb,
+        allowed_hosts=None if allowed_hosts is None else tuple(allowed_hosts.split(",")),
         deid=deid,
         ui=not no_ui,
         workers=workers,
@@ -149,10 +189,13 @@ def serve(
         max_queue=max_queue,
         request_timeout_s=timeout_s,
         max_rounds=max_rounds,
+        protocol=protocol,
         expert_device=expert_device,
         max_new_tokens=max_new_tokens,
+        dicomweb=dicomweb,
     )
     settings.validate()  # refuse an open bind before loading anything
+    check_data_dir(data_dir)
     try:
         import uvicorn
     except ImportError:
@@ -169,6 +212,30 @@ def serve(
     if settings.ui:
         click.echo(f"m3 serve: web UI {where}/ui", err=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)
+
+
+def check_data_dir(data_dir: Path) -> None:
+    """Make sure the data folder can be created and written (before loading the model).
+
+    Raises:
+        InputError: It cannot (read-only file system, no permission, a file in the way).
+    """
+    import os
+    import tempfile
+
+    from medm3.errors import InputError
+
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".m3-write-test-", dir=data_dir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise InputError(
+            f"the data folder cannot be written ({reason}); pass --data-dir with a writable folder",
+            data_dir,
+        ) from None
 
 
 def _load_vlm(settings: Any, *, device: str | None, base_url: str | None) -> Any:

@@ -30,6 +30,8 @@ from medm3.errors import InputError
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
 
+    from medm3.imaging.limits import ReadLimits
+
 #: How source images are placed in the output (``--image-mode``).
 IMAGE_MODES: tuple[str, ...] = ("copy", "hardlink", "symlink")
 #: Option kinds a builder may declare (see :class:`BuilderOption`).
@@ -136,6 +138,9 @@ class ItemContext:
         image_mode: How :meth:`link_or_copy` places source images: ``copy``,
             ``hardlink`` (falls back to a copy across file systems) or ``symlink``.
         written: Relative paths of the files written for this item.
+        source_root: The dataset folder; a source image that is a link to a file
+            outside it is a bad row (None: not checked).
+        limits: Decoding limits for source images (None: from the environment).
     """
 
     out: Path
@@ -143,6 +148,8 @@ class ItemContext:
     seed: int
     image_mode: str = "copy"
     written: list[str] = field(default_factory=list)
+    source_root: Path | None = None
+    limits: ReadLimits | None = None
 
     def _target(self, relative: str) -> Path:
         rel = Path(relative)
@@ -168,9 +175,15 @@ class ItemContext:
         return relative
 
     def link_or_copy(self, source: Path, relative: str) -> str:
-        """Place a source image under the output folder as :attr:`image_mode` says."""
+        """Place a source image under the output folder as :attr:`image_mode` says.
+
+        The image is checked first (:func:`check_source_image`): a link leading
+        outside the dataset folder, or a file that does not decode as an image
+        within the limits, is a :class:`BadRow`.
+        """
         import os
 
+        check_source_image(Path(source), self.source_root, self.limits)
         if self.image_mode == "copy":
             return self.copy_file(source, relative)
         target = self._target(relative)
@@ -196,6 +209,66 @@ class ItemContext:
             image.save(tmp, format="PNG")
         self.written.append(relative)
         return relative
+
+
+#: Suffixes of raster images that :func:`check_source_image` decodes.
+RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def check_source_image(path: Path, root: Path | None, limits: ReadLimits | None = None) -> None:
+    """Refuse a source image that escapes the dataset or does not decode.
+
+    * An image file that is a symbolic link resolving outside ``root`` (and
+      outside its own folder) is refused: a dataset must not smuggle in
+      ``/etc/passwd`` or another user's files. Linked *folders* (a dataset's
+      image folder moved to another disk) are left alone.
+    * Raster images (PNG/JPEG/BMP/TIFF) are opened and decoded (JPEG at
+      1/8 scale, which still reads the whole compressed stream); the declared
+      size is checked against ``limits`` before decoding.
+
+    Args:
+        path: The source image.
+        root: The dataset folder (None: no containment check).
+        limits: Decoding limits (None: from the environment).
+
+    Raises:
+        BadRow: The image is a link outside ``root``, too large, truncated or corrupt.
+        SkipRow: The image does not exist.
+    """
+    if path.is_symlink():
+        real = path.resolve()
+        allowed = [path.parent.resolve()] + ([root.resolve()] if root is not None else [])
+        if not any(real.is_relative_to(base) for base in allowed):
+            raise BadRow(f"image {path.name} is a link to a file outside the source folder")
+    if not path.is_file():
+        raise SkipRow("image file missing")
+    if path.suffix.lower() in RASTER_SUFFIXES:
+        _decode_raster(path, limits)
+
+
+def _decode_raster(path: Path, limits: ReadLimits | None) -> None:
+    import warnings
+
+    from PIL import Image
+
+    from medm3.imaging.limits import check_pixels, resolve_limits
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as im:
+                width, height = im.size
+                bands = len(im.getbands())
+                check_pixels(
+                    width * height * bands, resolve_limits(limits), path, f"{width} x {height}"
+                )
+                if im.format == "JPEG":
+                    im.draft(im.mode, (max(1, width // 8), max(1, height // 8)))
+                im.load()
+    except InputError as exc:
+        raise BadRow(f"image {path.name}: {exc.message}") from None
+    except Exception as exc:  # PIL raises many types for corrupt data
+        raise BadRow(f"image {path.name} is corrupt or truncated ({exc})") from None
 
 
 def item_rng(seed: int, builder: str, item_id: str) -> random.Random:

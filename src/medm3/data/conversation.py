@@ -1,18 +1,15 @@
 """Expert-call conversations for training rows, built exactly as the agent builds them.
 
-The agent (:class:`medm3.agent.session.ChatSession`) sends the first turn from
-:func:`medm3.prompts.first_turn` / :func:`~medm3.prompts.brats_first_turn`,
-the model answers with :func:`~medm3.prompts.trigger_reply`, the expert's
-result returns as the overlay image (when there is one) followed by
-:func:`~medm3.prompts.expert_feedback` of ``result.text``. The VILA prompt
-template renders an image part as ``<image>\\n``, which is
-``prompts.image_join("", text)`` here. :class:`ExpertConversation` records the
-same turns, with image files in place of image parts, so training text and
-inference text cannot drift apart.
-
-The result texts come from real :class:`~medm3.experts.base.ExpertResult`
-objects: the expert itself, or the same expert class fed with reference labels
-or precomputed probabilities (:mod:`medm3.data.reference_experts`).
+Every text comes from the same :class:`~medm3.agent.protocol.Protocol` the
+agent uses (``--protocol released``: the released checkpoints' training
+conversations, the default; ``medm3``: the extensions): the model cards, the
+first turn, the assistant's trigger reply and the expert feedback, which
+:func:`medm3.agent.feedback.build_feedback` writes from a real
+:class:`~medm3.experts.base.ExpertResult` (the expert itself, or the same
+expert class fed with reference labels or precomputed probabilities, see
+:mod:`medm3.data.reference_experts`), overlay redrawn on the shown slice.
+:class:`ExpertConversation` records the same turns, with image files in place
+of image parts, so training text and inference text cannot drift apart.
 """
 
 from __future__ import annotations
@@ -21,6 +18,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from medm3 import prompts
+from medm3.agent.feedback import ShownSlice, build_feedback
+from medm3.agent.protocol import Protocol, get_protocol
+from medm3.data.base import BuilderOption
 from medm3.data.llava import GPT, HUMAN, make_row
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -28,17 +28,28 @@ if TYPE_CHECKING:  # pragma: no cover
     from medm3.experts.base import ExpertResult
 
 
-def expert_model_cards(experts: str = "") -> str:
+#: The ``--protocol`` option of the expert builders.
+PROTOCOL_OPTION = BuilderOption(
+    "protocol",
+    "choice",
+    "released",
+    "Conversation protocol: released (the released VILA-M3 training text) or medm3.",
+    ("released", "medm3"),
+)
+
+
+def expert_model_cards(experts: str = "", protocol: str | Protocol = "medm3") -> str:
     """The model-card block shown in the first turn (as the agent shows it).
 
     Args:
         experts: Comma-separated expert names; empty: every registered expert,
             which is what the agent offers by default.
+        protocol: ``released`` (always the four trained cards) or ``medm3``.
     """
-    from medm3.experts.registry import model_cards
+    from medm3.experts.registry import expert_names
 
     names = [n.strip() for n in experts.split(",") if n.strip()]
-    return model_cards(names or None)
+    return get_protocol(protocol).cards(names or expert_names())
 
 
 def overlay_png(result: ExpertResult) -> Any:
@@ -58,10 +69,18 @@ class ExpertConversation:
             (the agent's default, ``AgentConfig.feed_overlay``).
     """
 
-    def __init__(self, first_text: str, images: list[str], *, feed_overlay: bool = True) -> None:
+    def __init__(
+        self,
+        first_text: str,
+        images: list[str],
+        *,
+        feed_overlay: bool = True,
+        protocol: str | Protocol = "medm3",
+    ) -> None:
         self.turns: list[tuple[str, str]] = [(HUMAN, first_text)]
         self.images = list(images)
         self.feed_overlay = feed_overlay
+        self.protocol = get_protocol(protocol)
         self.triggers: list[str] = []
 
     def call(
@@ -70,7 +89,10 @@ class ExpertConversation:
         question: str,
         ctx: ItemContext,
         overlay_name: str,
-    ) -> None:
+        *,
+        shown: ShownSlice | None = None,
+        reply: str | None = None,
+    ) -> ExpertResult:
         """Add the model's expert call and the expert's feedback.
 
         Args:
@@ -78,18 +100,45 @@ class ExpertConversation:
             question: The user's question being answered.
             ctx: The item context (writes the overlay PNG).
             overlay_name: Relative path for the overlay PNG (when fed back).
+            shown: The slice the model was shown (segmentations are drawn on it).
+            reply: The assistant's trigger reply (default: the protocol's phrasing).
+
+        Returns:
+            The result as the model saw it (overlay colours of the shown slice).
         """
         from medm3.experts.registry import get_expert_class
 
-        trigger = get_expert_class(result.expert).trigger
-        self.turns.append((GPT, prompts.trigger_reply(trigger, result.args)))
-        self.triggers.append(prompts.format_trigger(trigger, result.args))
-        text = prompts.expert_feedback(result.text, question, trigger)
-        picture = overlay_png(result) if self.feed_overlay else None
-        if picture is not None:
-            self.images.append(ctx.save_png(overlay_name, picture))
-            text = prompts.image_join("", text)
-        self.turns.append((HUMAN, text))
+        cls = get_expert_class(result.expert)
+        self.turns.append((GPT, reply or self.protocol.trigger_reply(cls.trigger, result.args)))
+        self.triggers.append(prompts.format_trigger(cls.trigger, result.args))
+        fed = build_feedback(
+            self.protocol,
+            result,
+            task=cls.task,
+            trigger=cls.trigger,
+            question=question,
+            shown=shown,
+            feed_overlay=self.feed_overlay,
+        )
+        for k, picture in enumerate(fed.pictures):
+            name = overlay_name if k == 0 else overlay_name.replace(".png", f"_{k}.png")
+            self.images.append(ctx.save_png(name, picture))
+        self.turns.append((HUMAN, fed.text))
+        return fed.result
+
+    def segmentation_answer(self, result: ExpertResult, text: str) -> None:
+        """End with a segmentation-only answer (the trigger reply is the answer).
+
+        Args:
+            result: The expert's result (its trigger is recorded).
+            text: The reply, e.g. ``I segmented the liver using <VISTA3D(organs)>.``.
+        """
+        from medm3.experts.registry import get_expert_class
+
+        self.triggers.append(
+            prompts.format_trigger(get_expert_class(result.expert).trigger, result.args)
+        )
+        self.turns.append((GPT, text))
 
     def answer(self, text: str) -> None:
         """Add the model's final answer."""

@@ -24,27 +24,25 @@ Design:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
 import sys
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from medm3.data.base import (
-    IMAGE_MODES,
-    BadRow,
-    Builder,
-    Item,
-    ItemContext,
-    SkipRow,
-    item_rng,
-)
+from medm3.data.base import IMAGE_MODES, Builder, Item
 from medm3.data.llava import FORMAT, MANIFEST_NAME, sha256_file, split_counts, write_rows
 from medm3.errors import InputError
+from medm3.executors.base import ExecutorSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from medm3.executors.base import Executor
 
 #: Name of the build-state file inside the staging folder.
 STATE_NAME = ".build-state.json"
@@ -100,6 +98,7 @@ def build_dataset(
     resume: bool = True,
     progress: bool | None = None,
     image_mode: str = "copy",
+    executor: Executor | ExecutorSpec | None = None,
 ) -> BuildSummary:
     """Build a dataset folder (split JSONs, images, manifest) from a public source.
 
@@ -117,6 +116,9 @@ def build_dataset(
         progress: Show a tqdm bar on stderr (None: only when stderr is a terminal).
         image_mode: How source images are placed: ``copy``, ``hardlink`` or ``symlink``
             (rendered images are always written).
+        executor: Where the shards are converted (default: this process; see
+            :mod:`medm3.data.distributed`); a spec is turned into an executor after
+            the source checks and closed at the end. The output is the same either way.
 
     Returns:
         The summary with the manifest.
@@ -155,17 +157,28 @@ def build_dataset(
         "image_mode": image_mode,
         "source_checksums": checksums,
     }
+    owned = None
+    if isinstance(executor, ExecutorSpec):
+        from medm3.executors.base import make_executor
+
+        executor = owned = make_executor(executor)
     staging = staging_path(out)
     _open_staging(staging, state, resume)
     shards = [items[i : i + size] for i in range(0, len(items), size)]
     run = _Run(builder, staging, len(items), max_bad_fraction, image_mode)
     bar = _progress(len(items), cls.name, progress)
     try:
-        for index, shard in enumerate(shards):
-            run.shard(index, shard, bar)
+        if executor is None or executor.is_local:
+            for index, shard in enumerate(shards):
+                run.shard(index, shard, bar)
+        else:
+            run.shards_on(executor, shards, bar)
     finally:
         bar.close()
+        if owned is not None:
+            owned.close()
     manifest = run.finish(state)
+    sweep_temporaries(staging)  # left by workers or builds killed mid-write
     _publish(staging, out)
     return BuildSummary(output=out, manifest=manifest, reused_items=run.reused)
 
@@ -189,6 +202,11 @@ class _Run:
         self.bad: list[dict[str, str]] = []
         self.skipped: list[dict[str, str]] = []
         self.reused = 0
+        source = builder.source
+        self.source_root = source if source.is_dir() else source.parent
+        from medm3.imaging.limits import ReadLimits
+
+        self.limits = ReadLimits.from_env()
 
     def _shard_file(self, index: int) -> Path:
         return self.staging / SHARDS_DIR / f"{index:06d}.json"
@@ -209,28 +227,57 @@ class _Run:
         self._check_bad()
 
     def _convert(self, items: list[Item], bar: Any) -> dict[str, Any]:
-        builder = self.builder
-        builder.prepare(items)
-        rows: list[list[Any]] = []
-        bad: list[dict[str, str]] = []
-        skipped: list[dict[str, str]] = []
-        for item in items:
-            ctx = ItemContext(
-                out=self.staging,
-                rng=item_rng(builder.seed, builder.name, item.id),
-                seed=builder.seed,
-                image_mode=self.image_mode,
-            )
-            try:
-                produced = builder.convert(item, ctx)
-            except BadRow as exc:
-                bad.append({"id": item.id, "reason": exc.reason})
-            except SkipRow as exc:
-                skipped.append({"id": item.id, "reason": exc.reason})
-            else:
-                rows.extend([item.split, row] for row in produced)
-            bar.update(1)
-        return {"items": len(items), "rows": rows, "bad": bad, "skipped": skipped}
+        from medm3.data.distributed import convert_shard
+
+        return convert_shard(
+            self.builder,
+            items,
+            self.staging,
+            self.image_mode,
+            bar.update,
+            source_root=self.source_root,
+            limits=self.limits,
+        )
+
+    def shards_on(self, executor: Executor, shards: list[list[Item]], bar: Any) -> None:
+        """Convert the unfinished shards on ``executor``; account all in shard order."""
+        from medm3.data.distributed import ShardWorker, lost_shard
+        from medm3.executors.base import WorkerSpec
+        from medm3.utils.atomic import atomic_write_text
+
+        done: dict[int, dict[str, Any]] = {}
+        for index, items in enumerate(shards):
+            if (path := self._shard_file(index)).is_file():
+                done[index] = json.loads(path.read_text(encoding="utf-8"))
+                self.reused += len(items)
+                bar.update(len(items))
+        pending = [i for i in range(len(shards)) if i not in done]
+        staging = str(self.staging.resolve())
+        spec = WorkerSpec(
+            ShardWorker,
+            {
+                "builder": self.builder,
+                "staging": staging,
+                "image_mode": self.image_mode,
+                "source_root": str(self.source_root.resolve()),
+                "limits": self.limits,
+            },
+        )
+        n_bad = sum(len(d["bad"]) for d in done.values())
+        results = executor.map(spec, [shards[i] for i in pending], on_lost=lost_shard)
+        with contextlib.closing(results):  # stops the workers on any exit
+            for k, data in results:
+                index = pending[k]
+                atomic_write_text(self._shard_file(index), json.dumps(data, ensure_ascii=False))
+                done[index] = data
+                bar.update(len(shards[index]))
+                n_bad += len(data["bad"])
+                if n_bad > self.max_bad * self.n_items:
+                    break  # accounted below, in order; _check_bad then stops the build
+        for index in sorted(done):
+            self.bad.extend(done[index]["bad"])
+            self.skipped.extend(done[index]["skipped"])
+        self._check_bad()
 
     def _check_bad(self) -> None:
         if len(self.bad) <= self.max_bad * self.n_items:
@@ -359,12 +406,43 @@ def _open_staging(staging: Path, state: Mapping[str, Any], resume: bool) -> None
             except (OSError, ValueError):
                 saved = None
         if saved == dict(state):
+            sweep_temporaries(staging)
             return
         shutil.rmtree(staging)
     from medm3.utils.atomic import atomic_write_text
 
     (staging / SHARDS_DIR).mkdir(parents=True)
     atomic_write_text(state_file, json.dumps(state, ensure_ascii=False, sort_keys=True))
+
+
+#: Names of the temporary files of :func:`medm3.utils.atomic.atomic_path`
+#: (``.NAME.XXXXXXXX.SUFFIX``) and of :meth:`ItemContext.link_or_copy` (``.NAME.link``).
+_TEMPORARY = re.compile(r"^\..+(\.[a-z0-9_]{8}(\..*)?|\.link)$")
+
+
+def sweep_temporaries(staging: Path) -> int:
+    """Delete temporary files a killed build left in its staging folder.
+
+    ``kill -9`` skips every cleanup, so an image being written at that moment
+    stays as a hidden (often 0-byte) temporary file. Resuming, and publishing,
+    first remove them so none reaches the final output.
+
+    Args:
+        staging: The staging folder.
+
+    Returns:
+        How many files were removed.
+    """
+    removed = 0
+    for folder, _dirs, files in os.walk(staging):
+        for name in files:
+            path = Path(folder, name)
+            if name == STATE_NAME and path.parent == staging:
+                continue
+            if _TEMPORARY.match(name):
+                path.unlink(missing_ok=True)
+                removed += 1
+    return removed
 
 
 def _publish(staging: Path, output: Path) -> None:

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from medm3 import prompts
+from medm3.agent.feedback import ShownSlice
+from medm3.agent.protocol import get_protocol
 from medm3.data import templates
 from medm3.data.base import (
     BadRow,
@@ -25,7 +27,13 @@ from medm3.data.base import (
     hash_split,
     listing,
 )
-from medm3.data.conversation import ExpertConversation, expert_model_cards, save_view, slug
+from medm3.data.conversation import (
+    PROTOCOL_OPTION,
+    ExpertConversation,
+    expert_model_cards,
+    save_view,
+    slug,
+)
 from medm3.errors import InputError
 
 #: Question kinds, in the order they are offered.
@@ -131,6 +139,7 @@ class ExpertBratsBuilder(Builder):
         BuilderOption("test-fraction", "float", 0.0, "Fraction of cases in test.json."),
         BuilderOption("experts", "str", "", "Experts in the model cards (default: all)."),
         BuilderOption("no-overlay", "flag", False, "Do not feed overlay images back."),
+        PROTOCOL_OPTION,
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -148,7 +157,8 @@ class ExpertBratsBuilder(Builder):
                 f"choose from {', '.join(KINDS)}"
             )
         experts = [e.strip().lower() for e in self.opts["experts"].split(",") if e.strip()]
-        if experts and "measure" not in experts:
+        released = self.opts.get("protocol", "released") == "released"
+        if released or (experts and "measure" not in experts):  # MEASURE is a medm3 card
             kinds = [k for k in kinds if k != "how-large"]
         return kinds
 
@@ -256,7 +266,9 @@ class ExpertBratsBuilder(Builder):
             for key, _ in prompts.BRATS_SEQUENCES
         ]
         if self._cards is None:
-            self._cards = expert_model_cards(self.opts["experts"])
+            self._cards = expert_model_cards(self.opts["experts"], self.opts["protocol"])
+        protocol = get_protocol(self.opts["protocol"])
+        shown = ShownSlice(named["t1ce"], "axial", index, "auto")
         present = [int(v) for v in result.info.get("labels_present", [])]
         plan = self._plan(present, data["grade"], ctx)
         rows = []
@@ -264,18 +276,26 @@ class ExpertBratsBuilder(Builder):
             name = REGION_NAMES.get(target, WHOLE_TUMOR) if target is not None else ""
             question = templates.pick(ctx.rng, templates.BRATS[kind], name)
             conv = ExpertConversation(
-                prompts.brats_first_turn(question, model_cards=self._cards),
+                protocol.brats_first_turn(question, cards=self._cards),
                 views,
                 feed_overlay=not self.opts["no_overlay"],
+                protocol=protocol,
             )
-            conv.call(result, question, ctx, f"images/{case}/brats_axial_{index}.png")
+            segment = kind == "segment" and protocol.released
+            reply = protocol.trigger_reply("BRATS", segmented=True) if segment else None
+            overlay = f"images/{case}/brats_axial_{index}.png"
+            conv.call(result, question, ctx, overlay, shown=shown, reply=reply)
             meta: dict[str, Any] = {
                 "dataset": self.name,
                 "question_type": kind,
                 "question": question,
                 "case": case,
+                "protocol": protocol.name,
+                "slice": index,
             }
-            if kind == "segment":
+            if segment:  # the trained answer after "I segmented any brain tumors ..."
+                conv.answer("All tumors were segmented")
+            elif kind == "segment":
                 conv.answer(_segment_answer(present))
             elif kind == "is-there":
                 conv.answer("yes" if target in present else "no")

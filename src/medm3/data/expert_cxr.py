@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from medm3 import prompts
+from medm3.agent.protocol import get_protocol
 from medm3.data import templates
 from medm3.data.base import (
     BadRow,
@@ -28,7 +29,7 @@ from medm3.data.base import (
     SkipRow,
     listing,
 )
-from medm3.data.conversation import ExpertConversation, expert_model_cards
+from medm3.data.conversation import PROTOCOL_OPTION, ExpertConversation, expert_model_cards
 from medm3.errors import InputError
 
 #: CheXpert label files -> output split.
@@ -173,6 +174,7 @@ class ExpertCxrBuilder(Builder):
         BuilderOption("questions-per-image", "int", 2, "Questions per image (label layouts)."),
         BuilderOption("include-lateral", "flag", False, "Keep lateral CheXpert views."),
         BuilderOption("experts", "str", "", "Experts in the model cards (default: all)."),
+        PROTOCOL_OPTION,
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -346,7 +348,10 @@ class ExpertCxrBuilder(Builder):
         from medm3.experts.registry import get_expert
 
         expert = get_expert("cxr", device=self.opts["device"], weights=self.opts["weights"])
-        probabilities = expert.predict_batch([image for _, image in loaded])  # type: ignore[attr-defined]
+        ensemble = get_protocol(self.opts["protocol"]).ensemble()  # released: the reference's
+        probabilities = expert.predict_batch(  # type: ignore[attr-defined]
+            [image for _, image in loaded], ensemble=ensemble
+        )
         for (item_id, image), probs in zip(loaded, probabilities, strict=True):
             self._computed[item_id] = (image, probs)
 
@@ -385,11 +390,14 @@ class ExpertCxrBuilder(Builder):
         rel = _image_rel(layout, path, self.source)
         out_image = ctx.link_or_copy(path, f"images/{rel}")
         if self._cards is None:
-            self._cards = expert_model_cards(self.opts["experts"])
+            self._cards = expert_model_cards(self.opts["experts"], self.opts["protocol"])
+        protocol = get_protocol(self.opts["protocol"])
         rows = []
         for k, (kind, question, answer, extra) in enumerate(questions):
             conv = ExpertConversation(
-                prompts.first_turn(question, "XR", model_cards=self._cards), [out_image]
+                protocol.first_turn(question, "XR", cards=self._cards, chest=True),
+                [out_image],
+                protocol=protocol,
             )
             conv.call(result, question, ctx, "")
             if layout == "built":
@@ -399,7 +407,13 @@ class ExpertCxrBuilder(Builder):
             else:
                 conv.answer(answer)
             row_id = item.id if layout == "built" else f"{item.id}#q{k}"
-            meta = {"dataset": self.name, "question_type": kind, "question": question, **extra}
+            meta = {
+                "dataset": self.name,
+                "question_type": kind,
+                "question": question,
+                "protocol": protocol.name,
+                **extra,
+            }
             rows.append(conv.row(row_id, meta))
         return rows
 

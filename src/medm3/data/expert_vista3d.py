@@ -25,7 +25,13 @@ from medm3.data.base import (
     hash_split,
     listing,
 )
-from medm3.data.conversation import ExpertConversation, expert_model_cards, save_view, slug
+from medm3.data.conversation import (
+    PROTOCOL_OPTION,
+    ExpertConversation,
+    expert_model_cards,
+    save_view,
+    slug,
+)
 from medm3.errors import InputError
 
 #: Question kinds, in the order they are offered.
@@ -161,6 +167,7 @@ class ExpertVista3DBuilder(Builder):
         BuilderOption("test-fraction", "float", 0.0, "Fraction of volumes in test.json."),
         BuilderOption("experts", "str", "", "Experts in the model cards (default: all)."),
         BuilderOption("no-overlay", "flag", False, "Do not feed overlay images back."),
+        PROTOCOL_OPTION,
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -193,7 +200,8 @@ class ExpertVista3DBuilder(Builder):
                 f"choose from {', '.join(KINDS)}"
             )
         experts = [e.strip().lower() for e in self.opts["experts"].split(",") if e.strip()]
-        if experts and "measure" not in experts:
+        released = self.opts.get("protocol", "released") == "released"
+        if released or (experts and "measure" not in experts):  # MEASURE is a medm3 card
             kinds = [k for k in kinds if k not in ("how-many", "how-large")]
         return kinds
 
@@ -317,7 +325,7 @@ class ExpertVista3DBuilder(Builder):
             raise BadRow("not a 3D volume")
         source = _Results(self, image, stem, path)
         if self._cards is None:
-            self._cards = expert_model_cards(self.opts["experts"])
+            self._cards = expert_model_cards(self.opts["experts"], self.opts["protocol"])
         plan = source.plan(self.kinds(), self.opts["questions_per_volume"], ctx)
         rows = []
         for k, (kind, target) in enumerate(plan):
@@ -333,34 +341,54 @@ class ExpertVista3DBuilder(Builder):
         stem: str,
         ctx: ItemContext,
     ) -> dict[str, Any]:
+        from medm3.agent.feedback import ShownSlice
+        from medm3.agent.protocol import get_protocol
         from medm3.experts.vista3d_labels import VISTA3D_LABELS
 
+        protocol = get_protocol(self.opts["protocol"])
         name = VISTA3D_LABELS[target] if target is not None else ""
         question = templates.pick(ctx.rng, templates.VISTA3D[kind], name)
-        args = "everything" if kind == "what" else source.args_for(target)  # type: ignore[arg-type]
+        args = "everything" if kind == "what" else source.args_for(target, protocol.released)  # type: ignore[arg-type]
         result = source.result(args)
         shown = result.overlays[0].slice_index if result.overlays else None
         view = save_view(ctx, source.image, shown, f"images/{stem}/axial_{shown}.png")
         conv = ExpertConversation(
-            prompts.first_turn(question, "CT", model_cards=self._cards or ""),
+            protocol.first_turn(question, "CT", cards=self._cards or ""),
             [view],
             feed_overlay=not self.opts["no_overlay"],
+            protocol=protocol,
         )
-        conv.call(result, question, ctx, f"images/{stem}/vista3d_{slug(args)}_axial_{shown}.png")
         meta: dict[str, Any] = {
             "dataset": self.name,
             "question_type": kind,
             "question": question,
             "volume": stem,
+            "protocol": protocol.name,
+            "slice": shown,
         }
         if target is not None:
             meta["structure"] = name
+        if kind == "segment" and protocol.released:  # trained: the trigger reply is the answer
+            trigger = prompts.format_trigger("VISTA3D", args)
+            conv.segmentation_answer(result, f"I segmented the {name} using {trigger}.")
+            return conv.row(row_id, meta)
+        result = conv.call(
+            result,
+            question,
+            ctx,
+            f"images/{stem}/vista3d_{slug(args)}_axial_{shown}.png",
+            shown=ShownSlice(source.image, "axial", shown, "auto"),
+        )
         colours = result.info.get("colors", {})
-        if kind == "what":
-            ids = _slice_ids(result)
-            parts = [
-                f"{VISTA3D_LABELS.get(i, f'label {i}')} ({colours.get(str(i), '?')})" for i in ids
-            ]
+        ids = [int(i) for i in colours]
+        if kind == "what" and protocol.released:
+            described = ", ".join(f"{colours[str(i)]}: {result.label_names[i]}" for i in ids)
+            conv.answer(
+                "This a CT image. It contains several anatomical structures such as "
+                f"identified by VISTA3D: {described}."
+            )
+        elif kind == "what":
+            parts = [f"{VISTA3D_LABELS.get(i, f'label {i}')} ({colours[str(i)]})" for i in ids]
             conv.answer(f"This CT image shows {templates.join_names(parts)}.")
         elif kind == "segment":
             conv.answer(f"The {name} is shown in {colours.get(str(target), 'color')}.")
@@ -453,11 +481,24 @@ class _Results:
 
         return [int(i) for i in np.unique(self.label_map) if i > 0]
 
-    def args_for(self, target: int) -> str:
-        """The VISTA3D argument asking for a structure: its tumour group, else its name."""
-        from medm3.experts.vista3d_labels import VISTA3D_LABELS
+    def args_for(self, target: int, group: bool = False) -> str:
+        """The VISTA3D argument asking for a structure: its tumour group, else its name.
 
-        return TUMOR_GROUPS.get(target, VISTA3D_LABELS[target])
+        With ``group`` (protocol released, whose cards list only groups) a
+        structure is asked for by the first card group that holds it.
+        """
+        from medm3.experts.vista3d import Vista3DExpert
+        from medm3.experts.vista3d_labels import LABEL_GROUPS, VISTA3D_LABELS
+
+        if target in TUMOR_GROUPS:
+            return TUMOR_GROUPS[target]
+        if group:
+            groups = [a for a in Vista3DExpert.valid_args[1:] if a not in TUMOR_GROUPS.values()]
+            for arg in groups:
+                if target in LABEL_GROUPS.get(arg, ()):
+                    return arg
+            return "everything"
+        return VISTA3D_LABELS[target]
 
     def result(self, args: str) -> Any:
         """The VISTA3D result for an argument (reference labels, or derived from VISTA3D)."""
@@ -506,16 +547,6 @@ class _Results:
             options = candidates[kind]
             plan.append((kind, options[ctx.rng.randrange(len(options))]))
         return plan
-
-
-def _slice_ids(result: Any) -> list[int]:
-    """Label ids visible in a result's overlay (all found ids when unknown)."""
-    if result.overlays:
-        info = getattr(result.overlays[0].image, "info", {}).get("medm3", {})
-        ids = info.get("labels_in_slice")
-        if ids:
-            return [int(i) for i in ids]
-    return sorted(result.label_names)
 
 
 def _measure_answer(kind: str, name: str, row: Mapping[str, Any]) -> str:

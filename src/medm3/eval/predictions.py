@@ -17,7 +17,7 @@ from typing import Any
 
 from medm3.errors import InputError
 
-__all__ = ["PredictionWriter", "read_predictions"]
+__all__ = ["PredictionWriter", "predictions_by_id", "read_predictions"]
 
 
 def read_predictions(path: Path, *, repair: bool = False) -> list[dict[str, Any]]:
@@ -58,6 +58,35 @@ def read_predictions(path: Path, *, repair: bool = False) -> list[dict[str, Any]
             raise InputError(f"line {n} is not a JSON object with a 'question_id'", path)
         records.append(record)
     return records
+
+
+def predictions_by_id(records: list[dict[str, Any]], path: Path) -> dict[str, str]:
+    """Map ``question_id`` -> answer text, refusing an id given twice.
+
+    Args:
+        records: Output of :func:`read_predictions`.
+        path: The file they come from (for the message).
+
+    Returns:
+        ``{question_id: text}``.
+
+    Raises:
+        InputError: Two records share a ``question_id`` (which one to score
+            would be a silent guess).
+    """
+    preds: dict[str, str] = {}
+    lines: dict[str, int] = {}
+    for n, record in enumerate(records, 1):
+        qid = str(record["question_id"])
+        if qid in preds:
+            raise InputError(
+                f"question_id {qid!r} appears twice (records {lines[qid]} and {n}); "
+                "keep one prediction per question",
+                path,
+            )
+        preds[qid] = str(record.get("text", ""))
+        lines[qid] = n
+    return preds
 
 
 class PredictionWriter:

@@ -26,19 +26,28 @@ import json
 import platform
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import closing
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from medm3.errors import InputError, MedM3Error
+from medm3.errors import InputError
 from medm3.eval.datasets import LoadedData
+from medm3.eval.generate import (
+    BackendRef,
+    Batch,
+    BatchGenerator,
+)
 from medm3.eval.predictions import PredictionWriter, read_predictions
-from medm3.eval.samples import Sample, load_pil
+from medm3.eval.samples import Sample
 from medm3.eval.tasks import PROTOCOLS, Task, get_task
 from medm3.utils.atomic import atomic_write_text
 from medm3.vlm.base import GenerationConfig, VLMBackend
+
+if TYPE_CHECKING:  # pragma: no cover
+    from medm3.executors.base import Executor
 
 __all__ = ["PREDICTIONS", "RUN_CONFIG", "RUN_LOG", "EvalRun", "PreparedRun", "prepare", "run_eval"]
 
@@ -47,10 +56,6 @@ PREDICTIONS = "predictions.jsonl"
 RUN_LOG = "run.json"
 #: Format version of ``run.json``.
 LOG_VERSION = 1
-#: Ensemble of the CXR expert in the "with expert" classification runs.
-EXPERT_ENSEMBLE = "reference"
-#: Strict probability threshold of the expert's "yes" lines.
-EXPERT_THRESHOLD = 0.5
 
 
 @dataclass
@@ -280,18 +285,23 @@ def run_eval(
 
 def execute(
     prepared: PreparedRun,
-    backend: VLMBackend,
+    backend: VLMBackend | BackendRef,
     *,
     expert: Any = None,
     progress: bool = False,
+    executor: Executor | None = None,
 ) -> EvalRun:
     """Generate the missing predictions, score, and write the log.
 
     Args:
         prepared: Output of :func:`prepare`.
-        backend: The VLM backend (its name and model should match the fingerprint).
+        backend: The VLM backend (its name and model should match the fingerprint);
+            with a remote ``executor``, a :class:`~medm3.eval.generate.BackendRef`
+            that each worker loads once.
         expert: CXR expert for runs with experts (default: ``get_expert("cxr")``).
         progress: Show a progress bar on stderr.
+        executor: Where batches are generated (default: this process). The
+            predictions are written in batch order either way.
 
     Raises:
         MedM3Error: Generation or scoring failed (predictions so far are kept).
@@ -310,7 +320,7 @@ def execute(
         done.setdefault(str(record["question_id"]), record)
     samples = prepared.samples
     resumed = sum(s.id in done for s in samples)
-    generated, gen_seconds = _generate(prepared, backend, done, expert, progress)
+    generated, gen_seconds = _generate(prepared, backend, done, expert, progress, executor)
     t_score = time.perf_counter()
     predictions = {s.id: str(done[s.id].get("text", "")) for s in samples}
     judges = bool(prepared.config.get("judges", True))
@@ -375,10 +385,11 @@ def _sample_entry(sample: Sample, record: dict[str, Any], scored: dict[str, Any]
 
 def _generate(
     prepared: PreparedRun,
-    backend: VLMBackend,
+    backend: VLMBackend | BackendRef,
     done: dict[str, dict[str, Any]],
     expert: Any,
     progress: bool,
+    executor: Executor | None = None,
 ) -> tuple[int, float]:
     """Generate every sample missing from ``done`` (appending to the file); (count, seconds)."""
     samples = prepared.samples
@@ -387,13 +398,15 @@ def _generate(
         return 0, 0.0
     from tqdm import tqdm
 
-    if prepared.experts and expert is None:
-        from medm3.experts.registry import get_expert
-
-        expert = get_expert("cxr")
     batch_size = int(prepared.config["batch_size"])
+    batches = [
+        Batch(start, [(start + i, s) for i, s in enumerate(samples[start : start + batch_size])])
+        for start in range(0, len(samples), batch_size)
+    ]
+    batches = [Batch(b.start, [(i, s) for i, s in b.items if s.id not in done]) for b in batches]
+    batches = [b for b in batches if b.items]
+    args = (prepared.task, prepared.protocol, prepared.experts, prepared.generation)
     seed = int(prepared.config["seed"])
-    expert_cache: dict[str, dict[str, float]] = {}
     generated, seconds = 0, 0.0
     bar = tqdm(
         total=len(samples),
@@ -405,89 +418,41 @@ def _generate(
         dynamic_ncols=True,
     )
     try:
-        with PredictionWriter(prepared.out_dir / PREDICTIONS) as writer:
-            for start in range(0, len(samples), batch_size):
-                batch = [
-                    (start + i, s)
-                    for i, s in enumerate(samples[start : start + batch_size])
-                    if s.id not in done
-                ]
-                if not batch:
-                    continue
-                expert_lines = _expert_lines(prepared, [s for _, s in batch], expert, expert_cache)
-                images: dict[str, Any] = {}
-                conversations = []
-                texts = []
-                for _, s in batch:
-                    key = s.image_key or s.id
-                    if key not in images:
-                        images[key] = load_pil(s.image)
-                    lines = expert_lines.get(s.image_key) if prepared.experts else None
-                    conversations.append(
-                        prepared.task.messages(s, images[key], prepared.protocol, lines)
-                    )
-                    texts.append(prepared.task.prompt_text(s, prepared.protocol, lines))
-                config = replace(prepared.generation, seed=seed + start)
-                t0 = time.perf_counter()
-                outputs = backend.generate_batch(conversations, config)
-                elapsed = time.perf_counter() - t0
-                if len(outputs) != len(batch):
-                    raise MedM3Error(
-                        f"backend '{backend.name}' returned {len(outputs)} answers for "
-                        f"{len(batch)} conversations"
-                    )
+        if executor is None or executor.is_local:
+            if isinstance(backend, BackendRef):
+                raise TypeError("a local run needs a loaded backend")
+            worker = BatchGenerator(*args, seed, backend, expert)
+            results: Iterator[tuple[int, Any]] = ((k, worker(b)) for k, b in enumerate(batches))
+        else:
+            from medm3.executors.base import WorkerSpec
+
+            task, protocol, experts, generation = args
+            kwargs = {"task": task, "protocol": protocol, "experts": experts}
+            kwargs.update(generation=generation, seed=seed, backend=backend)
+            spec = WorkerSpec(BatchGenerator, kwargs)
+            results = in_order(executor.map(spec, batches))
+        with PredictionWriter(prepared.out_dir / PREDICTIONS) as writer, closing(results):
+            for _, (records, elapsed) in results:
                 seconds += elapsed
-                for (index, s), out, text in zip(batch, outputs, texts, strict=True):
-                    record: dict[str, Any] = {
-                        "question_id": s.id,
-                        "text": out.text,
-                        "index": index,
-                        "prompt": text,
-                        "finish_reason": out.finish_reason,
-                        "completion_tokens": out.completion_tokens,
-                        "seconds": elapsed / len(batch),
-                        "model_id": backend.model_id,
-                    }
-                    if prepared.experts:
-                        record["expert"] = expert_cache.get(s.image_key, {})
+                for record in records:
                     writer.append(record)
-                    done[s.id] = record
+                    done[record["question_id"]] = record
                     generated += 1
-                bar.update(len(batch))
+                bar.update(len(records))
     finally:
         bar.close()
     return generated, seconds
 
 
-def _expert_lines(
-    prepared: PreparedRun,
-    batch: Sequence[Sample],
-    expert: Any,
-    cache: dict[str, dict[str, float]],
-) -> dict[str, str]:
-    """The expert block per image key of the batch (probabilities computed once per image)."""
-    if not prepared.experts:
-        return {}
-    from medm3 import prompts
-
-    todo: dict[str, Sample] = {}
-    for s in batch:
-        if s.image_key not in cache and s.image_key not in todo:
-            todo[s.image_key] = s
-    if todo:
-        from medm3.imaging.io import load_image
-
-        images = []
-        for s in todo.values():
-            if not isinstance(s.image, Path):
-                raise InputError(f"sample {s.id}: the CXR expert needs an image file")
-            images.append(load_image(s.image, "XR"))
-        results = expert.predict_batch(images, ensemble=EXPERT_ENSEMBLE)
-        for key, probabilities in zip(todo, results, strict=True):
-            cache[key] = {k: float(v) for k, v in probabilities.items()}
-    return {
-        s.image_key: prompts.cxr_expert_lines(cache[s.image_key], EXPERT_THRESHOLD) for s in batch
-    }
+def in_order(results: Iterator[tuple[int, Any]]) -> Iterator[tuple[int, Any]]:
+    """Yield ``(index, result)`` pairs in index order, holding back early arrivals."""
+    held: dict[int, Any] = {}
+    following = 0
+    for index, value in results:
+        held[index] = value
+        while following in held:
+            yield following, held.pop(following)
+            following += 1
 
 
 def versions() -> dict[str, str | None]:

@@ -241,7 +241,14 @@ def load_state(net: torch.nn.Module, checkpoint: Path) -> None:
 
     from medm3.experts.catalogue import WeightsNotFoundError
 
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as exc:  # not a torch file, truncated, or pickled code
+        first = str(exc).strip().splitlines()
+        raise WeightsNotFoundError(
+            f"cannot read the BraTS checkpoint {checkpoint} "
+            f"({type(exc).__name__}: {first[0] if first else 'unreadable'}); re-download the bundle"
+        ) from None
     if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
         state = state["model"]
     if not isinstance(state, Mapping):
@@ -364,11 +371,23 @@ class BratsExpert(Expert):
         return self._weights_version
 
     def _setup(self) -> None:
+        import torch
+
+        from medm3.experts.bundle_code import check_network_def
         from medm3.experts.device import select_device
 
         folder = self.weights_folder()
         config = read_inference_config(folder)
+        if isinstance(config.get("network_def"), Mapping):  # other forms are never evaluated
+            check_network_def(config, folder / "configs" / "inference.json")
         net = build_network(config)
+        if not isinstance(net, torch.nn.Module):
+            from medm3.errors import MedM3Error
+
+            raise MedM3Error(
+                f"network_def of {folder / 'configs' / 'inference.json'} gave "
+                f"{type(net).__name__}, not a torch.nn.Module"
+            )
         load_state(net, folder / "models" / "model.pt")
         self._roi, self._overlap, self._sw_batch = _window_settings(config)
         self._device = select_device(self.device_preference)

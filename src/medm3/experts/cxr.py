@@ -40,15 +40,18 @@ Ensembles (``ensemble=`` constructor argument, or ``context.options["ensemble"]`
 
 * ``"calibrated"`` (default): for each label, the mean of the calibrated outputs
   of the models that really predict it (non-empty target and finite operating
-  point), so 0.5 is a consensus operating point; ``yes`` when >= 0.5.
+  point), so 0.5 is a consensus operating point; ``yes`` when > 0.5.
 * ``"reference"``: parity with the VILA-M3 reference demo, which averaged fixed
   model subsets for eight labels (:data:`REFERENCE_GROUPS`) and all eight
   models for the others, *including* the constant 0.5 that models without the
-  label return; ``yes`` when >= 0.5. (The demo's models were calibrated by xrv
+  label return; ``yes`` when > 0.5. The ``released`` conversation protocol asks
+  for this ensemble. (The demo's models were calibrated by xrv
   in the same way; what differs is which outputs enter the mean.)
 
 The result text is :func:`medm3.prompts.classification_text` of the yes/no
-findings (``label: yes/no`` lines, keys sorted), as in the reference.
+findings (``label: yes/no`` lines in torchxrayvision's order, ``yes`` when the
+probability is above 0.5 as in the reference training data). What the VLM
+reads is written by the conversation protocol (:mod:`medm3.agent.protocol`).
 """
 
 from __future__ import annotations
@@ -431,7 +434,7 @@ class CXRExpert(Expert):
         mode = self._check_ensemble(context.options.get("ensemble", self.ensemble))
         t0 = time.perf_counter()
         probabilities = self.predict_batch([inputs[self.inputs[0]]], ensemble=mode)[0]
-        findings = {label: p >= THRESHOLD for label, p in probabilities.items()}
+        findings = {label: p > THRESHOLD for label, p in probabilities.items()}
         return ExpertResult(
             expert=self.name,
             args=args,

@@ -176,13 +176,18 @@ def build_network(settings: BundleSettings, *, skip_init: bool = False) -> torch
 
     Raises:
         MedM3Error: ``network_def`` cannot be built or is not a ``torch.nn.Module``.
+        BundleCodeError: ``network_def`` holds code other than a known network
+            constructor and the bundle is not trusted (``--trust-bundle-code``).
     """
     import contextlib
 
     import torch
 
+    from medm3.experts.bundle_code import check_network_def
+
     ctx = torch.device("meta") if skip_init else contextlib.nullcontext()
     config = settings.config
+    check_network_def(config, settings.folder / "configs" / "inference.json")
     with ctx:
         if "network_def" not in config:
             from monai.networks.nets import vista3d132

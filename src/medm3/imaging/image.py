@@ -92,10 +92,22 @@ class MedicalImage:
 
     @property
     def value_range(self) -> tuple[float, float]:
-        """Minimum and maximum intensity."""
+        """Minimum and maximum finite intensity (NaN/inf ignored; NaN, NaN when none)."""
         if self.array.size == 0:
             return (0.0, 0.0)
-        return (float(np.min(self.array)), float(np.max(self.array)))
+        if self.array.dtype.kind != "f":
+            return (float(np.min(self.array)), float(np.max(self.array)))
+        finite = self.array[np.isfinite(self.array)]
+        if finite.size == 0:
+            return (float("nan"), float("nan"))
+        return (float(finite.min()), float(finite.max()))
+
+    @property
+    def nonfinite_count(self) -> int:
+        """Number of NaN or infinite values (0 for integer data)."""
+        if self.array.dtype.kind != "f":
+            return 0
+        return int(self.array.size - np.count_nonzero(np.isfinite(self.array)))
 
     def with_array(self, array: np.ndarray, **changes: Any) -> MedicalImage:
         """Return a copy on the same grid holding ``array`` (e.g. a label map).
@@ -131,6 +143,7 @@ class MedicalImage:
             "original_orientation": self.metadata.get("original_orientation"),
             "dtype": str(self.array.dtype),
             "value_range": [lo, hi],
+            "nonfinite_values": self.nonfinite_count,
             "series_description": self.metadata.get("series_description"),
             "format": self.metadata.get("format"),
         }

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medm3.dicomweb.url import is_dicomweb_reference
 from medm3.errors import InputError
 from medm3.imaging.image import MedicalImage
 from medm3.imaging.limits import ReadLimits, resolve_limits
@@ -58,14 +59,17 @@ def load_image(
 
     Args:
         path_or_paths: A file (NIfTI, NRRD, MetaImage, DICOM, PNG/JPEG/BMP/TIFF),
-            a folder or ``.zip`` holding a DICOM series, or a list of DICOM
-            files forming one series.
+            a folder or ``.zip`` holding a DICOM series, a list of DICOM
+            files forming one series, or a DICOMweb reference
+            ``dicomweb+https://HOST/ROOT/studies/UID[/series/UID]``
+            (:mod:`medm3.dicomweb`).
         modality: Override the modality (``"CT"``, ``"MR"``, ``"XR"``, ...;
             aliases such as ``"MRI"`` or ``"CXR"`` are accepted). The result
             then has ``modality_source="caller"``.
         series: For folders/archives with several DICOM series: the index in
             the listing of the error message, a SeriesInstanceUID, or a unique
-            SeriesDescription. Ignored for single files.
+            SeriesDescription. A single file holds one series: anything but
+            ``0`` is refused.
         limits: Resource limits (default: :meth:`ReadLimits.from_env`).
 
     Returns:
@@ -77,7 +81,11 @@ def load_image(
     """
     wanted = normalize_modality(modality) if modality is not None else None
     ctx = ReadContext(limits=resolve_limits(limits), series=series)
-    if isinstance(path_or_paths, (str, os.PathLike)):
+    if is_dicomweb_reference(path_or_paths):  # a study on a PACS: medm3.dicomweb
+        from medm3.dicomweb.fetch import load_reference
+
+        image = load_reference(path_or_paths, ctx)  # type: ignore[arg-type]
+    elif isinstance(path_or_paths, (str, os.PathLike)):
         image = _read_path(Path(path_or_paths), ctx)
     elif isinstance(path_or_paths, Sequence):
         paths = [Path(p) for p in path_or_paths]
@@ -86,9 +94,23 @@ def load_image(
         image = _read_path(paths[0], ctx) if len(paths) == 1 else read_dicom_files(paths, ctx)
     else:
         raise TypeError(f"expected a path or a list of paths, got {type(path_or_paths).__name__}")
+    _check_loaded(image)
     if wanted is not None:
         image = replace(image, modality=wanted, modality_source="caller")
     return image
+
+
+def _check_loaded(image: MedicalImage) -> None:
+    """Last checks on any decoded image: some data, a real-valued numeric type."""
+    array = image.array
+    if array.size == 0 or any(int(s) == 0 for s in array.shape):
+        shape = " x ".join(str(s) for s in array.shape)
+        raise InputError(f"image has a zero-length dimension (shape {shape})", image.source)
+    if array.dtype.kind not in "biuf":
+        raise InputError(
+            f"image data type {array.dtype} is not supported (need real-valued numbers)",
+            image.source,
+        )
 
 
 def _read_path(path: Path, ctx: ReadContext) -> MedicalImage:
@@ -100,6 +122,14 @@ def _read_path(path: Path, ctx: ReadContext) -> MedicalImage:
     if not path.is_file():
         raise InputError("not a regular file", path)
     return _read_file(path, ctx)
+
+
+def _is_zip(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4) in (b"PK\x03\x04", b"PK\x05\x06")
+    except OSError:
+        return False
 
 
 def _read_head(path: Path) -> Head:
@@ -129,6 +159,12 @@ def _reader_for_suffix(name: str) -> tuple[Reader, str] | None:
 def _read_file(path: Path, ctx: ReadContext) -> MedicalImage:
     if path.stat().st_size == 0:
         raise InputError("file is empty (0 bytes)", path)
+    if ctx.series is not None and str(ctx.series).strip() != "0" and not _is_zip(path):
+        raise InputError(
+            f"series {ctx.series!r} was asked for, but a single file holds one series "
+            "(series selection is for a DICOM folder or .zip)",
+            path,
+        )
     head = _read_head(path)
     by_magic = next(((r, what) for r in READERS if (what := r.sniff(head))), None)
     by_suffix = _reader_for_suffix(path.name)

@@ -9,7 +9,11 @@ array axes point Right, Anterior, Superior.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
+
+from medm3.errors import InputError
 
 #: Flips the first two world axes: LPS <-> RAS (the matrix is its own inverse).
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -41,7 +45,34 @@ def axis_codes(affine: np.ndarray) -> str:
     return "".join(str(c) for c in nib.orientations.aff2axcodes(affine))
 
 
-def reorient_to_ras(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+def check_affine(affine: np.ndarray, source: str | os.PathLike[str] | None = None) -> None:
+    """Refuse an affine that cannot orient a volume (non-finite or singular).
+
+    Args:
+        affine: 4x4 voxel -> world matrix.
+        source: The file it comes from (for the message).
+
+    Raises:
+        InputError: If the matrix holds NaN/inf, a voxel axis has zero length,
+            or two axes are (nearly) parallel.
+    """
+    matrix = np.asarray(affine, dtype=np.float64)
+    if matrix.shape != (4, 4) or not np.all(np.isfinite(matrix)):
+        raise InputError("the image's affine (voxel-to-world matrix) is not finite", source)
+    rot = matrix[:3, :3]
+    norms = np.sqrt((rot**2).sum(axis=0))
+    if np.any(norms <= 0) or abs(np.linalg.det(rot)) <= 1e-6 * float(np.prod(norms)):
+        raise InputError(
+            "the image's affine (voxel-to-world matrix) is singular (a zero voxel size or "
+            "parallel axes), so the volume has no orientation; fix the header (sform/qform, "
+            "pixdim)",
+            source,
+        )
+
+
+def reorient_to_ras(
+    array: np.ndarray, affine: np.ndarray, source: str | os.PathLike[str] | None = None
+) -> tuple[np.ndarray, np.ndarray, str]:
     """Flip/permute the first three axes of ``array`` so they point R, A, S.
 
     Same semantics as ``nibabel.as_closest_canonical``: each voxel axis is
@@ -51,14 +82,19 @@ def reorient_to_ras(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, 
     Args:
         array: Voxel data, ``(X, Y, Z)`` or ``(X, Y, Z, C)``.
         affine: 4x4 voxel -> RAS-mm matrix of ``array``.
+        source: The file the data comes from (named in errors).
 
     Returns:
         ``(array, affine, original_codes)``: the reoriented data (a contiguous
         copy unless already RAS), its affine and the original axis codes.
+
+    Raises:
+        InputError: If the affine is not finite or singular (:func:`check_affine`).
     """
     import nibabel as nib
 
     affine = np.asarray(affine, dtype=np.float64)
+    check_affine(affine, source)
     original = axis_codes(affine)
     ornt = nib.orientations.io_orientation(affine)
     if np.array_equal(ornt, [[0, 1], [1, 1], [2, 1]]):

@@ -336,6 +336,7 @@ def blend_labels(
     alpha: float = 0.45,
     contours: bool = False,
     contour_width: int = 1,
+    colors: Mapping[int, RGB] | None = None,
 ) -> np.ndarray:
     """Colour labelled pixels of a grey or RGB image.
 
@@ -345,6 +346,8 @@ def blend_labels(
         alpha: Opacity of filled regions (0 = invisible, 1 = opaque).
         contours: Draw only region boundaries, opaque, leaving interiors untouched.
         contour_width: Boundary thickness in pixels when ``contours``.
+        colors: Id -> RGB for this image (e.g. :mod:`medm3.imaging.palettes`);
+            default: :func:`label_color` of each id.
 
     Returns:
         ``(rows, cols, 3)`` uint8 RGB image.
@@ -364,7 +367,7 @@ def blend_labels(
     draw = label_contours(labels, contour_width) if contours else labels > 0
     lut = np.zeros((int(ids.max()) + 1, 3), dtype=np.float64)
     for i in ids:
-        lut[int(i)] = label_color(int(i))
+        lut[int(i)] = colors[int(i)] if colors and int(i) in colors else label_color(int(i))
     out = rgb.astype(np.float64)
     colours = lut[labels[draw]]
     opacity = 1.0 if contours else alpha

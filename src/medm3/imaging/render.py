@@ -86,6 +86,7 @@ def render_slice(
     scale: float | None = None,
     contour_width: int | None = None,
     legend_scope: Literal["slice", "volume"] = "slice",
+    colors: Mapping[int, tuple[int, int, int]] | None = None,
 ) -> Image.Image:
     """Render one slice, with an optional label overlay and legend, as an RGB image.
 
@@ -108,6 +109,7 @@ def render_slice(
             256 px of the long side, at least 1).
         legend_scope: List labels present in the rendered ``"slice"`` or in
             the whole ``"volume"``.
+        colors: Id -> RGB of the overlay (default: the stable per-id colours).
 
     Returns:
         An RGB :class:`PIL.Image.Image`. ``info["medm3"]`` holds: ``kind``
@@ -152,7 +154,12 @@ def render_slice(
         slice_ids = [int(i) for i in np.unique(shown) if i > 0]
         width = contour_width if contour_width is not None else max(1, round(max(size) / 256))
         pixels = blend_labels(
-            pixels, shown, alpha=float(alpha), contours=contours, contour_width=width
+            pixels,
+            shown,
+            alpha=float(alpha),
+            contours=contours,
+            contour_width=width,
+            colors=colors,
         )
         if legend:
             ids = slice_ids if legend_scope == "slice" else np.unique(labels)  # type: ignore[arg-type]

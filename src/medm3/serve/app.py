@@ -1,6 +1,8 @@
 """The FastAPI application: thin routes over :class:`~medm3.serve.service.Service`.
 
-Routes (all ``/v1`` routes need the API key when keys are configured):
+Routes (all ``/v1`` routes need the API key when keys are configured; the key,
+the ``Host`` name, cross-site requests and body sizes are checked by
+:mod:`medm3.serve.guard` before any body is read):
 
 ========================================  ==================================================
 ``GET  /health``                          liveness, model state, queue depth (no key needed)
@@ -31,7 +33,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from medm3.errors import MedM3Error
-from medm3.serve.errors import APIError, PayloadTooLargeError, bad_request
+from medm3.serve.errors import APIError, bad_request
 from medm3.serve.settings import ServeSettings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -40,45 +42,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from medm3.serve.service import Service
 
 log = logging.getLogger("medm3.serve")
-
-
-class _BodyLimit:
-    """ASGI middleware: refuse request bodies larger than ``limit`` bytes (HTTP 413)."""
-
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        for name, value in scope.get("headers", []):
-            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                await _send_error(send, PayloadTooLargeError(self.limit))
-                return
-        seen = 0
-
-        async def limited() -> Any:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise PayloadTooLargeError(self.limit)
-            return message
-
-        await self.app(scope, limited, send)
-
-
-async def _send_error(send: Any, err: APIError) -> None:
-    import json
-
-    body = json.dumps(err.body()).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    headers += [(k.lower().encode(), v.encode()) for k, v in err.headers.items()]
-    await send({"type": "http.response.start", "status": err.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 def _error_response(err: APIError) -> Any:
@@ -163,12 +126,24 @@ def create_app(settings: ServeSettings, *, service: Service | None = None) -> Fa
 
     @app.exception_handler(Exception)
     async def _internal(_request: Any, exc: Exception) -> Any:
+        from starlette.requests import ClientDisconnect
+
+        if isinstance(exc, ClientDisconnect):  # not a server error: nobody is listening
+            return _error_response(APIError(499, "the client went away", code="cancelled"))
         return _error_response(svc.api_error(exc))
 
     from medm3.serve.routes import build_router
 
     app.include_router(build_router(svc))
-    app.add_middleware(_BodyLimit, limit=settings.max_upload_bytes + 1024 * 1024)
+    from medm3.serve.guard import RequestGuard
+
+    app.add_middleware(
+        RequestGuard,
+        api_keys=settings.api_keys,
+        allowed_hosts=settings.host_allow_list(),
+        json_limit=settings.max_json_bytes,
+        upload_limit=settings.max_upload_bytes + 1024 * 1024,
+    )
     if settings.ui:
         from medm3.serve.ui import mount_ui
 

@@ -1,8 +1,9 @@
-"""API-key authentication and the open-bind guard.
+"""API-key authentication, the open-bind guard and ``Host`` names.
 
 Clients send ``Authorization: Bearer KEY`` (what the ``openai`` client does) or
 ``X-API-Key: KEY``. Keys are compared in constant time. A server that binds to
 anything but a loopback address refuses to start without at least one key.
+The checks run in :mod:`medm3.serve.guard` before any request body is read.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import ipaddress
 from collections.abc import Sequence
 
 from medm3.errors import InputError
+
+#: ``Host`` names accepted by a loopback server unless configured otherwise.
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
 def is_loopback(host: str) -> bool:
@@ -69,3 +73,56 @@ def key_is_valid(presented: str | None, api_keys: Sequence[str]) -> bool:
     for key in api_keys:  # no early exit: the time does not reveal which key matched
         ok |= hmac.compare_digest(given, key.encode("utf-8", "surrogatepass"))
     return ok
+
+
+def key_index(presented: str | None, api_keys: Sequence[str]) -> int | None:
+    """Index of the key ``presented`` in ``api_keys`` (constant time), or None."""
+    if presented is None:
+        return None
+    given = presented.encode("utf-8", "surrogatepass")
+    found = None
+    for i, key in enumerate(api_keys):  # no early exit
+        if hmac.compare_digest(given, key.encode("utf-8", "surrogatepass")):
+            found = i
+    return found
+
+
+def key_owner(key: str) -> str:
+    """A short fingerprint of an API key that owns sessions (the key itself is never stored)."""
+    import hashlib
+
+    return hashlib.sha256(
+        b"medm3-session-owner:" + key.encode("utf-8", "surrogatepass")
+    ).hexdigest()[:24]
+
+
+def host_name(value: str) -> str | None:
+    """The host of a ``Host`` header or an origin's authority, lower case, without port.
+
+    Returns:
+        None for a malformed value.
+    """
+    value = value.strip().lower()
+    if not value or any(ch in value for ch in "/@ \t\\"):
+        return None
+    if value.startswith("["):
+        end = value.find("]")
+        if end < 0 or (value[end + 1 :] and not value[end + 1 :].startswith(":")):
+            return None
+        return value[1:end]
+    name, _, port = value.partition(":")
+    if port and not port.isdigit():
+        return None
+    return name or None
+
+
+def host_allowed(name: str | None, allowed: Sequence[str]) -> bool:
+    """Whether host ``name`` matches the allow-list (``*``, exact names, ``*.suffix``)."""
+    if name is None:
+        return False
+    for entry in allowed:
+        if entry == "*" or entry == name:
+            return True
+        if entry.startswith("*.") and name.endswith(entry[1:]):
+            return True
+    return False

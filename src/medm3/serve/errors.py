@@ -51,8 +51,21 @@ class APIError(Exception):
 def error_body(
     message: str, type: str, code: str | None = None, param: str | None = None
 ) -> dict[str, Any]:
-    """An OpenAI-style error object."""
-    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+    """An OpenAI-style error object (text that is not valid Unicode is escaped)."""
+    return {
+        "error": {"message": _clean(message), "type": type, "param": _clean(param), "code": code}
+    }
+
+
+def _clean(text: str | None) -> str | None:
+    """``text`` with lone surrogates escaped (they cannot be encoded as UTF-8)."""
+    if text is None:
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def bad_request(message: str, *, param: str | None = None, code: str | None = None) -> APIError:
@@ -111,9 +124,29 @@ class UnsupportedMediaError(APIError):
 
 
 def from_medm3_error(exc: MedM3Error) -> APIError:
-    """The HTTP error of a package error: bad input -> 400, a missing extra -> 501."""
+    """The HTTP error of a package error: bad input -> 400 (413 beyond a read limit),
+    missing expert weights -> 503 (without server paths), a missing extra -> 501."""
+    from medm3.experts.catalogue import WeightsNotFoundError
+
+    if isinstance(exc, WeightsNotFoundError):
+        return APIError(
+            503,
+            "an expert's weights are not installed on this server; the operator can install "
+            "them with `m3 experts download NAME`",
+            type="server_error",
+            code="expert_weights_missing",
+        )
+    if isinstance(exc, InputError) and _is_limit_error(exc):
+        return APIError(413, exc.message, code="image_too_large")
     if isinstance(exc, InputError):
         return APIError(400, exc.message if exc.path is None else str(exc), code="invalid_input")
     if isinstance(exc, MissingDependencyError):
         return APIError(501, str(exc), type="server_error", code="missing_dependency")
     return APIError(500, str(exc), type="server_error", code="model_error")
+
+
+def _is_limit_error(exc: InputError) -> bool:
+    """Whether ``exc`` reports a read limit (decompression bomb, oversized image)."""
+    name = type(exc).__name__
+    text = exc.message.lower()
+    return name.endswith("LimitError") or any(w in text for w in ("limit", "bomb", "medm3_max_"))

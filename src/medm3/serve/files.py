@@ -26,13 +26,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import re
 import shutil
 import threading
 import uuid
-import zipfile
-import zlib
 from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,15 +40,17 @@ from medm3.errors import MedM3Error
 from medm3.serve.errors import (
     APIError,
     PayloadTooLargeError,
-    UnsupportedMediaError,
     bad_request,
     from_medm3_error,
     not_found,
 )
+from medm3.serve.sniff import server_limits, sniff, unreadable
 from medm3.serve.store import FileRecord, Store
 
 if TYPE_CHECKING:  # pragma: no cover
     from medm3.imaging.image import MedicalImage
+
+log = logging.getLogger("medm3.serve")
 
 FILE_ID_RE = re.compile(r"^file-[0-9a-f]{24}$")
 #: Ids of sessions (client-chosen ones too) and expert runs: safe as one path component.
@@ -66,74 +67,12 @@ STORED_NAMES = {
 }
 #: Suffixes of scans listed from ``library/``.
 LIBRARY_SUFFIXES = (".nii", ".nii.gz", ".dcm", ".zip", ".png", ".jpg", ".jpeg")
-ACCEPTED_TEXT = "NIfTI (.nii, .nii.gz), a DICOM file, a zip of DICOM files, PNG or JPEG"
-
-_NIFTI1_MAGIC = (b"n+1\x00",)
-_NIFTI2_MAGIC = (b"n+2\x00",)
 _CHUNK = 1 << 20
 
 
 def new_id(prefix: str) -> str:
     """A fresh id such as ``file-3f2a...`` (24 hex digits)."""
     return f"{prefix}-{uuid.uuid4().hex[:24]}"
-
-
-def _is_nifti(head: bytes) -> bool:
-    return head[344:348] in _NIFTI1_MAGIC or head[4:8] in _NIFTI2_MAGIC
-
-
-def _gunzip_head(head: bytes) -> bytes:
-    try:
-        return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, 1024)
-    except zlib.error:
-        return b""
-
-
-def _zip_has_dicom(path: Path) -> bool:
-    from medm3.imaging.archive import is_unsafe_name
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            infos = [i for i in archive.infolist() if not i.is_dir()]
-            if any(is_unsafe_name(i.filename) for i in infos):
-                raise bad_request("the zip archive has member names outside its folder")
-            for info in infos[:64]:
-                if info.flag_bits & 0x1:
-                    raise bad_request("encrypted zip archives are not accepted")
-                with archive.open(info) as fh:
-                    if fh.read(132)[128:132] == b"DICM":
-                        return True
-    except (zipfile.BadZipFile, OSError, EOFError, RuntimeError) as exc:
-        raise bad_request(f"cannot read the zip archive: {exc}") from None
-    return False
-
-
-def sniff(path: Path) -> str:
-    """Detect the kind of an uploaded file from its content.
-
-    Returns:
-        A key of :data:`STORED_NAMES`.
-
-    Raises:
-        APIError: HTTP 415 for anything else, 400 for an unusable zip.
-    """
-    with open(path, "rb") as fh:
-        head = fh.read(1024)
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if head[128:132] == b"DICM":
-        return "dicom"
-    if _is_nifti(head):
-        return "nifti"
-    if head.startswith(b"\x1f\x8b") and _is_nifti(_gunzip_head(head)):
-        return "nifti_gz"
-    if head.startswith(b"PK\x03\x04"):
-        if _zip_has_dicom(path):
-            return "dicom_zip"
-        raise UnsupportedMediaError("the zip archive holds no DICOM file (DICM marker)")
-    raise UnsupportedMediaError(f"unsupported file type; accepted: {ACCEPTED_TEXT}")
 
 
 def display_name(filename: str | None) -> str:
@@ -171,6 +110,7 @@ class FileStore:
         deid: De-identify DICOM on arrival.
         deid_key: Key of the pseudonyms (``None``: ``$MEDM3_DEID_KEY`` or random).
         image_cache: Loaded images kept in memory.
+        max_image_bytes: Largest decoded image (checked from headers before reading).
     """
 
     def __init__(
@@ -182,14 +122,18 @@ class FileStore:
         deid: bool = True,
         deid_key: str | None = None,
         image_cache: int = 4,
+        max_image_bytes: int = 1 << 30,
     ) -> None:
         self.root = data_dir.resolve()
         self.store = store
         self.max_bytes = max_bytes
         self.deid = deid
         self.deid_key = deid_key
+        self.max_image_bytes = max_image_bytes
+        self.limits = server_limits(max_image_bytes)
         for sub in ("files", "library", "outputs", "state", "tmp"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self.clean_tmp()
         self._cache: OrderedDict[str, MedicalImage] = OrderedDict()
         self._cache_size = image_cache
         self._lock = threading.Lock()
@@ -253,6 +197,18 @@ class FileStore:
         return self.root / "outputs" / owner
 
     # ---------------------------------------------------------------- ingest
+    def clean_tmp(self) -> int:
+        """Remove what ``tmp/`` holds (partial uploads of a previous run); returns the count."""
+        removed = 0
+        for path in (self.root / "tmp").iterdir():
+            with contextlib.suppress(OSError):
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+                removed += 1
+        return removed
+
     def tmp_path(self) -> Path:
         """A fresh path in ``tmp/`` for an incoming upload."""
         return self.root / "tmp" / uuid.uuid4().hex
@@ -289,7 +245,7 @@ class FileStore:
         folder = self.root / "files" / file_id
         with self._ingest_slots:
             try:
-                kind = sniff(tmp)
+                kind = sniff(tmp, self.limits, self.max_image_bytes)
                 folder.mkdir(parents=True)
                 final = folder / STORED_NAMES[kind]
                 meta: dict[str, Any] = {}
@@ -300,10 +256,18 @@ class FileStore:
                 else:
                     os.replace(tmp, final)
                 image = self._load(final)
+                if image.array.size == 0:
+                    raise bad_request("the image is empty (a dimension of length 0)", param="file")
                 meta.update(image_facts(image))
             except MedM3Error as exc:
                 shutil.rmtree(folder, ignore_errors=True)
                 raise from_medm3_error(exc) from None
+            except APIError:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
+            except Exception as exc:  # a reader failing on hostile content: still bad input
+                shutil.rmtree(folder, ignore_errors=True)
+                raise unreadable(exc) from None
             except BaseException:
                 shutil.rmtree(folder, ignore_errors=True)
                 raise
@@ -332,8 +296,15 @@ class FileStore:
             staged = src.with_suffix(".zip")
             os.replace(src, staged)
             src = staged
+        import inspect
+
+        extra = {"limits": self.limits}
+        if "limits" not in inspect.signature(deidentify_path).parameters:
+            extra = {}  # readers without archive limits: sniff() checked the zip already
         try:
-            summary = deidentify_path(src, dst, key=self.deid_key, rename=dst.suffix == ".zip")
+            summary = deidentify_path(
+                src, dst, key=self.deid_key, rename=dst.suffix == ".zip", **extra
+            )
         finally:
             src.unlink(missing_ok=True)
         reports = [f.report for f in summary.files]
@@ -364,10 +335,14 @@ class FileStore:
         if existing is not None:
             return existing
         try:
-            kind = sniff(path)
+            kind = sniff(path, self.limits, self.max_image_bytes)
             image = self._load(path)
         except MedM3Error as exc:
             raise from_medm3_error(exc) from None
+        except APIError:
+            raise
+        except Exception as exc:
+            raise unreadable(exc) from None
         record = FileRecord(
             id=new_id("file"),
             filename=display_name(path.name),
@@ -413,7 +388,7 @@ class FileStore:
         backends re-reads DICOM headers from it)."""
         from medm3.imaging.io import load_image
 
-        return load_image(path)
+        return load_image(path, limits=self.limits)
 
     def _remember(self, file_id: str, image: MedicalImage) -> None:
         with self._lock:
@@ -437,6 +412,8 @@ class FileStore:
             image = self._load(path)
         except MedM3Error as exc:
             raise from_medm3_error(exc) from None
+        except Exception as exc:
+            raise unreadable(exc) from None
         self._remember(file_id, image)
         return image
 

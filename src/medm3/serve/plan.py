@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from medm3.serve.errors import bad_request
+from medm3.serve.errors import bad_request, not_found
 from medm3.serve.files import FILE_ID_RE, OWNER_ID_RE, new_id
 from medm3.serve.protocol import (
     ChatCompletionRequest,
@@ -47,6 +47,7 @@ class ChatPlan:
         stream: Streamed response wanted.
         include_usage: Send a usage chunk at the end of a stream.
         model: The model name to report.
+        owner: Fingerprint of the API key that sent the request (several keys).
     """
 
     session_id: str
@@ -58,6 +59,7 @@ class ChatPlan:
     stream: bool = False
     include_usage: bool = False
     model: str = ""
+    owner: str | None = None
 
 
 def _decode_data_url(url: str, param: str) -> bytes:
@@ -115,6 +117,14 @@ def _text_of(message: Any, images: list[str], files: FileStore, index: int) -> s
             if file_id not in images:
                 images.append(file_id)
     return "\n".join(t for t in texts if t)
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def generation_config(req: ChatCompletionRequest, settings: ServeSettings) -> GenerationConfig:
@@ -198,6 +208,11 @@ def build_plan(
                 param=f"messages[{i}].role",
             )
         turns.append((message.role, _text_of(message, images, files, i)))
+    for i, (_role, text) in enumerate(turns):
+        if not _is_utf8(text):
+            raise bad_request(
+                "the message text is not valid Unicode (lone surrogate)", param=f"messages[{i}]"
+            )
     if not turns or turns[-1][0] != "user" or not turns[-1][1].strip():
         raise bad_request("the last message must be a user message with text", param="messages")
     named: dict[str, str] = {}
@@ -216,6 +231,12 @@ def build_plan(
         files.record(file_id, param=f"image {name}")  # 404 now rather than in the worker
     session_id = req.session_id or new_id("sess")
     exists = session_exists(session_id)
+    if req.session_id is not None and not exists:  # ids are made here, never by clients
+        raise not_found(
+            f"no session with id {req.session_id}; omit session_id to start one",
+            code="session_not_found",
+            param="session_id",
+        )
     history = [] if exists else turns[:-1]
     if history and history[0][0] != "user":
         raise bad_request("the conversation must start with a user message", param="messages")

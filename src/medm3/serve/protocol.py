@@ -33,7 +33,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+#: Sizes and counts a request may hold; checked while parsing, before any work.
+MAX_MESSAGES = 512
+MAX_PARTS = 64
+MAX_EXPERTS = 32
+MAX_IMAGES = 16
+MAX_OPTIONS = 32
+_Name = Annotated[str, StringConstraints(max_length=128)]
+_Id = Annotated[str, StringConstraints(max_length=64)]
 
 # ------------------------------------------------------------------ requests
 
@@ -68,8 +77,8 @@ class ImageURLContent(_Lenient):
 class FileRef(_Lenient):
     """``file`` payload: an uploaded file id (``file_data`` is not accepted)."""
 
-    file_id: str | None = None
-    filename: str | None = None
+    file_id: str | None = Field(default=None, max_length=64)
+    filename: str | None = Field(default=None, max_length=256)
     file_data: str | None = None
 
 
@@ -87,8 +96,8 @@ class ChatMessage(_Lenient):
     """One message of the conversation sent by the client."""
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[ContentPart] | None = None
-    name: str | None = None
+    content: str | Annotated[list[ContentPart], Field(max_length=MAX_PARTS)] | None = None
+    name: str | None = Field(default=None, max_length=128)
 
 
 class StreamOptions(_Lenient):
@@ -115,17 +124,17 @@ class Medm3Options(_Lenient):
     plane: Literal["axial", "coronal", "sagittal"] | None = None
     slice_index: int | None = Field(default=None, ge=0)
     window: str | None = Field(default=None, max_length=40)
-    experts: list[str] | None = None
+    experts: list[_Name] | None = Field(default=None, max_length=MAX_EXPERTS)
     use_experts: bool | None = None
     max_rounds: int | None = Field(default=None, ge=0, le=10)
-    images: dict[str, str] | None = None
+    images: dict[_Name, _Id] | None = Field(default=None, max_length=MAX_IMAGES)
 
 
 class ChatCompletionRequest(_Lenient):
     """``POST /v1/chat/completions`` body (OpenAI schema + ``session_id`` + ``medm3``)."""
 
-    model: str
-    messages: list[ChatMessage] = Field(min_length=1)
+    model: str = Field(max_length=256)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
     stream: bool = False
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(default=None, ge=1)
@@ -133,7 +142,7 @@ class ChatCompletionRequest(_Lenient):
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
     seed: int | None = None
-    stop: str | list[str] | None = None
+    stop: _Name | Annotated[list[_Name], Field(max_length=8)] | None = None
     n: int | None = Field(default=None, ge=1)
     session_id: str | None = Field(default=None, max_length=64)
     medm3: Medm3Options | None = None
@@ -151,12 +160,34 @@ class ExpertRunRequest(_Lenient):
         options: Expert-specific options (see each expert).
     """
 
-    file_id: str | None = None
-    inputs: dict[str, str] | None = None
+    file_id: _Id | None = None
+    inputs: dict[_Name, _Id] | None = Field(default=None, max_length=MAX_IMAGES)
     args: str = Field(default="", max_length=200)
     plane: Literal["axial", "coronal", "sagittal"] = "axial"
     slice_index: int | None = Field(default=None, ge=0)
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: dict[_Name, Any] = Field(default_factory=dict, max_length=MAX_OPTIONS)
+
+
+def invalid_unicode(value: Any, where: str = "") -> str | None:
+    """The location of the first string in ``value`` that cannot be encoded as UTF-8
+    (a lone surrogate sent as ``\\ud800`` in JSON), or None when all are valid."""
+    stack: list[tuple[str, Any]] = [(where, value)]
+    while stack:
+        loc, item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return loc or "body"
+        elif isinstance(item, BaseModel):
+            stack.append((loc, item.model_dump()))
+        elif isinstance(item, dict):
+            for key, val in item.items():
+                stack.append((loc, key))
+                stack.append((f"{loc}.{key}".strip("."), val))
+        elif isinstance(item, list | tuple):
+            stack.extend((f"{loc}[{i}]", val) for i, val in enumerate(item))
+    return None
 
 
 # ----------------------------------------------------------------- responses

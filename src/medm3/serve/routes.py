@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
-from medm3.serve.auth import key_from_headers, key_is_valid
-from medm3.serve.errors import APIError
+from medm3.serve.errors import APIError, bad_request
 from medm3.serve.files import new_id
+from medm3.serve.guard import OWNER_SCOPE_KEY
 from medm3.serve.protocol import (
     AssistantMessage,
     ChatCompletion,
@@ -26,6 +27,7 @@ from medm3.serve.protocol import (
     Health,
     ModelList,
     SessionObject,
+    invalid_unicode,
 )
 from medm3.serve.streaming import medm3_result, start_stream
 from medm3.serve.upload import receive_upload
@@ -35,24 +37,13 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def build_router(svc: Service) -> APIRouter:
-    """All routes of the API, bound to ``svc``."""
-    keys = svc.settings.api_keys
+    """All routes of the API, bound to ``svc``.
 
-    async def require_key(
-        authorization: str | None = Header(default=None),
-        x_api_key: str | None = Header(default=None),
-    ) -> None:
-        if not key_is_valid(key_from_headers(authorization, x_api_key), keys):
-            raise APIError(
-                401,
-                "invalid or missing API key: send 'Authorization: Bearer KEY'",
-                type="authentication_error",
-                code="invalid_api_key",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-
+    The API key, ``Host``, cross-site and body-size checks happen before the
+    routes, in :class:`~medm3.serve.guard.RequestGuard`.
+    """
     root = APIRouter()
-    api = APIRouter(prefix="/v1", dependencies=[Depends(require_key)])
+    api = APIRouter(prefix="/v1")
 
     @root.get("/health", response_model=Health)
     async def health() -> Health:
@@ -63,8 +54,9 @@ def build_router(svc: Service) -> APIRouter:
         return svc.models()
 
     @api.post("/chat/completions", response_model=None)
-    async def chat_completions(req: ChatCompletionRequest) -> Any:
-        plan = await asyncio.to_thread(svc.plan, req)
+    async def chat_completions(req: ChatCompletionRequest, request: Request) -> Any:
+        _check_unicode(req)
+        plan = await asyncio.to_thread(svc.plan, req, _owner(request))
         completion_id = new_id("chatcmpl")
         if plan.stream:
             events = start_stream(svc, plan, completion_id)
@@ -74,7 +66,7 @@ def build_router(svc: Service) -> APIRouter:
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
         try:
-            out = await svc.chat(plan)
+            out = await _unless_disconnected(request, svc.chat(plan))
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
                 raise
@@ -122,26 +114,28 @@ def build_router(svc: Service) -> APIRouter:
         return ExpertList(data=svc.experts())
 
     @api.post("/experts/{name}/run", response_model=ExpertRunResponse)
-    async def run_expert(name: str, req: ExpertRunRequest) -> ExpertRunResponse:
+    async def run_expert(name: str, req: ExpertRunRequest, request: Request) -> ExpertRunResponse:
+        _check_unicode(req)
         job = svc.expert_run_job(name, req)
         try:
-            return await svc.runner.run(job)
+            return await _unless_disconnected(request, svc.runner.run(job))
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
                 raise
             raise svc.api_error(exc) from None
 
     @api.get("/sessions/{session_id}", response_model=SessionObject)
-    async def get_session(session_id: str) -> SessionObject:
-        return svc.session(session_id)
+    async def get_session(session_id: str, request: Request) -> SessionObject:
+        return svc.session(session_id, _owner(request))
 
     @api.delete("/sessions/{session_id}")
-    async def delete_session(session_id: str) -> dict[str, Any]:
-        svc.delete_session(session_id)
+    async def delete_session(session_id: str, request: Request) -> dict[str, Any]:
+        svc.delete_session(session_id, _owner(request))
         return {"id": session_id, "object": "session", "deleted": True}
 
     @api.get("/outputs/{owner}/archive.zip")
-    async def archive(owner: str) -> FileResponse:
+    async def archive(owner: str, request: Request) -> FileResponse:
+        _check_owner(svc, owner, request)
         path = await asyncio.to_thread(svc.archive, owner)
         return FileResponse(
             path,
@@ -151,11 +145,55 @@ def build_router(svc: Service) -> APIRouter:
         )
 
     @api.get("/outputs/{owner}/{path:path}")
-    async def output_file(owner: str, path: str) -> FileResponse:
+    async def output_file(owner: str, path: str, request: Request) -> FileResponse:
+        _check_owner(svc, owner, request)
         return FileResponse(svc.files.output_path(owner, path))
 
     root.include_router(api)
     return root
+
+
+def _owner(request: Request) -> str | None:
+    """Fingerprint of the request's API key when several keys are configured."""
+    return request.scope.get(OWNER_SCOPE_KEY)
+
+
+def _check_owner(svc: Service, owner_id: str, request: Request) -> None:
+    from medm3.serve.errors import not_found
+
+    if not svc.check_owner(owner_id, _owner(request)):
+        raise not_found("no such output", code="output_not_found")
+
+
+def _check_unicode(req: Any) -> None:
+    where = invalid_unicode(req)
+    if where is not None:
+        raise bad_request("the request holds text that is not valid Unicode", param=where)
+
+
+async def _unless_disconnected(request: Request, work: Any) -> Any:
+    """Await ``work``; cancel it when the client disconnects first (its queued job is
+    dropped, a running one stops at its next check and is not saved)."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+    if task.cancelled():  # nobody is listening any more; this answer is not sent
+        raise APIError(499, "the client went away", code="cancelled")
+    return task.result()
+
+
+async def _disconnected(request: Request) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
 
 
 def _now() -> int:

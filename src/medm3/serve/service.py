@@ -90,6 +90,7 @@ class LiveSession:
     options: dict[str, Any] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     listener: Listener | None = None
+    owner: str | None = None
     chat: ChatSession = field(init=False)
 
     def dispatch(self, step: dict[str, Any]) -> None:
@@ -116,6 +117,7 @@ class Service:
             max_bytes=settings.max_upload_bytes,
             deid=settings.deid,
             deid_key=settings.deid_key,
+            max_image_bytes=settings.max_image_bytes,
         )
         workers = max(settings.workers, settings.batch_size)  # batching: one agent loop each
         self.runner = ModelRunner(workers, settings.max_queue, settings.request_timeout_s)
@@ -298,23 +300,34 @@ class Service:
         return json.loads(json.dumps(public, default=str))
 
     # ------------------------------------------------------------------ chat
-    def plan(self, req: ChatCompletionRequest) -> ChatPlan:
-        """Check a chat request (blocking: stores data-URL images); see :mod:`~.plan`."""
+    def plan(self, req: ChatCompletionRequest, owner: str | None = None) -> ChatPlan:
+        """Check a chat request (blocking: stores data-URL images); see :mod:`~.plan`.
+
+        Args:
+            req: The request.
+            owner: Fingerprint of the API key that sent it (several keys configured):
+                only that key's sessions can be continued.
+        """
         self._ready_backend()
         self.check_model(req.model)
-        return build_plan(
+        plan = build_plan(
             req,
             self.files,
             self.settings,
-            session_exists=self._session_exists,
+            session_exists=lambda sid: self._session_exists(sid, owner),
             session_images=lambda sid: self._session_record_images(sid),
         )
+        plan.owner = owner
+        return plan
 
-    def _session_exists(self, sid: str) -> bool:
+    def _session_exists(self, sid: str, owner: str | None = None) -> bool:
+        """Whether session ``sid`` exists and ``owner`` may use it."""
         with self._sessions_lock:
-            if sid in self._sessions:
-                return True
-        return self.store.get_session(sid) is not None
+            live = self._sessions.get(sid)
+            if live is not None:
+                return live.owner is None or live.owner == owner
+        rec = self.store.get_session(sid)
+        return rec is not None and rec.state.get("owner") in (None, owner)
 
     def _session_record_images(self, sid: str) -> dict[str, str]:
         with self._sessions_lock:
@@ -331,6 +344,7 @@ class Service:
             experts=options.get("experts", s.experts),
             use_experts=options.get("use_experts", s.use_experts),
             max_rounds=s.max_rounds,
+            protocol=s.protocol,
             plane=options.get("plane", "axial"),
             slice_index=options.get("slice_index"),
             window=options.get("window", "auto"),
@@ -359,7 +373,8 @@ class Service:
             options = {k: v for k, v in plan.agent.items() if k in ("experts", "use_experts")}
             results = []
             file_ids = dict(plan.images)
-        live = LiveSession(plan.session_id, file_ids, results, options)
+        owner = record.state.get("owner") if record is not None else plan.owner
+        live = LiveSession(plan.session_id, file_ids, results, options, owner=owner)
         # experts/use_experts are fixed at creation: the stored options win
         config = self._agent_config(plan.session_id, {**plan.agent, **options})
         live.chat = ChatSession(
@@ -423,6 +438,8 @@ class Service:
         state["options"] = {
             k: list(v) if isinstance(v, tuple) else v for k, v in live.options.items()
         }
+        if live.owner is not None:
+            state["owner"] = live.owner
         now = int(time.time())
         self.store.save_session(
             live.id,
@@ -480,12 +497,12 @@ class Service:
         job.future = self.runner.submit(work)
 
     # --------------------------------------------------------------- sessions
-    def session(self, sid: str) -> SessionObject:
-        """``GET /v1/sessions/{id}``."""
+    def session(self, sid: str, owner: str | None = None) -> SessionObject:
+        """``GET /v1/sessions/{id}`` (404 for another key's session)."""
         from medm3.serve.files import OWNER_ID_RE
 
         rec = self.store.get_session(sid) if OWNER_ID_RE.match(sid) else None
-        if rec is None:
+        if rec is None or rec.state.get("owner") not in (None, owner):
             raise not_found(f"no session with id {sid[:80]}", code="session_not_found")
         messages = []
         for m in self.store.messages(sid):
@@ -511,13 +528,21 @@ class Service:
             archive_url=f"/v1/outputs/{sid}/archive.zip",
         )
 
-    def delete_session(self, sid: str) -> None:
+    def delete_session(self, sid: str, owner: str | None = None) -> None:
         """Forget a session (its output files stay until removed by the operator)."""
         from medm3.serve.files import OWNER_ID_RE
 
-        if not OWNER_ID_RE.match(sid) or not self.store.delete_session(sid):
+        if not OWNER_ID_RE.match(sid) or not self.check_owner(sid, owner):
+            raise not_found(f"no session with id {sid[:80]}", code="session_not_found")
+        if not self.store.delete_session(sid):
             raise not_found(f"no session with id {sid[:80]}", code="session_not_found")
         self._forget(sid)
+
+    def check_owner(self, owner_id: str, owner: str | None) -> bool:
+        """Whether the key ``owner`` may read ``owner_id``'s session or outputs (an
+        output folder that is not a session, such as an expert run, is open to all keys)."""
+        rec = self.store.get_session(owner_id)
+        return rec is None or rec.state.get("owner") in (None, owner)
 
     # ---------------------------------------------------------------- experts
     @staticmethod
@@ -554,6 +579,7 @@ class Service:
             raise bad_request("give file_id (or inputs: {name: file_id})", param="file_id")
         for key, file_id in inputs.items():
             self.files.record(file_id, param=f"inputs.{key}")
+        _check_weights(cls)
 
         def job() -> ExpertRunResponse:
             from medm3.experts.base import RunContext
@@ -617,6 +643,16 @@ class Service:
                 ]
                 zf.writestr("trace.json", json.dumps(doc, indent=2, default=str) + "\n")
         return dest
+
+
+def _check_weights(cls: Any) -> None:
+    """Refuse an expert run at once (HTTP 503) when the expert's weights are not in the
+    cache, before anything heavy is imported or queued."""
+    from medm3.experts.catalogue import WeightsNotFoundError, missing_files, weights_dir
+
+    name = getattr(cls, "weights_name", None)
+    if name and missing_files(name, weights_dir(name)):
+        raise WeightsNotFoundError(f"weights for expert '{name}' are not installed")
 
 
 def _kind(name: str) -> str:

@@ -33,7 +33,14 @@ class ServeSettings:
         api_keys: Accepted API keys (``Authorization: Bearer KEY`` or ``X-API-Key``);
             empty: no authentication (allowed on loopback only).
         data_dir: Folder of the database, uploads and outputs (created when missing).
-        max_upload_mb: Largest accepted upload or request body, in MiB.
+        max_upload_mb: Largest accepted upload (``POST /v1/files``, the web UI), in MiB.
+        max_json_mb: Largest accepted body of every other request, in MiB (checked
+            before the body is read, like the API key).
+        max_image_mb: Largest image an upload may decode to, in MiB of samples
+            (checked from the header before any pixel is read; bombs get HTTP 413).
+        allowed_hosts: Host names accepted in the ``Host`` header (``*``: any).
+            ``None``: loopback names when ``host`` is loopback (DNS-rebinding
+            protection), any otherwise (API keys are required there).
         deid: De-identify DICOM uploads on arrival (the original bytes are not kept).
         deid_key: Key of the de-identification pseudonyms (``None``: ``$MEDM3_DEID_KEY``,
             else a random key per upload).
@@ -53,9 +60,13 @@ class ServeSettings:
         experts: Experts offered to the model (``None``: all registered).
         use_experts: Offer experts at all.
         max_rounds: Most expert calls per question.
+        protocol: Conversation protocol, ``released`` or ``medm3`` (``None``: by
+            backend, see :mod:`medm3.agent.protocol`).
         expert_device: Device of the experts (``None``: automatic).
         max_new_tokens: Default and upper bound of ``max_tokens``.
         model_name: Name reported by ``GET /v1/models`` (default: the model id).
+        dicomweb: DICOMweb root (``dicomweb+https://HOST/ROOT``) the web UI browses and
+            stores results to (``None``: no PACS panel).
     """
 
     backend: str = "vila"
@@ -67,6 +78,9 @@ class ServeSettings:
     api_keys: tuple[str, ...] = ()
     data_dir: Path = DEFAULT_DATA_DIR
     max_upload_mb: float = 1024.0
+    max_json_mb: float = 32.0
+    max_image_mb: float = 1024.0
+    allowed_hosts: tuple[str, ...] | None = None
     deid: bool = True
     deid_key: str | None = None
     ui: bool = True
@@ -79,14 +93,36 @@ class ServeSettings:
     experts: tuple[str, ...] | None = None
     use_experts: bool = True
     max_rounds: int = 3
+    protocol: str | None = None
     expert_device: str | None = None
     max_new_tokens: int = 1024
     model_name: str | None = None
+    dicomweb: str | None = None
 
     @property
     def max_upload_bytes(self) -> int:
         """The upload cap in bytes."""
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_json_bytes(self) -> int:
+        """The cap of non-upload request bodies in bytes."""
+        return int(self.max_json_mb * 1024 * 1024)
+
+    @property
+    def max_image_bytes(self) -> int:
+        """The decoded-image cap in bytes."""
+        return int(self.max_image_mb * 1024 * 1024)
+
+    def host_allow_list(self) -> tuple[str, ...]:
+        """The accepted ``Host`` names (lower case; ``("*",)``: any)."""
+        from medm3.serve.auth import LOOPBACK_NAMES, is_loopback
+
+        if self.allowed_hosts is not None:
+            return tuple(h.strip().lower() for h in self.allowed_hosts if h.strip())
+        if is_loopback(self.host):
+            return LOOPBACK_NAMES
+        return ("*",)
 
     def validate(self) -> None:
         """Check the settings; refuse an open bind without API keys.
@@ -105,15 +141,26 @@ class ServeSettings:
             raise InputError(f"batch_wait_ms must be 0 or more, not {self.batch_wait_ms}")
         if self.max_queue < 0:
             raise InputError(f"max_queue must be 0 or more, not {self.max_queue}")
-        if not self.max_upload_mb > 0:
-            raise InputError(f"max_upload_mb must be > 0, not {self.max_upload_mb}")
+        for name in ("max_upload_mb", "max_json_mb", "max_image_mb"):
+            if not getattr(self, name) > 0:
+                raise InputError(f"{name} must be > 0, not {getattr(self, name)}")
+        if self.allowed_hosts is not None and not self.host_allow_list():
+            raise InputError("allowed_hosts is empty: give host names, or '*' for any")
         if not self.request_timeout_s > 0:
             raise InputError(f"request_timeout_s must be > 0, not {self.request_timeout_s}")
         if self.session_cache < 1:
             raise InputError(f"session_cache must be at least 1, not {self.session_cache}")
         if any(not k or k != k.strip() for k in self.api_keys):
             raise InputError("API keys must be non-empty and without surrounding spaces")
+        if self.protocol is not None:
+            from medm3.agent.protocol import get_protocol
+
+            self.protocol = get_protocol(self.protocol).name
         check_bind(self.host, self.api_keys)
+        if self.dicomweb:
+            from medm3.dicomweb.url import parse_reference
+
+            parse_reference(self.dicomweb, need_study=False)
 
 
 def keys_from_env() -> tuple[str, ...]:

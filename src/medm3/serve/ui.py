@@ -35,8 +35,16 @@ PLANES = ("axial", "coronal", "sagittal")
 _LIBRARY = "library:"
 
 
+def _no_analytics() -> None:
+    """Turn Gradio's usage analytics off (set before Gradio is imported)."""
+    import os
+
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+
+
 def mount_ui(app: FastAPI, svc: Service, path: str = "/ui") -> None:
-    """Mount the UI on ``app`` at ``path``."""
+    """Mount the UI on ``app`` at ``path`` (Gradio analytics off)."""
+    _no_analytics()
     import gradio as gr
 
     keys = svc.settings.api_keys
@@ -270,11 +278,12 @@ class _Handlers:
 
 def build_ui(svc: Service) -> gr.Blocks:
     """The Gradio Blocks of the UI, bound to ``svc``."""
+    _no_analytics()
     import gradio as gr
 
     h = _Handlers(svc)
     # Gradio's cache (its copies of shown overlays and archives): files older than a day go.
-    with gr.Blocks(title="medm3", delete_cache=(3600, 86400)) as ui:
+    with gr.Blocks(title="medm3", delete_cache=(3600, 86400), analytics_enabled=False) as ui:
         gr.Markdown(
             f"## medm3 - VILA-M3 with expert models\nModel: `{svc.model_id}`. "
             "Research software, not a medical device."
@@ -353,4 +362,8 @@ def build_ui(svc: Service) -> gr.Blocks:
             [chat, session_id, question, trace, download],
         )
         clear.click(h.new_chat, None, [chat, session_id, trace, download])
+        if svc.settings.dicomweb:  # m3 serve --dicomweb URL
+            from medm3.serve.ui_pacs import add_pacs_panel
+
+            add_pacs_panel(svc, h, opened, file_id, session_id, plane, window)
     return ui

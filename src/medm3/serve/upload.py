@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from medm3.serve.errors import PayloadTooLargeError, bad_request
+from medm3.serve.errors import APIError, PayloadTooLargeError, bad_request
 
 if TYPE_CHECKING:  # pragma: no cover
     from starlette.requests import Request
@@ -133,6 +133,7 @@ async def receive_upload(request: Request, dest: Path, max_bytes: int) -> Receiv
     """
     from python_multipart.exceptions import MultipartParseError
     from python_multipart.multipart import MultipartParser, parse_options_header
+    from starlette.requests import ClientDisconnect
 
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     boundary = params.get(b"boundary")
@@ -151,6 +152,10 @@ async def receive_upload(request: Request, dest: Path, max_bytes: int) -> Receiv
         sink.close()
         dest.unlink(missing_ok=True)
         raise bad_request(f"malformed multipart body: {exc}") from None
+    except ClientDisconnect:  # the partial file goes; nobody is left to answer
+        sink.close()
+        dest.unlink(missing_ok=True)
+        raise APIError(499, "the client went away during the upload", code="cancelled") from None
     except BaseException:
         sink.close()
         dest.unlink(missing_ok=True)

@@ -13,7 +13,9 @@ Sizes are tiny (LLM hidden 64, 2 layers; SigLIP hidden 32, image 42, patch 6,
 so an odd 7x7 patch grid that exercises the projector's padding). Weights are
 stored in bf16 like the released ones. Nothing is downloaded: the tokenizer is
 trained here, a byte-level BPE with the Llama-3 special tokens for ``llama_3``
-and a SentencePiece BPE model (byte fallback, like Llama-2) for ``vicuna_v1``.
+and a SentencePiece BPE model (byte fallback, like Llama-2; see
+:func:`train_sentencepiece`) for ``vicuna_v1``, whose ``llm/`` then holds no
+``tokenizer.json``, as in the released 3B and 13B.
 """
 
 from __future__ import annotations
@@ -46,6 +48,19 @@ _CORPUS = [
     "user assistant system image question answer report modality",
 ]
 
+# Extra SentencePiece text: expert turns and non-ASCII, so that the tiny
+# vocabulary has multi-byte pieces as well as byte-fallback gaps.
+_SPM_EXTRA = [
+    "This is a CT image. I segmented the liver with <VISTA3D(hepatic tumor)>.",
+    "The colors in this image describe red: liver, blue: hepatic tumor. Use this result.",
+    "This is a CXR image. The resulting predictions are: Atelectasis: yes, Effusion: no.",
+    "Größe der Läsion: 12 mm; Leber und Milz unauffällig. Résumé: cœur de taille normale.",
+    "肝臓に腫瘍があります。胸部 X 線写真。 São Paulo, µm, ±0.5 °C, naïve café.",
+]
+
+SPM_CORPUS: tuple[str, ...] = (*_CORPUS, *_SPM_EXTRA)
+"""Text the tiny SentencePiece models are trained on (3 passes)."""
+
 _LLAMA3_SPECIALS = [
     "<|begin_of_text|>",
     "<|end_of_text|>",
@@ -77,13 +92,25 @@ def _llama3_tokenizer(vocab_size: int) -> Any:
     )
 
 
-def _write_vicuna_tokenizer(llm_dir: Path, vocab_size: int) -> None:
-    """Train a Llama-2-like SentencePiece model and write the slow-tokenizer files."""
+def train_sentencepiece(vocab_size: int = 400, corpus: Any = None) -> bytes:
+    """Train a Llama-2-like SentencePiece BPE model (byte fallback, dummy prefix).
+
+    Training is single-threaded and byte-for-byte deterministic for a given
+    ``sentencepiece`` version, so the same arguments give the same model.
+
+    Args:
+        vocab_size: Pieces in the model (3 specials + 256 bytes included).
+        corpus: Training sentences (default: :data:`SPM_CORPUS`).
+
+    Returns:
+        The serialized ``tokenizer.model``.
+    """
     import sentencepiece as spm
 
     model = io.BytesIO()
+    sentences = list(SPM_CORPUS if corpus is None else corpus)
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(_CORPUS * 3),
+        sentence_iterator=iter(sentences * 3),
         model_writer=model,
         vocab_size=vocab_size,
         model_type="bpe",
@@ -101,10 +128,33 @@ def _write_vicuna_tokenizer(llm_dir: Path, vocab_size: int) -> None:
         num_threads=1,
         minloglevel=2,
     )
-    (llm_dir / "tokenizer.model").write_bytes(model.getvalue())
+    return model.getvalue()
+
+
+def _write_vicuna_tokenizer(
+    llm_dir: Path, vocab_size: int, model: bytes | None = None, config_files: bool = True
+) -> None:
+    """Write ``tokenizer.model`` (+ the slow-tokenizer config files when asked)."""
+    (llm_dir / "tokenizer.model").write_bytes(model or train_sentencepiece(vocab_size))
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (llm_dir / name).unlink(missing_ok=True)
+    if not config_files:
+        return
     specials = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<unk>"}
+    added = {  # as transformers 4.36 (the version VILA-M3 was trained with) saves them
+        str(i): {
+            "content": token,
+            "lstrip": False,
+            "normalized": False,
+            "rstrip": False,
+            "single_word": False,
+            "special": True,
+        }
+        for i, token in enumerate(("<unk>", "<s>", "</s>"))
+    }
     config = {
         "tokenizer_class": "LlamaTokenizer",
+        "added_tokens_decoder": added,
         "add_bos_token": True,
         "add_eos_token": False,
         "legacy": False,
@@ -163,6 +213,8 @@ def build_tiny_vila(
     image_size: int = 42,
     patch_size: int = 6,
     vocab_size: int = 400,
+    tokenizer_model: str | os.PathLike[str] | None = None,
+    tokenizer_config: bool = True,
 ) -> Path:
     """Write a tiny random-weight VILA-M3 checkpoint in the released folder layout.
 
@@ -178,6 +230,11 @@ def build_tiny_vila(
         image_size: SigLIP input size; with ``patch_size`` it should give an odd grid.
         patch_size: SigLIP patch size.
         vocab_size: Size of the trained tokenizer vocabulary (before added tokens).
+        tokenizer_model: ``vicuna_v1`` only: use this SentencePiece ``tokenizer.model``
+            instead of training one (e.g. a committed test fixture).
+        tokenizer_config: ``vicuna_v1`` only: also write ``tokenizer_config.json`` and
+            ``special_tokens_map.json`` (as the released 3B/13B); ``False`` leaves
+            ``tokenizer.model`` alone in ``llm/``.
 
     Returns:
         The checkpoint folder.
@@ -213,7 +270,8 @@ def build_tiny_vila(
         tok_config["tokenizer_class"] = "PreTrainedTokenizerFast"  # as in the released files
         _write_json(llm_dir / "tokenizer_config.json", tok_config)
     else:
-        _write_vicuna_tokenizer(llm_dir, vocab_size)
+        model = Path(tokenizer_model).read_bytes() if tokenizer_model else None
+        _write_vicuna_tokenizer(llm_dir, vocab_size, model, tokenizer_config)
     llm_vocab, special = _vocab_of(llm_dir, template)
 
     torch.manual_seed(seed)

@@ -5,14 +5,19 @@
   uses ``<Study UID>/<Series UID>/<SOP Instance UID>.dcm`` built from the new UIDs).
   Links to files are followed; links to folders are not (they are listed as skipped).
 * A ``.zip`` archive is read member by member; members with an absolute path or a
-  ``..`` component are rejected (path traversal).
+  ``..`` component are rejected (path traversal). Its directory is checked against
+  :class:`~medm3.imaging.limits.ReadLimits` (members, sizes, compression ratio: the
+  checks of :mod:`medm3.imaging.archive`) before anything is decompressed.
+* Only the first bytes of a file are read to decide whether it is DICOM; files larger
+  than ``max_member_bytes`` are refused before being read.
 * Where the input is a folder or a zip, an output path ending in ``.zip`` gets a zip
   archive, any other a folder.
 
 Only files with the DICOM ``DICM`` marker at byte 128 are processed; other files
 (including DICOMDIR indexes, which hold patient names and would point to renamed
 files) are skipped, not copied, and listed in the summary. A file with the marker that
-cannot be read stops the run with an :class:`~medm3.errors.InputError` naming it.
+cannot be read, or that is truncated, stops the run with an
+:class:`~medm3.errors.InputError` naming it.
 
 Nothing partial is ever left behind: a file goes to a temporary file renamed into
 place, a folder to a temporary folder renamed at the end, a zip to a temporary archive.
@@ -37,8 +42,11 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from medm3.errors import InputError
+from medm3.imaging.archive import check_members
 from medm3.imaging.deid.engine import DeidReport, deidentify_dataset
 from medm3.imaging.deid.keys import resolve_key
+from medm3.imaging.limits import ReadLimits, resolve_limits
+from medm3.imaging.readers.dicom_check import truncation_problem
 from medm3.utils.atomic import atomic_write_bytes
 
 _DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
@@ -110,9 +118,14 @@ def is_dicom_file(path: PathLike) -> bool:
 
 def _read(source: str | io.BytesIO, name: str) -> Dataset:
     try:
-        return pydicom.dcmread(source)
+        ds = pydicom.dcmread(source)
     except Exception as exc:
         raise InputError(f"cannot read DICOM file: {_one_line(exc)}", name) from exc
+    size = len(source.getbuffer()) if isinstance(source, io.BytesIO) else os.path.getsize(source)
+    problem = truncation_problem(ds, size)
+    if problem is not None:
+        raise InputError(f"DICOM file is truncated or corrupt: {problem}", name)
+    return ds
 
 
 def _is_dicomdir(ds: Dataset) -> bool:
@@ -140,7 +153,12 @@ def _check_output(dst: Path, overwrite: bool, want_dir: bool) -> None:
 
 
 def deidentify_file(
-    src: PathLike, dst: PathLike, *, key: str | bytes | None = None, overwrite: bool = False
+    src: PathLike,
+    dst: PathLike,
+    *,
+    key: str | bytes | None = None,
+    overwrite: bool = False,
+    limits: ReadLimits | None = None,
 ) -> DeidReport:
     """De-identify one DICOM file into ``dst`` (written atomically).
 
@@ -150,6 +168,7 @@ def deidentify_file(
         key: Secret key (see :func:`deidentify_dataset`); None reads ``$MEDM3_DEID_KEY``,
             else uses a random key.
         overwrite: Replace an existing output file.
+        limits: Size limit (``max_member_bytes``; default: from the environment).
 
     Returns:
         The :class:`DeidReport` of the file.
@@ -165,6 +184,13 @@ def deidentify_file(
     if src_path.resolve() == dst_path.resolve():
         raise InputError("the output must differ from the input", dst_path)
     _check_output(dst_path, overwrite, want_dir=False)
+    max_bytes = resolve_limits(limits).max_member_bytes
+    if src_path.stat().st_size > max_bytes:
+        raise InputError(
+            f"file is {src_path.stat().st_size:,} bytes, more than the limit of {max_bytes:,} "
+            "(MEDM3_MAX_ZIP_MEMBER_BYTES)",
+            src_path,
+        )
     ds = _read(str(src_path), str(src_path))
     if _is_dicomdir(ds):
         raise InputError("DICOMDIR indexes are not de-identified; regenerate them", src_path)
@@ -180,14 +206,37 @@ def deidentify_file(
 _Entry = tuple[str, str, Callable[[], bytes] | None]  # reader None: skipped link
 
 
-def _folder_entries(root: Path) -> Iterator[_Entry]:
+def _read_limited(path: Path, limits: ReadLimits) -> bytes:
+    """A file's bytes: only its first 132 when it is not DICOM; refused when too large."""
+    with open(path, "rb") as fh:
+        head = fh.read(132)
+        if not _has_dicm_marker(head):
+            return head
+        size = os.fstat(fh.fileno()).st_size
+        if size > limits.max_member_bytes:
+            raise InputError(
+                f"file is {size:,} bytes, more than the limit of {limits.max_member_bytes:,} "
+                "(MEDM3_MAX_ZIP_MEMBER_BYTES)",
+                path,
+            )
+        return head + fh.read()
+
+
+def _folder_entries(root: Path, limits: ReadLimits) -> Iterator[_Entry]:
+    count = 0
     for folder, dirs, files in os.walk(root):
         links = [d for d in dirs if Path(folder, d).is_symlink()]
         dirs[:] = sorted(d for d in dirs if d not in links)  # os.walk does not follow them
         for name in sorted([*files, *links]):
+            count += 1
+            if count > limits.max_files:
+                raise InputError(
+                    f"folder holds more than {limits.max_files:,} files (MEDM3_MAX_FILES)", root
+                )
             path = Path(folder, name)
             rel = path.relative_to(root).as_posix()
-            yield rel, str(path), (path.read_bytes if path.is_file() else None)
+            reader = (lambda p=path: _read_limited(p, limits)) if path.is_file() else None
+            yield rel, str(path), reader
 
 
 def _safe_member(name: str, archive: Path) -> str:
@@ -198,11 +247,19 @@ def _safe_member(name: str, archive: Path) -> str:
     return "/".join(p for p in parts if p not in ("", "."))
 
 
-def _zip_entries(archive: zipfile.ZipFile, path: Path) -> list[_Entry]:
-    members = [m for m in archive.infolist() if not m.is_dir()]
-    names = [_safe_member(m.filename, path) for m in members]  # check all before any work
+def _read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> bytes:
+    """A member's bytes: only its first 132 when it is not DICOM (never past its declared size)."""
+    with archive.open(member) as fh:
+        head = fh.read(132)
+        return head + fh.read() if _has_dicm_marker(head) else head
+
+
+def _zip_entries(archive: zipfile.ZipFile, path: Path, limits: ReadLimits) -> list[_Entry]:
+    # Members, sizes and compression ratios are checked (as for `m3 info`) before any work.
+    members = check_members(archive.infolist(), limits, path)
+    names = [_safe_member(m.filename, path) for m in members]
     return [
-        (name, f"{path}:{m.filename}", (lambda m=m: archive.read(m)))
+        (name, f"{path}:{m.filename}", (lambda m=m: _read_member(archive, m)))
         for name, m in zip(names, members, strict=True)
     ]
 
@@ -287,6 +344,8 @@ def _run(
             continue
         try:
             data = reader()
+        except InputError:
+            raise
         except Exception as exc:  # I/O error, corrupt, encrypted or unsupported zip member
             raise InputError(f"cannot read file: {_one_line(exc)}", shown) from exc
         if not _has_dicm_marker(data[:132]):
@@ -315,6 +374,7 @@ def deidentify_path(
     key: str | bytes | None = None,
     overwrite: bool = False,
     rename: bool = False,
+    limits: ReadLimits | None = None,
 ) -> DeidSummary:
     """De-identify a DICOM file, a folder (recursively) or a zip archive of DICOM files.
 
@@ -332,6 +392,7 @@ def deidentify_path(
         rename: Name outputs ``<Study UID>/<Series UID>/<SOP Instance UID>.dcm`` (new
             UIDs) instead of copying input names, which may hold PHI. Folder and zip
             inputs only.
+        limits: Archive and file limits (default: :meth:`ReadLimits.from_env`).
 
     Returns:
         A :class:`DeidSummary` listing processed and skipped files and their warnings.
@@ -341,12 +402,16 @@ def deidentify_path(
             no DICOM file found, or an output that exists or overlaps the input.
     """
     src_path, dst_path = Path(src), Path(dst)
-    if not (src_path.exists() or src_path.is_symlink()):
-        raise InputError("no such file or folder", src_path)
+    if not src_path.exists():
+        broken = " (broken link)" if src_path.is_symlink() else ""
+        raise InputError(f"no such file or folder{broken}", src_path)
     key_bytes, random_key = resolve_key(key)
+    read_limits = resolve_limits(limits)
     summary = DeidSummary(output=dst_path, random_key=random_key)
     if src_path.is_file() and is_dicom_file(src_path):
-        report = deidentify_file(src_path, dst_path, key=key_bytes, overwrite=overwrite)
+        report = deidentify_file(
+            src_path, dst_path, key=key_bytes, overwrite=overwrite, limits=read_limits
+        )
         report.random_key = random_key
         summary.files.append(FileResult(str(src_path), str(dst_path), report))
         return summary
@@ -368,9 +433,9 @@ def deidentify_path(
                 archive = stack.enter_context(zipfile.ZipFile(src_path))
             except (zipfile.BadZipFile, OSError) as exc:
                 raise InputError(f"cannot read zip archive: {_one_line(exc)}", src_path) from exc
-            entries = _zip_entries(archive, src_path)
+            entries = _zip_entries(archive, src_path, read_limits)
         else:
-            entries = list(_folder_entries(src_path))
+            entries = list(_folder_entries(src_path, read_limits))
         with _output_errors(dst_path):
             sink = _ZipSink(dst_path) if want_zip else _FolderSink(dst_path)
         try:

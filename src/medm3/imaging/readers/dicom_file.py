@@ -20,6 +20,7 @@ from medm3.imaging.limits import ReadLimits
 from medm3.imaging.modality import dicom_modality, infer_modality
 from medm3.imaging.orientation import affine_2d, lps_to_ras, reorient_to_ras, voxel_sizes
 from medm3.imaging.readers.base import Head, ReadContext, Reader
+from medm3.imaging.readers.dicom_check import truncation_problem
 from medm3.imaging.readers.dicom_geometry import SliceGeometry, Stack, stack_slices
 from medm3.imaging.readers.dicom_pixels import (
     decode_pixels,
@@ -110,7 +111,9 @@ def volume_image(
     """
     axes = (2, 1, 0) if values.ndim == 3 else (2, 1, 0, 3)
     # One copy only: the transpose is a view, reorient_to_ras makes the data contiguous.
-    array, affine, original = reorient_to_ras(values.transpose(axes), lps_to_ras(stack.affine_lps))
+    array, affine, original = reorient_to_ras(
+        values.transpose(axes), lps_to_ras(stack.affine_lps), source
+    )
     del values
     metadata["original_orientation"] = original
     metadata["slice_spacing"] = round(float(stack.slice_spacing), 6)
@@ -260,6 +263,25 @@ def image_from_dataset(
     )
 
 
+def _has_preamble(path: Path) -> bool:
+    """Whether the file has ``DICM`` at byte 128 (so it is DICOM, and a short read is damage)."""
+    with open(path, "rb") as fh:
+        return sniff_dicom(Head(raw=fh.read(132))) is not None
+
+
+def _starts_like_dicom(path: Path) -> bool:
+    """For files without preamble: does the first element belong to group 0002 or 0008?
+
+    Parsing arbitrary bytes as DICOM can make pydicom believe in a 4 GB element;
+    a raw DICOM stream starts with the file meta (0002) or identification (0008) group.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    return len(head) == 2 and (
+        int.from_bytes(head, "little") in (0x0002, 0x0008) or int.from_bytes(head, "big") == 0x0008
+    )
+
+
 def read_dicom_file(path: Path, ctx: ReadContext) -> MedicalImage:
     """Read one DICOM file (with or without the 128-byte preamble).
 
@@ -271,9 +293,15 @@ def read_dicom_file(path: Path, ctx: ReadContext) -> MedicalImage:
         See :func:`image_from_dataset`.
 
     Raises:
-        InputError: If it is not DICOM, not an image, or unreadable.
+        InputError: If it is not DICOM, truncated, not an image, or unreadable.
     """
+    preamble = _has_preamble(path)
+    if not preamble and not _starts_like_dicom(path):
+        raise InputError("not a DICOM file", path)
     ds = read_dataset(path, path)
+    problem = truncation_problem(ds, path.stat().st_size) if preamble else None
+    if problem is not None:
+        raise InputError(f"DICOM file is truncated or corrupt: {problem}", path)
     if "Rows" not in ds or "Columns" not in ds:
         sop = ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID")
         if sop is None and "Modality" not in ds:

@@ -27,6 +27,7 @@ import numpy as np
 
 from medm3.errors import InputError
 from medm3.imaging.limits import ReadLimits, check_pixels
+from medm3.imaging.readers.dicom_check import bytes_per_sample
 from medm3.imaging.readers.dicom_tags import fast_get
 from medm3.imaging.readers.values import (
     apply_rescale,
@@ -171,7 +172,7 @@ def decode_pixels(ds: Any, label: str | os.PathLike[str], limits: ReadLimits) ->
         what = f" ({sop.name})" if sop is not None and hasattr(sop, "name") else ""
         raise InputError(f"DICOM file has no pixel data{what}; it is not an image", label)
     count, what = declared_samples(ds)
-    check_pixels(count, limits, label, what)
+    check_pixels(count, limits, label, what, bytes_per_sample=bytes_per_sample(ds))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

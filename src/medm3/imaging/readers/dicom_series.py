@@ -35,6 +35,7 @@ from medm3.imaging.image import MedicalImage
 from medm3.imaging.limits import ReadLimits, check_pixels
 from medm3.imaging.orientation import lps_to_ras, voxel_sizes
 from medm3.imaging.readers.base import Head, ReadContext, Reader
+from medm3.imaging.readers.dicom_check import bytes_per_sample
 from medm3.imaging.readers.dicom_file import (
     base_metadata,
     image_from_dataset,
@@ -298,7 +299,13 @@ def read_group(
         thickness = 0.0
     stack = stack_slices(geoms, where, thickness)
     per_slice, what = declared_samples(first_ds)
-    check_pixels(per_slice * len(geoms), limits, where, f"{len(geoms)} slices x {what}")
+    check_pixels(
+        per_slice * len(geoms),
+        limits,
+        where,
+        f"{len(geoms)} slices x {what}",
+        bytes_per_sample=bytes_per_sample(first_ds),
+    )
     scales = np.array([rescale_of(group.items[i][1]) for i in stack.order]).reshape(-1, 2)
     first_ds = group.items[stack.order[0]][1]  # the first slice along the normal
     md = base_metadata(first_ds, "dicom-series")

@@ -7,6 +7,7 @@ is decoded. 2D files become 2D images; modality is inferred.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +67,14 @@ def read_itk(path: Path, ctx: ReadContext) -> MedicalImage:
         raise InputError(
             f"is a {len(size)}D image (size {dims}); only 2D and 3D images are supported", path
         )
-    check_pixels(int(np.prod(size)) * comps, ctx.limits, path, " x ".join(map(str, size)))
+    bits = re.search(r"(\d+)-bit", sitk.GetPixelIDValueAsString(reader.GetPixelID()))
+    check_pixels(
+        int(np.prod(size)) * comps,
+        ctx.limits,
+        path,
+        " x ".join(map(str, size)),
+        bytes_per_sample=int(bits.group(1)) // 8 if bits else 8,
+    )
     try:
         image = reader.Execute()
     except RuntimeError as exc:
@@ -94,7 +102,7 @@ def read_itk(path: Path, ctx: ReadContext) -> MedicalImage:
     lps = np.eye(4)
     lps[:3, :3] = direction * np.asarray(spacing[:3])
     lps[:3, 3] = np.asarray(image.GetOrigin()[:3], dtype=np.float64)
-    array, affine, original = reorient_to_ras(array, lps_to_ras(lps))
+    array, affine, original = reorient_to_ras(array, lps_to_ras(lps), path)
     return MedicalImage(
         array=array,
         spacing=voxel_sizes(affine),

@@ -130,7 +130,13 @@ def read_raster(path: Path, ctx: ReadContext) -> MedicalImage:
     with im:
         width, height = im.size
         bands = len(im.getbands())
-        check_pixels(width * height * bands, ctx.limits, path, f"{width} x {height} x {bands}")
+        check_pixels(
+            width * height * bands,
+            ctx.limits,
+            path,
+            f"{width} x {height} x {bands}",
+            bytes_per_sample=4 if im.mode in ("I", "F") else (2 if "16" in im.mode else 1),
+        )
         fmt = im.format or ""
         metadata: dict[str, Any] = {"format": _FORMATS.get(fmt, fmt.lower())}
         pages = int(getattr(im, "n_frames", 1) or 1)

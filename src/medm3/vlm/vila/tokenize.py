@@ -2,7 +2,7 @@
 
 ``<image>`` is never registered as a token (that would change the tokens
 around it). The prompt is split on it, each chunk is tokenised on its own, the
-leading BOS of every chunk after the first is dropped, and the sentinel
+first token (the BOS) of every chunk after the first is dropped, and the sentinel
 :data:`IMAGE_TOKEN_INDEX` (-200) stands between chunks. The ``llama_3``
 template text starts with a literal ``<|begin_of_text|>`` and the tokenizer adds
 one too, so its ids start with BOS twice, as in training.
@@ -82,9 +82,10 @@ def stop_token_ids(tokenizer: Any, template: str) -> list[int]:
 def tokenize_prompt(text: str, tokenizer: Any) -> list[int]:
     """Token ids of a rendered prompt with :data:`IMAGE_TOKEN_INDEX` where ``<image>`` was.
 
-    Mirrors VILA's ``tokenizer_image_token``: chunks are tokenised separately;
-    when the first chunk starts with BOS, that BOS is kept and the leading BOS of
-    every later chunk is dropped.
+    Mirrors VILA's ``tokenizer_image_token`` (``llava/mm_utils.py``): chunks are
+    tokenised separately; when the first chunk starts with BOS, that BOS is kept
+    and the first token of every later chunk (the BOS the tokenizer added to it)
+    is dropped, whatever it is, as the reference does.
 
     Args:
         text: Prompt text (see :func:`~medm3.vlm.vila.templates.render_prompt`).
@@ -94,10 +95,9 @@ def tokenize_prompt(text: str, tokenizer: Any) -> list[int]:
         The ids, one sentinel per ``<image>``.
     """
     chunks = [tokenizer(chunk).input_ids for chunk in text.split(IMAGE_PLACEHOLDER)]
-    bos = tokenizer.bos_token_id
-    drop = 1 if chunks[0] and chunks[0][0] == bos else 0
+    drop = 1 if chunks[0] and chunks[0][0] == tokenizer.bos_token_id else 0
     ids: list[int] = list(chunks[0])
     for chunk in chunks[1:]:
         ids.append(IMAGE_TOKEN_INDEX)
-        ids.extend(chunk[drop:] if drop and chunk and chunk[0] == bos else chunk)
+        ids.extend(chunk[drop:])
     return ids
