@@ -1,4 +1,5 @@
-"""Streaming ``multipart/form-data`` reception for ``POST /v1/files``.
+"""Streaming ``multipart/form-data`` reception for ``POST /v1/files`` (and its JSON body
+for an upload by DICOMweb reference, :func:`receive_reference`).
 
 The body is parsed as it arrives (``python-multipart``'s low-level parser):
 the ``file`` part is written straight into the data folder's ``tmp/`` and the
@@ -138,7 +139,11 @@ async def receive_upload(request: Request, dest: Path, max_bytes: int) -> Receiv
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     boundary = params.get(b"boundary")
     if content_type != b"multipart/form-data" or not boundary:
-        raise bad_request("send the file as multipart/form-data with a 'file' part", param="file")
+        raise bad_request(
+            "send the file as multipart/form-data with a 'file' part, or a PACS series as "
+            'JSON {"dicomweb": "dicomweb+https://..."}',
+            param="file",
+        )
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes + 64 * 1024:
         raise PayloadTooLargeError(max_bytes, param="file")
