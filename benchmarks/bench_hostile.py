@@ -23,7 +23,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -71,14 +70,6 @@ def run_server(slowest: int) -> tuple[int, int, float, float]:
     )
 
 
-def _field(result: Any, *names: str) -> Any:
-    for name in names:
-        value = result.get(name) if isinstance(result, dict) else getattr(result, name, None)
-        if value is not None:
-            return value
-    return None
-
-
 def run_cli() -> tuple[int, int, float | None, float | None] | None:
     """Run the CLI corpus if it exists (see the module docstring); None when it does not."""
     try:
@@ -87,22 +78,24 @@ def run_cli() -> tuple[int, int, float | None, float | None] | None:
         print(f"CLI corpus: not available in this checkout ({exc})")
         return None
     cases = list(getattr(cli_cases, "CASES", []))
-    runner = getattr(cli_cases, "run_case", None)
-    if cases and callable(runner):
+    if cases and callable(getattr(cli_cases, "run_case", None)):
         failures, rss, seconds = 0, [], []
-        for case in cases:
-            with tempfile.TemporaryDirectory(prefix="bench-hostile-cli-") as tmp:
-                start = time.perf_counter()
-                result = runner(case, Path(tmp))
-                elapsed = time.perf_counter() - start
-            found = _field(result, "problems")
-            ok = _field(result, "ok")
-            if (found is not None and len(found) > 0) or ok is False:
-                failures += 1
-            grown = _field(result, "rss_growth_mb", "peak_rss_mb", "rss_mb")
-            if grown is not None:
-                rss.append(float(grown))
-            seconds.append(float(_field(result, "seconds") or elapsed))
+        with tempfile.TemporaryDirectory(prefix="bench-hostile-cli-") as tmp:
+            inputs, work = Path(tmp) / "inputs", Path(tmp) / "work"
+            inputs.mkdir()
+            work.mkdir()
+            cli_cases.warm_up()
+            base = cli_cases.baseline_mb(inputs, work)
+            for case in cases:
+                outcome = cli_cases.run_case(case, inputs, work)
+                found = cli_cases.problems(case, outcome, base)
+                if found:
+                    failures += 1
+                    print(f"  FAIL {case.name}: {'; '.join(found)}")
+                sub = getattr(case, "subprocess", False)
+                rss.append(outcome.peak_mb - (base[0] if sub else base[1]))
+                seconds.append(outcome.seconds)
+        print(f"CLI baseline peak: {base[0]:.0f} MB subprocess, {base[1]:.0f} MB in-process")
         return len(cases), failures, max(rss) if rss else None, max(seconds)
     test = ROOT / "tests" / "hostile" / "test_cli_corpus.py"
     if not test.exists():

@@ -189,15 +189,51 @@ def test_help_lists_experts(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and all(c in out for c in ("list", "info", "cards", "run", "download"))
 
 
-def test_run_missing_weights_fails_before_reading(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], _isolated_cache: Path
+def test_run_missing_weights_reported_after_the_input_is_checked(
+    ct_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], _isolated_cache: Path
 ) -> None:
-    missing_image = str(tmp_path / "never_read.nii.gz")
     code, _, err = run(
-        ["experts", "run", "vista3d", missing_image, "-o", str(tmp_path / "o")], capsys
+        ["experts", "run", "vista3d", str(ct_path), "-o", str(tmp_path / "o")], capsys
     )
     assert_one_line_error(code, err, "weights for expert 'vista3d' not found", exit_code=3)
     assert "m3 experts download vista3d" in err and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("case", "needle"),
+    [
+        ("cxr_on_ct", "CXR works on XR images, but image"),
+        ("vista3d_on_xray", "VISTA3D works on CT images"),
+        ("vista3d_on_2d_ct", "VISTA3D needs a 3D CT volume, but image"),
+        ("brats_one_sequence", "needs the input(s): t1, t2, flair"),
+    ],
+)
+def test_run_wrong_input_is_reported_before_weights(
+    case: str,
+    needle: str,
+    ct_path: Path,
+    cxr_png_path: Path,
+    mr_path: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 13: a wrong input must not send the user to download weights first."""
+    import medm3.experts.catalogue as catalogue
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("weights resolved before the input was validated")
+
+    monkeypatch.setattr(catalogue, "resolve_weights", never)
+    args = {
+        "cxr_on_ct": ["cxr", str(ct_path)],
+        "vista3d_on_xray": ["vista3d", str(cxr_png_path)],
+        "vista3d_on_2d_ct": ["vista3d", str(cxr_png_path), "--modality", "CT"],
+        "brats_one_sequence": ["brats", f"t1ce={mr_path}"],
+    }[case]
+    code, out, err = run(["experts", "run", *args, "-o", str(tmp_path / "o")], capsys)
+    assert_one_line_error(code, err, needle)
+    assert "weights" not in err and out == "" and not (tmp_path / "o").exists()
 
 
 def test_run_bad_device(ct_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

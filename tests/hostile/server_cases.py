@@ -631,6 +631,59 @@ def _expert_cases() -> list[ServerCase]:
     ]  # fmt: skip
 
 
+def _reference_cases() -> list[ServerCase]:
+    """``POST /v1/files`` by DICOMweb reference on servers without ``--dicomweb``: nothing
+    is fetched (tests/dicomweb/test_api_reference.py covers a configured PACS)."""
+    refs = {
+        "loopback": "dicomweb+http://127.0.0.1:@PORT@/dicom-web/studies/1.2.3",
+        "metadata-ip": "dicomweb+http://169.254.169.254/latest/studies/1.2.3",
+        "userinfo": "dicomweb+http://u:p@127.0.0.1:@PORT@/dicom-web/studies/1.2.3",
+        "dotdot": "dicomweb+http://127.0.0.1:@PORT@/dicom-web/../v1/studies/1.2.3",
+        "file": "file:///etc/passwd",
+    }
+    cases = [
+        ServerCase(
+            f"reference/{name}",
+            "POST",
+            "/v1/files",
+            (400,),
+            body=_json({"dicomweb": ref}),
+            content_type="application/json",
+            code="dicomweb_not_configured",
+        )
+        for name, ref in refs.items()
+    ]
+    bodies: dict[str, Body] = {
+        "not-json": b"{dicomweb:",
+        "list": _json(["dicomweb+http://127.0.0.1/dicom-web/studies/1"]),
+        "number": _json({"dicomweb": 7}),
+        "extra-key": _json({"dicomweb": refs["loopback"], "auth": "u:p"}),
+        "bool-series": _json({"dicomweb": refs["loopback"], "series": True}),
+    }
+    cases += [
+        ServerCase(
+            f"reference/{name}",
+            "POST",
+            "/v1/files",
+            (400,),
+            body=body,
+            content_type="application/json",
+        )
+        for name, body in bodies.items()
+    ]
+    cases.append(
+        ServerCase(
+            "reference/oversized",
+            "POST",
+            "/v1/files",
+            (413,),
+            body=lambda: _json({"dicomweb": "1" * 40000}),
+            content_type="application/json",
+        )
+    )
+    return cases  # fmt: skip
+
+
 def all_cases() -> list[ServerCase]:
     """Every server case (names are unique)."""
     cases = (
@@ -641,6 +694,7 @@ def all_cases() -> list[ServerCase]:
         + _upload_cases()
         + _path_cases()
         + _expert_cases()
+        + _reference_cases()
     )
     names = [c.name for c in cases]
     assert len(names) == len(set(names)), "duplicate case names"

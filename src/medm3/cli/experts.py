@@ -319,8 +319,6 @@ def run(
     device = device.strip().lower()
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
         raise InputError(f"invalid device {device!r}: use auto, cpu, cuda or cuda:N")
-    if cls.weights_name is not None:  # fail on missing weights before reading large images
-        resolve_weights(cls.weights_name, weights_path)
     expert = get_expert(cls.name, device=None if device == "auto" else device, weights=weights_path)
     expert.parse_args(arg)
     if out_dir is not None:
@@ -340,6 +338,12 @@ def run(
             named[cls.inputs[0]] = loaded[0]
         named["mask"] = load_image(mask_path)
         loaded = named
+    # The input is validated against the expert (modality, dimensionality,
+    # required inputs) before the weights are looked up: a wrong image must not
+    # send the user to download a gigabyte first.
+    expert.check_inputs(loaded)
+    if cls.weights_name is not None:
+        resolve_weights(cls.weights_name, weights_path)
 
     main = loaded.get(cls.inputs[0]) if isinstance(loaded, dict) else loaded[0]
     if store:  # refuse before running when there is nowhere to store

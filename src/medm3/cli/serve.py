@@ -97,6 +97,20 @@ def mock_echo(messages: list[Any]) -> str:
     help="Requests run at once on the one model instance.",
 )
 @click.option(
+    "--batch-size",
+    type=click.IntRange(1, 256),
+    default=1,
+    show_default=True,
+    help="Batch greedy questions of different sessions into one generate call (1: off).",
+)
+@click.option(
+    "--batch-wait-ms",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="Longest a question waits for others to batch with.",
+)
+@click.option(
     "--timeout",
     "timeout_s",
     type=click.FloatRange(min=1),
@@ -137,6 +151,8 @@ def serve(
     base_url: str | None,
     max_queue: int,
     workers: int,
+    batch_size: int,
+    batch_wait_ms: float,
     timeout_s: float,
     max_rounds: int,
     protocol: str | None,
@@ -168,6 +184,8 @@ def serve(
         deid=deid,
         ui=not no_ui,
         workers=workers,
+        batch_size=batch_size,
+        batch_wait_ms=batch_wait_ms,
         max_queue=max_queue,
         request_timeout_s=timeout_s,
         max_rounds=max_rounds,

@@ -15,6 +15,19 @@ from typing import Any
 from medm3.dicomweb.config import ENV_CA_BUNDLE, ENV_TOKEN, ENV_USER, settings_for
 from medm3.errors import InputError, MissingDependencyError
 
+
+class PacsUnavailableError(InputError):
+    """The DICOMweb server cannot be reached or did not answer in time."""
+
+
+class PacsRefusedError(InputError):
+    """The DICOMweb server refused the request (credentials, TLS, an HTTP error)."""
+
+
+class PacsNotFoundError(InputError):
+    """The study or series is not on the DICOMweb server."""
+
+
 #: Seconds to wait for the server to connect / to answer.
 TIMEOUT = (10.0, 300.0)
 
@@ -97,25 +110,29 @@ def server_call(root: str, what: str) -> Iterator[None]:
     try:
         yield
     except requests.exceptions.SSLError as exc:
-        raise InputError(
+        raise PacsRefusedError(
             f"TLS error while {what}: {_short(exc)} (for a private certificate authority set "
             f"{ENV_CA_BUNDLE} or ca_bundle in the config file)",
             root,
         ) from None
     except requests.exceptions.ConnectTimeout:
-        raise InputError(
+        raise PacsUnavailableError(
             f"timed out connecting to the DICOMweb server while {what}", root
         ) from None
     except requests.exceptions.ConnectionError as exc:
-        raise InputError(
+        raise PacsUnavailableError(
             f"cannot reach the DICOMweb server while {what}: {_short(exc)} "
             "(is it running, and are the host and port right?)",
             root,
         ) from None
     except requests.exceptions.Timeout:
-        raise InputError(f"the DICOMweb server did not answer in time while {what}", root) from None
+        raise PacsUnavailableError(
+            f"the DICOMweb server did not answer in time while {what}", root
+        ) from None
     except requests.exceptions.HTTPError as exc:
-        raise InputError(_http_message(exc, what), root) from None
+        code = getattr(getattr(exc, "response", None), "status_code", None)
+        kind = PacsNotFoundError if code == 404 else PacsRefusedError
+        raise kind(_http_message(exc, what), root) from None
 
 
 def _http_message(exc: Any, what: str) -> str:

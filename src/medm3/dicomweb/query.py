@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from medm3.dicomweb.client import server_call
+from medm3.dicomweb.client import PacsNotFoundError, server_call
 from medm3.dicomweb.url import DicomwebRef
 from medm3.errors import InputError
 from medm3.imaging.limits import ReadLimits
@@ -114,7 +114,7 @@ def search_series(client: Any, study_uid: str, modality: str | None = None) -> l
         )
     series = [to_dataset(r) for r in found or []]
     if not series and not modality:
-        raise InputError(f"no study {study_uid} on the DICOMweb server", client.base_url)
+        raise PacsNotFoundError(f"no study {study_uid} on the DICOMweb server", client.base_url)
     return sorted(series, key=_series_order)
 
 
@@ -213,7 +213,7 @@ def choose_series(
         )
         if chosen is None:
             listing = "; ".join(_group(s).describe(i) for i, s in enumerate(all_series))
-            raise InputError(
+            raise PacsNotFoundError(
                 f"no series {ref.series_uid} in study {ref.study_uid} on the server; "
                 f"it holds: {listing}",
                 ref.root,

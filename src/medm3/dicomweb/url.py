@@ -150,3 +150,80 @@ def parse_reference(value: str | os.PathLike[str], *, need_study: bool = True) -
             )
     root = f"{scheme}://{parts.netloc}" + "".join(f"/{s}" for s in root_segments)
     return DicomwebRef(root=root, study_uid=study, series_uid=series)
+
+
+class ForeignReferenceError(InputError):
+    """A well-formed reference to another server or outside the allowed DICOMweb root."""
+
+
+_STRICT_REF = re.compile(r"^dicomweb\+(https?)://([^/]*)(/.*)?$", re.IGNORECASE)
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _endpoint(scheme: str, netloc: str, text: str) -> tuple[str, str, int]:
+    """``(scheme, host, port)`` of a URL's authority, strictly (no userinfo, a numeric port)."""
+    parts = urlsplit(f"{scheme}://{netloc}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise InputError("the reference has a malformed host or port", text) from None
+    if not parts.hostname:
+        raise InputError("the reference has no host", text)
+    return scheme, parts.hostname.lower(), port or _DEFAULT_PORTS[scheme]
+
+
+def reference_under_root(value: object, root: str) -> DicomwebRef:
+    """Check that a client's reference lies under the allowed DICOMweb ``root``; parse it.
+
+    This is the server-side request-forgery guard of references sent by
+    clients: nothing is fetched for a reference that fails it. The reference
+    must be plain printable ASCII without percent-encodings, backslashes,
+    userinfo, query or fragment, with no empty, ``.`` or ``..`` path segments,
+    and name the same scheme, host and port (default ports made explicit,
+    host case ignored) as ``root``, and a path that starts with ``root``'s
+    path followed by ``/studies/``.
+
+    Args:
+        value: The client's reference (``dicomweb+https://HOST/ROOT/studies/UID[/series/UID]``).
+        root: The allowed root (``dicomweb+https://HOST/ROOT`` or ``https://HOST/ROOT``).
+
+    Returns:
+        The parsed reference, its root spelled as ``root``'s.
+
+    Raises:
+        ForeignReferenceError: A well-formed reference to another server, port or path.
+        InputError: A malformed or oddly encoded reference.
+    """
+    allowed = parse_reference(root if root.startswith(PREFIX) else PREFIX + root, need_study=False)
+    if not isinstance(value, str) or not value:
+        raise InputError("the DICOMweb reference must be a non-empty string")
+    if len(value) > 1024 or not value.isascii() or not value.isprintable():
+        raise InputError("the DICOMweb reference must be printable ASCII of at most 1024 chars")
+    shown = value[:200]
+    for bad, what in (("%", "percent-encodings"), ("\\", "backslashes"), (" ", "spaces")):
+        if bad in value:
+            raise InputError(f"the DICOMweb reference must not contain {what}", shown)
+    if "#" in value or "?" in value:
+        raise InputError("the DICOMweb reference must not have a query or fragment", shown)
+    match = _STRICT_REF.match(value)
+    if not match:
+        raise InputError(
+            "not a DICOMweb reference (expected dicomweb+https://HOST/ROOT/studies/UID)", shown
+        )
+    scheme, netloc, path = match.group(1).lower(), match.group(2), match.group(3) or ""
+    if "@" in netloc:
+        raise InputError("the reference must not hold credentials (user@host)", PREFIX + scheme)
+    segments = path.split("/")[1:]
+    if any(s in ("", ".", "..") for s in segments):
+        raise InputError("the reference path must not hold empty, '.' or '..' segments", shown)
+    own = urlsplit(allowed.root)
+    mine = _endpoint(scheme, netloc, shown)
+    if mine != _endpoint(own.scheme, own.netloc, allowed.root):
+        raise ForeignReferenceError("the reference names another server than the allowed PACS")
+    prefix = [s for s in own.path.split("/") if s]
+    if segments[: len(prefix)] != prefix or segments[len(prefix) : len(prefix) + 1] != ["studies"]:
+        raise ForeignReferenceError(
+            "the reference is outside the allowed DICOMweb root (expected ROOT/studies/UID)"
+        )
+    ref = parse_reference(PREFIX + allowed.root + "/" + "/".join(segments[len(prefix) :]))
+    return DicomwebRef(root=allowed.root, study_uid=ref.study_uid, series_uid=ref.series_uid)

@@ -147,6 +147,9 @@ class RunContext:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+_DIM_NAMES = {2: "2D image", 3: "3D volume"}
+
+
 class Expert(ABC):
     """Base class of all experts.
 
@@ -179,6 +182,8 @@ class Expert(ABC):
     open_args: ClassVar[bool] = False
     #: Named inputs; the first is the main image.
     inputs: ClassVar[tuple[str, ...]] = ("image",)
+    #: Spatial dimensions accepted: ``(2,)`` images, ``(3,)`` volumes, ``()`` either.
+    dimensions: ClassVar[tuple[int, ...]] = ()
     #: Catalogue entry with the weights (``None`` for experts without weights).
     weights_name: ClassVar[str | None] = None
     #: Whether the expert appears in the model cards shown to the VLM.
@@ -295,14 +300,18 @@ class Expert(ABC):
     def check_inputs(
         self, images: MedicalImage | Sequence[MedicalImage] | Mapping[str, MedicalImage]
     ) -> dict[str, MedicalImage]:
-        """Map the given image(s) to the expert's named inputs and check modality.
+        """Map the given image(s) to the expert's named inputs and check them.
 
         A single image fills the first input; a sequence fills the inputs in
         order only when the expert has exactly that many; a mapping is matched
-        by name (case-insensitive).
+        by name (case-insensitive). Checks the declared requirements: required
+        inputs (e.g. the four BraTS sequences), :attr:`modalities` and
+        :attr:`dimensions`. Needs no weights: callers validate the input with
+        it *before* resolving or loading any (``m3 experts run``, :meth:`run`).
 
         Raises:
-            ExpertError: Missing/unknown inputs or an image of the wrong modality.
+            ExpertError: Missing/unknown inputs, an image of the wrong modality
+                or dimensionality.
         """
         from medm3.imaging.image import MedicalImage
 
@@ -337,6 +346,16 @@ class Expert(ABC):
                     f"{self.trigger} works on {'/'.join(self.modalities)} images, but {key} "
                     f"({image.source}) is {image.modality} ({how}); "
                     "pass the modality explicitly if this is wrong"
+                )
+            dims = len(image.spacing)
+            if self.dimensions and dims not in self.dimensions:
+                want = " or ".join(
+                    f"{d}D {self.card_modality} {'volume' if d == 3 else 'image'}"
+                    for d in self.dimensions
+                )
+                raise ExpertError(
+                    f"{self.trigger} needs a {want}, but {key} ({image.source}) is a "
+                    f"{_DIM_NAMES.get(dims, f'{dims}D image')}"
                 )
         return named
 

@@ -238,6 +238,7 @@ class BratsExpert(Expert):
     trigger: ClassVar[str] = "BRATS"
     card_modality: ClassVar[str] = "MRI"
     modalities: ClassVar[tuple[str, ...]] = ("MR",)
+    dimensions: ClassVar[tuple[int, ...]] = (3,)
     task: ClassVar[str] = "segmentation"
     overview: ClassVar[str] = (
         "A pre-trained model for volumetric (3D) segmentation of brain tumor subregions "

@@ -290,6 +290,7 @@ class CXRExpert(Expert):
     trigger: ClassVar[str] = "CXR"
     card_modality: ClassVar[str] = "chest x-ray (CXR)"
     modalities: ClassVar[tuple[str, ...]] = ("XR",)
+    dimensions: ClassVar[tuple[int, ...]] = (2,)
     task: ClassVar[str] = "classification"
     overview: ClassVar[str] = "pre-trained model which are trained on large cohorts of data"
     accuracy: ClassVar[str] = "Good accuracy across several diverse chest x-rays datasets"

@@ -120,6 +120,7 @@ class Vista3DExpert(Expert):
     trigger = "VISTA3D"
     card_modality = "CT"
     modalities = ("CT",)
+    dimensions = (3,)
     task = "segmentation"
     overview = OVERVIEW
     accuracy = ACCURACY

@@ -163,7 +163,8 @@ def take_slice(volume: np.ndarray, plane: str, index: int) -> np.ndarray:
     """
     plane = normalize_plane(plane)
     index = check_slice(index, volume.shape, plane)
-    cut = np.take(volume, index, axis=PLANE_AXIS[plane])  # (a, b[, C])
+    # basic indexing is a view whatever the memory order (np.take copies non-C arrays whole)
+    cut = volume[(slice(None),) * PLANE_AXIS[plane] + (index,)]  # (a, b[, C])
     return np.swapaxes(cut, 0, 1)[::-1, ::-1]
 
 

@@ -14,8 +14,10 @@ This module is the only place that sets ``ChatSession`` internals
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,17 +31,33 @@ if TYPE_CHECKING:  # pragma: no cover
 STATE_VERSION = 1
 
 
-def _save_image(image: Any, folder: Path, root: Path) -> str:
-    from medm3.utils.atomic import atomic_path
+#: id(image) -> (weak reference, digest): a conversation's images are hashed once,
+#: not at every turn (PIL images are unhashable, so no WeakKeyDictionary).
+_DIGESTS: dict[int, tuple[weakref.ref[Any], str]] = {}
 
+
+def _digest(image: Any) -> str:
+    known = _DIGESTS.get(id(image))
+    if known is not None and known[0]() is image:
+        return known[1]
     rgb = image.convert("RGB")
     digest = hashlib.sha1(
         f"{rgb.size}".encode() + rgb.tobytes(), usedforsecurity=False
     ).hexdigest()[:20]
+    key = id(image)
+    with contextlib.suppress(TypeError):  # not weak-referenceable: not remembered
+        _DIGESTS[key] = (weakref.ref(image, lambda _r: _DIGESTS.pop(key, None)), digest)
+    return digest
+
+
+def _save_image(image: Any, folder: Path, root: Path) -> str:
+    from medm3.utils.atomic import atomic_path
+
+    digest = _digest(image)
     path = folder / f"{digest}.png"
     if not path.exists():
         with atomic_path(path) as tmp:
-            rgb.save(tmp, format="PNG")
+            image.convert("RGB").save(tmp, format="PNG")
     return path.relative_to(root).as_posix()
 
 

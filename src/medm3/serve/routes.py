@@ -30,7 +30,7 @@ from medm3.serve.protocol import (
     invalid_unicode,
 )
 from medm3.serve.streaming import finish_reason, medm3_result, start_stream
-from medm3.serve.upload import receive_upload
+from medm3.serve.upload import is_json, receive_reference, receive_upload
 
 if TYPE_CHECKING:  # pragma: no cover
     from medm3.serve.service import Service
@@ -86,6 +86,16 @@ def build_router(svc: Service) -> APIRouter:
 
     @api.post("/files", response_model=FileObject)
     async def upload_file(request: Request) -> FileObject:
+        if is_json(request):  # by reference: {"dicomweb": "dicomweb+https://..."}
+            reference, series, purpose = await receive_reference(request)
+            rec = await asyncio.to_thread(
+                svc.files.ingest_reference,
+                reference,
+                series,
+                purpose,
+                root=svc.settings.dicomweb,
+            )
+            return svc.file_object(rec)
         tmp = svc.files.tmp_path()
         got = await receive_upload(request, tmp, svc.settings.max_upload_bytes)
         if got.path is None:

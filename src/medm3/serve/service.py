@@ -44,6 +44,7 @@ from medm3.serve.store import FileRecord, MessageRecord, Store
 
 if TYPE_CHECKING:  # pragma: no cover
     from medm3.agent.session import AgentReply, ChatSession
+    from medm3.serve.batching import BatchingBackend
     from medm3.vlm.base import VLMBackend
 
 log = logging.getLogger("medm3.serve")
@@ -118,11 +119,13 @@ class Service:
             deid_key=settings.deid_key,
             max_image_bytes=settings.max_image_bytes,
         )
-        self.runner = ModelRunner(settings.workers, settings.max_queue, settings.request_timeout_s)
+        workers = max(settings.workers, settings.batch_size)  # batching: one agent loop each
+        self.runner = ModelRunner(workers, settings.max_queue, settings.request_timeout_s)
         self.backend: VLMBackend | None = settings.vlm
         self.load_error: str | None = None
         self.started = time.time()
         self._backend_lock = threading.Lock()
+        self._batcher: BatchingBackend | None = None
         self._sessions: OrderedDict[str, LiveSession] = OrderedDict()
         self._sessions_lock = threading.Lock()
 
@@ -175,6 +178,22 @@ class Service:
             )
         return self.backend
 
+    def _session_backend(self, backend: VLMBackend) -> VLMBackend:
+        """What agent loops talk to: the backend, or its batching proxy (``batch_size`` > 1)."""
+        if self.settings.batch_size <= 1:
+            return backend
+        with self._backend_lock:
+            if self._batcher is None or self._batcher.inner is not backend:
+                from medm3.serve.batching import BatchingBackend
+
+                self._batcher = BatchingBackend(
+                    backend,
+                    self.settings.batch_size,
+                    self.settings.batch_wait_ms,
+                    active=lambda: self.runner.running,
+                )
+            return self._batcher
+
     def check_model(self, name: str) -> None:
         """Accept the served model's name (or ``medm3``); 404 otherwise."""
         names = {self.model_id, "medm3"}
@@ -207,6 +226,8 @@ class Service:
     def close(self) -> None:
         """Stop the workers, release the model and close the database."""
         self.runner.close()
+        if self._batcher is not None:
+            self._batcher.stop()
         if self.backend is not None and self.settings.vlm is None:
             self.backend.close()
         self.store.close()
@@ -356,7 +377,9 @@ class Service:
         live = LiveSession(plan.session_id, file_ids, results, options, owner=owner)
         # experts/use_experts are fixed at creation: the stored options win
         config = self._agent_config(plan.session_id, {**plan.agent, **options})
-        live.chat = ChatSession(backend, images or None, config, on_event=live.dispatch)
+        live.chat = ChatSession(
+            self._session_backend(backend), images or None, config, on_event=live.dispatch
+        )
         if record is not None:
             memory.restore(live.chat, record.state, self._inside)
         elif plan.history:

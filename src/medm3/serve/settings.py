@@ -48,6 +48,10 @@ class ServeSettings:
         workers: Requests executed at the same time on the one model instance
             (1 serialises them; more only makes sense for thread-safe backends
             such as ``openai``).
+        batch_size: Greedy questions of different sessions batched into one
+            ``generate_batch`` call (1: no batching); the agent loops then run
+            on ``max(workers, batch_size)`` threads (see :mod:`.batching`).
+        batch_wait_ms: Longest a question waits for others to batch with.
         max_queue: Requests allowed to wait behind the running ones; beyond that
             requests are refused with HTTP 429.
         request_timeout_s: Longest a request may wait and run, in seconds (HTTP 504 after).
@@ -81,6 +85,8 @@ class ServeSettings:
     deid_key: str | None = None
     ui: bool = True
     workers: int = 1
+    batch_size: int = 1
+    batch_wait_ms: float = 10.0
     max_queue: int = 16
     request_timeout_s: float = 600.0
     session_cache: int = 8
@@ -129,6 +135,10 @@ class ServeSettings:
 
         if self.workers < 1:
             raise InputError(f"workers must be at least 1, not {self.workers}")
+        if self.batch_size < 1:
+            raise InputError(f"batch_size must be at least 1, not {self.batch_size}")
+        if self.batch_wait_ms < 0:
+            raise InputError(f"batch_wait_ms must be 0 or more, not {self.batch_wait_ms}")
         if self.max_queue < 0:
             raise InputError(f"max_queue must be 0 or more, not {self.max_queue}")
         for name in ("max_upload_mb", "max_json_mb", "max_image_mb"):

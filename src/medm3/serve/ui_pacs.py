@@ -19,8 +19,6 @@ without a browser.
 
 from __future__ import annotations
 
-import tempfile
-import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -79,17 +77,12 @@ class PacsHandlers:
         return out
 
     def open_series(self, reference: str) -> str:
-        """Retrieve a series, ingest it as a scan (checks + de-identification); its file id."""
-        from medm3.imaging.io import load_image
+        """Retrieve a series, ingest it as a scan (checks + de-identification); its file id.
 
-        image = load_image(reference)
-        files = image.metadata.get("source_files") or [image.source]
-        with tempfile.TemporaryDirectory(prefix="m3-pacs-") as tmp:
-            archive = Path(tmp) / "series.zip"
-            with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
-                for i, path in enumerate(files):
-                    zf.write(path, f"{i:05d}.dcm")
-            rec = self.svc.files.ingest_copy(archive, "pacs-series.zip", "ui")
+        The same path as ``POST /v1/files`` with a ``dicomweb`` reference
+        (:meth:`~medm3.serve.files.FileStore.ingest_reference`).
+        """
+        rec = self.svc.files.ingest_reference(reference, None, "ui", root=self.root)
         self.opened[rec.id] = reference
         return rec.id
 

@@ -1,4 +1,5 @@
-"""Streaming ``multipart/form-data`` reception for ``POST /v1/files``.
+"""Streaming ``multipart/form-data`` reception for ``POST /v1/files`` (and its JSON body
+for an upload by DICOMweb reference, :func:`receive_reference`).
 
 The body is parsed as it arrives (``python-multipart``'s low-level parser):
 the ``file`` part is written straight into the data folder's ``tmp/`` and the
@@ -138,7 +139,11 @@ async def receive_upload(request: Request, dest: Path, max_bytes: int) -> Receiv
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     boundary = params.get(b"boundary")
     if content_type != b"multipart/form-data" or not boundary:
-        raise bad_request("send the file as multipart/form-data with a 'file' part", param="file")
+        raise bad_request(
+            "send the file as multipart/form-data with a 'file' part, or a PACS series as "
+            'JSON {"dicomweb": "dicomweb+https://..."}',
+            param="file",
+        )
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes + 64 * 1024:
         raise PayloadTooLargeError(max_bytes, param="file")
@@ -162,3 +167,58 @@ async def receive_upload(request: Request, dest: Path, max_bytes: int) -> Receiv
         raise
     sink.close()
     return sink.out
+
+
+#: Largest JSON body of an upload by reference.
+REFERENCE_BODY_CAP = 16 * 1024
+
+
+def is_json(request: Request) -> bool:
+    """Whether the request body is declared as JSON (an upload by reference)."""
+    return request.headers.get("content-type", "").split(";")[0].strip().lower() == (
+        "application/json"
+    )
+
+
+async def receive_reference(request: Request) -> tuple[str, int | str | None, str]:
+    """Parse ``{"dicomweb": REF, "series": CHOICE, "purpose": TEXT}`` (an upload by reference).
+
+    Returns:
+        ``(reference, series choice or None, purpose)``.
+
+    Raises:
+        APIError: 413 beyond 16 KiB; 400 for anything but that object with a string reference.
+    """
+    import json
+
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > REFERENCE_BODY_CAP:
+            raise PayloadTooLargeError(REFERENCE_BODY_CAP, param="dicomweb")
+    try:
+        data = json.loads(bytes(body))
+    except (ValueError, UnicodeDecodeError):
+        raise bad_request("the body is not valid JSON", param="dicomweb") from None
+    if not isinstance(data, dict) or set(data) - {"dicomweb", "series", "purpose"}:
+        raise bad_request(
+            'send {"dicomweb": "dicomweb+https://HOST/ROOT/studies/UID[/series/UID]", '
+            '"series": optional, "purpose": optional}',
+            param="dicomweb",
+        )
+    reference = data.get("dicomweb")
+    if not isinstance(reference, str) or not reference:
+        raise bad_request("'dicomweb' must be a DICOMweb reference string", param="dicomweb")
+    series = data.get("series")
+    if series is not None and (
+        isinstance(series, bool)
+        or not isinstance(series, (int, str))
+        or (isinstance(series, str) and not (0 < len(series) <= 256 and series.isprintable()))
+    ):
+        raise bad_request(
+            "'series' must be an index, a SeriesInstanceUID or a description", param="series"
+        )
+    purpose = data.get("purpose", "user_data")
+    if not isinstance(purpose, str):
+        raise bad_request("'purpose' must be a string", param="purpose")
+    return reference, series, purpose[:64] or "user_data"

@@ -21,21 +21,27 @@ import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from medm3.errors import InputError
 from medm3.imaging.limits import ReadLimits, check_pixels
 from medm3.imaging.readers.dicom_check import bytes_per_sample
-from medm3.imaging.readers.values import apply_rescale, invert, native
+from medm3.imaging.readers.dicom_tags import fast_get
+from medm3.imaging.readers.values import (
+    apply_rescale,
+    invert,
+    invert_in_place,
+    native,
+)
 
 #: Source of a DICOM dataset: a path, or a callable returning a file-like object.
 DicomOpener = Callable[[], Any]
 
 
 def read_dataset(
-    source: str | os.PathLike[str] | bytes,
+    source: str | os.PathLike[str] | bytes | BinaryIO,
     label: str | os.PathLike[str],
     *,
     header_only: bool = False,
@@ -43,7 +49,8 @@ def read_dataset(
     """Parse a DICOM file (also without preamble/file meta).
 
     Args:
-        source: A path, or the file's bytes.
+        source: A path, the file's bytes, or a binary file object (left open,
+            positioned at the Pixel Data element when ``header_only``).
         label: What to name in messages (the path, or ``zip!member``).
         header_only: Stop before the pixel data.
 
@@ -55,7 +62,12 @@ def read_dataset(
     """
     import pydicom
 
-    fp = io.BytesIO(source) if isinstance(source, bytes) else os.fspath(source)
+    if isinstance(source, bytes):
+        fp: Any = io.BytesIO(source)
+    elif hasattr(source, "read"):
+        fp = source
+    else:
+        fp = os.fspath(source)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -91,7 +103,7 @@ def looks_like_image(ds: Any) -> bool:
         RTSTRUCT, presentation states) are not images either, so a
         segmentation written next to its series never counts as a second series.
     """
-    if str(ds.get("Modality", "")).upper() in NON_IMAGE_MODALITIES:
+    if str(fast_get(ds, "Modality", "")).upper() in NON_IMAGE_MODALITIES:
         return False
     return "Rows" in ds and "Columns" in ds and "DirectoryRecordSequence" not in ds
 
@@ -106,7 +118,7 @@ def frame_count(ds: Any) -> int:
         NumberOfFrames, at least 1.
     """
     try:
-        return max(int(ds.get("NumberOfFrames", 1) or 1), 1)
+        return max(int(fast_get(ds, "NumberOfFrames", 1) or 1), 1)
     except (TypeError, ValueError):
         return 1
 
@@ -232,6 +244,7 @@ def to_values(
     slopes: np.ndarray | float,
     intercepts: np.ndarray | float,
     metadata: dict[str, Any],
+    rescaled: bool = False,
 ) -> np.ndarray:
     """Run the grayscale pipeline (modality LUT, VOI, MONOCHROME1) on decoded data.
 
@@ -244,6 +257,9 @@ def to_values(
             ``rescale`` (slope, intercept of the first slice, when not identity),
             ``bits_stored`` (value range ``0 .. 2**bits - 1``: BitsStored when no
             rescale applies, or the VOI LUT output bits) and ``inverted``.
+        rescaled: ``stack`` already holds the rescaled values in the reader's
+            own buffer (see :mod:`.dicom_volume`): only the metadata is
+            recorded and MONOCHROME1 is inverted in place.
 
     Returns:
         The physical values, higher = brighter.
@@ -258,7 +274,7 @@ def to_values(
         values = np.asarray(apply_modality_lut(stack, ds))
         metadata["modality_lut_applied"] = True
     else:
-        values = apply_rescale(stack, slopes, intercepts)
+        values = stack if rescaled else apply_rescale(stack, slopes, intercepts)
         s, b = np.atleast_1d(slopes), np.atleast_1d(intercepts)
         if not (np.all(s == 1) and np.all(b == 0)):
             metadata["rescale"] = (float(s[0]), float(b[0]))
@@ -275,7 +291,12 @@ def to_values(
         if descriptor is not None and len(descriptor) == 3 and 8 <= int(descriptor[2]) <= 16:
             metadata["bits_stored"] = int(descriptor[2])
         window = None
-    if photometric == "MONOCHROME1":
+    if photometric == "MONOCHROME1" and rescaled:
+        pivot = invert_in_place(values)
+        metadata["inverted"] = True
+        if window is not None:
+            window = (window[0], pivot - window[1])
+    elif photometric == "MONOCHROME1":
         values, pivot = invert(values)
         metadata["inverted"] = True
         if window is not None:
@@ -302,8 +323,8 @@ def rescale_of(ds: Any, frame_item: Any = None) -> tuple[float, float]:
             src = holder.PixelValueTransformationSequence[0]
             break
     try:
-        slope = float(src.get("RescaleSlope", 1) or 1)
-        intercept = float(src.get("RescaleIntercept", 0) or 0)
+        slope = float(fast_get(src, "RescaleSlope", 1) or 1)
+        intercept = float(fast_get(src, "RescaleIntercept", 0) or 0)
     except (TypeError, ValueError):
         slope, intercept = 1.0, 0.0
     if "DoseGridScaling" in ds:
@@ -320,6 +341,8 @@ def shared_group(ds: Any) -> Any:
     Returns:
         The first (only) item, or None.
     """
+    if "SharedFunctionalGroupsSequence" not in ds:
+        return None
     seq = ds.get("SharedFunctionalGroupsSequence")
     return seq[0] if seq else None
 

@@ -1,8 +1,11 @@
 """DICOM series from a folder, a zip archive or a list of files.
 
-Two passes: headers first (``stop_before_pixels``) to find the image files,
-group them by SeriesInstanceUID, pick the series, sort and validate the
-geometry and check the pixel limit; then the pixel data, slice by slice.
+Every file is read once. Headers first (``stop_before_pixels``) to find the
+image files, group them by SeriesInstanceUID, pick the series, sort and
+validate the geometry and check the pixel limit; then the pixel data. Native
+(uncompressed) grayscale pixels are read on threads straight into the final
+RAS+ volume (:mod:`.dicom_volume`); other transfer syntaxes are decoded by
+pydicom, slice by slice, into one preallocated buffer.
 
 Series selection: when several series are present and ``series`` is None an
 :class:`~medm3.errors.InputError` lists them as ``[index] UID 'description'
@@ -17,11 +20,12 @@ explicit list of files a non-DICOM file is an error.
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -29,10 +33,16 @@ from medm3.errors import InputError
 from medm3.imaging.archive import ZIP_MAGIC, open_zip
 from medm3.imaging.image import MedicalImage
 from medm3.imaging.limits import ReadLimits, check_pixels
+from medm3.imaging.orientation import lps_to_ras, voxel_sizes
 from medm3.imaging.readers.base import Head, ReadContext, Reader
 from medm3.imaging.readers.dicom_check import bytes_per_sample
-from medm3.imaging.readers.dicom_file import base_metadata, image_from_dataset, volume_image
-from medm3.imaging.readers.dicom_geometry import SliceGeometry, stack_slices
+from medm3.imaging.readers.dicom_file import (
+    base_metadata,
+    image_from_dataset,
+    modality_of,
+    volume_image,
+)
+from medm3.imaging.readers.dicom_geometry import SliceGeometry, Stack, stack_slices
 from medm3.imaging.readers.dicom_pixels import (
     declared_samples,
     decode_pixels,
@@ -41,6 +51,13 @@ from medm3.imaging.readers.dicom_pixels import (
     read_dataset,
     rescale_of,
     to_values,
+)
+from medm3.imaging.readers.dicom_tags import fast_get
+from medm3.imaging.readers.dicom_volume import (
+    PixelRef,
+    locate_pixels,
+    plan_layout,
+    read_native_volume,
 )
 
 #: Suffixes never probed as DICOM inside folders/archives.
@@ -61,11 +78,14 @@ class DicomSource:
         label: Name used in messages (path relative to the folder, or member name).
         load: Returns the file's path or its bytes (an archive member).
         head: Returns the first ``n`` bytes.
+        in_memory: ``load`` decompresses the whole member (an archive): the
+            scan calls it once and keeps the bytes of image files.
     """
 
     label: str
     load: Callable[[], str | bytes]
     head: Callable[[int], bytes]
+    in_memory: bool = False
 
     def dataset(self, header_only: bool = False) -> Any:
         """Parse the file.
@@ -87,6 +107,7 @@ class SeriesGroup:
     description: str
     number: int | None
     items: list[tuple[DicomSource, Any]] = field(default_factory=list)
+    pixels: list[PixelRef | None] = field(default_factory=list)
 
     def describe(self, index: int) -> str:
         """One-line description ``[index] UID 'description' (N files)``."""
@@ -103,54 +124,73 @@ def _file_source(path: Path, label: str) -> DicomSource:
     return DicomSource(label=label, load=lambda: str(path), head=head)
 
 
+Scanned = tuple[DicomSource, Any, "PixelRef | None"]
+
+
 def _scan(
     sources: Sequence[DicomSource], where: str | os.PathLike[str], strict: bool
-) -> tuple[list[tuple[DicomSource, Any]], list[str]]:
+) -> tuple[list[Scanned], list[str]]:
     """Parse the headers of DICOM image files; return them and the skipped labels."""
-    images: list[tuple[DicomSource, Any]] = []
+    images: list[Scanned] = []
     skipped: list[str] = []
     for src in sources:
         suffix = Path(src.label).suffix.lower()
+        unlikely = suffix in NON_DICOM_SUFFIXES or Path(src.label).name.startswith(".")
         try:
-            preamble = src.head(132)[128:132] == b"DICM"
+            if unlikely and src.head(132)[128:132] != b"DICM":  # never decompress a README
+                if strict:
+                    raise InputError("not a DICOM file", src.label)
+                skipped.append(src.label)
+                continue
+            fh, data = _open(src)
         except OSError as exc:
             raise InputError(f"cannot read {src.label}: {exc.strerror or exc}", where) from None
-        if not preamble and (suffix in NON_DICOM_SUFFIXES or Path(src.label).name.startswith(".")):
-            if strict:
-                raise InputError("not a DICOM file", src.label)
-            skipped.append(src.label)
-            continue
-        try:
-            ds = src.dataset(header_only=True)
-        except InputError:
-            if preamble or strict:
-                raise
-            skipped.append(src.label)
-            continue
-        if not preamble and not ("SOPClassUID" in ds or "Modality" in ds):
-            if strict:
-                raise InputError("not a DICOM file", src.label)
-            skipped.append(src.label)
-            continue
-        if looks_like_image(ds):
-            images.append((src, ds))
-        else:
-            skipped.append(src.label)
+        with fh:
+            preamble = fh.read(132)[128:132] == b"DICM"
+            fh.seek(0)
+            try:
+                ds = read_dataset(fh, src.label, header_only=True)
+            except InputError:
+                if preamble or strict:
+                    raise
+                skipped.append(src.label)
+                continue
+            if not preamble and not ("SOPClassUID" in ds or "Modality" in ds):
+                if strict:
+                    raise InputError("not a DICOM file", src.label)
+                skipped.append(src.label)
+                continue
+            if looks_like_image(ds):
+                images.append((src, ds, locate_pixels(fh, ds, data)))
+                ds.buffer = None  # the header is parsed; do not pin the member's bytes twice
+            else:
+                skipped.append(src.label)
     return images, skipped
 
 
-def _group(images: list[tuple[DicomSource, Any]]) -> list[SeriesGroup]:
+def _open(src: DicomSource) -> tuple[BinaryIO, bytes | None]:
+    """Open a source once: the file itself, or an archive member decompressed once."""
+    if src.in_memory:
+        data = src.load()
+        assert isinstance(data, bytes)
+        return io.BytesIO(data), data
+    return open(src.load(), "rb"), None
+
+
+def _group(images: list[Scanned]) -> list[SeriesGroup]:
     groups: dict[str, SeriesGroup] = {}
-    for src, ds in images:
-        uid = str(ds.get("SeriesInstanceUID", "") or "").strip()
+    for src, ds, ref in images:
+        uid = str(fast_get(ds, "SeriesInstanceUID", "") or "").strip()
         if uid not in groups:
             try:
-                number = int(ds.get("SeriesNumber")) if ds.get("SeriesNumber") is not None else None
+                value = fast_get(ds, "SeriesNumber")
+                number = int(value) if value is not None else None
             except (TypeError, ValueError):
                 number = None
-            desc = str(ds.get("SeriesDescription", "") or "").strip()
+            desc = str(fast_get(ds, "SeriesDescription", "") or "").strip()
             groups[uid] = SeriesGroup(uid=uid, description=desc, number=number)
         groups[uid].items.append((src, ds))
+        groups[uid].pixels.append(ref)
     return sorted(groups.values(), key=lambda g: (g.number is None, g.number or 0, g.uid))
 
 
@@ -196,22 +236,28 @@ def select_series(
 
 
 def _geometry(src: DicomSource, ds: Any, where: str | os.PathLike[str]) -> SliceGeometry:
-    ipp, iop = ds.get("ImagePositionPatient"), ds.get("ImageOrientationPatient")
-    ps = ds.get("PixelSpacing")
-    if ipp is None or iop is None or len(ipp) != 3 or len(iop) != 6:
+    ipp, iop = fast_get(ds, "ImagePositionPatient"), fast_get(ds, "ImageOrientationPatient")
+    ps = fast_get(ds, "PixelSpacing")
+    multi = (ipp, iop)
+    if (
+        any(v is None or isinstance(v, (int, float)) for v in multi)
+        or len(ipp) != 3
+        or len(iop) != 6
+    ):
         raise InputError(
             f"{src.label} has no ImagePositionPatient/ImageOrientationPatient, so the files "
             "cannot be stacked into a volume (pass a single file instead)",
             where,
         )
-    spacing = (float(ps[0]), float(ps[1])) if ps is not None and len(ps) == 2 else (1.0, 1.0)
+    two = ps is not None and not isinstance(ps, (int, float)) and len(ps) == 2
+    spacing = (float(ps[0]), float(ps[1])) if two else (1.0, 1.0)
     return SliceGeometry(
         label=src.label,
         position=(float(ipp[0]), float(ipp[1]), float(ipp[2])),
         orientation=tuple(float(v) for v in iop),
         pixel_spacing=spacing,
-        rows=int(ds.Rows),
-        cols=int(ds.Columns),
+        rows=int(fast_get(ds, "Rows")),
+        cols=int(fast_get(ds, "Columns")),
     )
 
 
@@ -260,16 +306,77 @@ def read_group(
         f"{len(geoms)} slices x {what}",
         bytes_per_sample=bytes_per_sample(first_ds),
     )
+    scales = np.array([rescale_of(group.items[i][1]) for i in stack.order]).reshape(-1, 2)
+    first_ds = group.items[stack.order[0]][1]  # the first slice along the normal
+    md = base_metadata(first_ds, "dicom-series")
+    md["files"] = len(geoms)
+    md["container"] = container
+    if container == "files":  # exactly which files (derived objects such as DICOM-SEG need them)
+        md["source_files"] = [str(Path(src.label).resolve()) for src, _ in group.items]
+    if _native_series(group):
+        return _read_native(group, stack, scales, first_ds, md, source)
+    stored = _decode_each(group, stack.order, limits, where)
+    values = to_values(stored, first_ds, scales[:, 0], scales[:, 1], md)
+    del stored  # keep at most two volume-sized arrays alive (peak memory)
+    return volume_image(values, stack, first_ds, md, source)
+
+
+def _native_series(group: SeriesGroup) -> bool:
+    """Whether every slice can be read raw (native grayscale, one dtype, no LUT sequences)."""
+    refs = group.pixels
+    first = group.items[0][1]
+    return (
+        all(ref is not None for ref in refs)
+        and len({ref.dtype for ref in refs if ref is not None}) == 1
+        and "ModalityLUTSequence" not in first
+        and "VOILUTSequence" not in first
+    )
+
+
+def _read_native(
+    group: SeriesGroup,
+    stack: Stack,
+    scales: np.ndarray,
+    first_ds: Any,
+    md: dict[str, Any],
+    source: str,
+) -> MedicalImage:
+    """Read native slices straight into the RAS+ volume (see :mod:`.dicom_volume`)."""
+    rows, cols = int(first_ds.Rows), int(first_ds.Columns)
+    n = len(stack.order)
+    layout = plan_layout(lps_to_ras(stack.affine_lps), (cols, rows, n))
+    refs = [ref for ref in (group.pixels[i] for i in stack.order) if ref is not None]
+    sources = [group.items[i][0] for i in stack.order]
+    paths = [None if src.in_memory else str(src.load()) for src in sources]
+    labels = [src.label for src in sources]
+    values = read_native_volume(
+        refs, paths, labels, (rows, cols), layout, scales[:, 0].copy(), scales[:, 1].copy()
+    )
+    array = to_values(values, first_ds, scales[:, 0], scales[:, 1], md, rescaled=True)
+    md["original_orientation"] = layout.original
+    md["slice_spacing"] = round(float(stack.slice_spacing), 6)
+    modality, modality_source = modality_of(first_ds, array, True)
+    return MedicalImage(
+        array=array,
+        spacing=voxel_sizes(layout.affine),
+        affine=layout.affine,
+        modality=modality,
+        modality_source=modality_source,  # type: ignore[arg-type]
+        source=source,
+        metadata=md,
+    )
+
+
+def _decode_each(
+    group: SeriesGroup, order: list[int], limits: ReadLimits, where: str | os.PathLike[str]
+) -> np.ndarray:
+    """Decode every slice with pydicom into one preallocated ``(slices, rows, cols)`` buffer."""
     stored: np.ndarray | None = None
-    scales = np.zeros((len(geoms), 2))
-    ds_first_full = None
-    for k, i in enumerate(stack.order):
+    for k, i in enumerate(order):
         src = group.items[i][0]
-        ds = src.dataset()
-        arr = decode_pixels(ds, src.label, limits)
+        arr = decode_pixels(src.dataset(), src.label, limits)
         if stored is None:
-            ds_first_full = ds
-            stored = np.empty((len(geoms), *arr.shape), dtype=arr.dtype)
+            stored = np.empty((len(order), *arr.shape), dtype=arr.dtype)
         if arr.shape != stored.shape[1:]:
             raise InputError(
                 f"{src.label} decodes to shape {arr.shape}, expected {stored.shape[1:]}", where
@@ -277,16 +384,8 @@ def read_group(
         if not np.can_cast(arr.dtype, stored.dtype, casting="safe"):
             stored = stored.astype(np.result_type(arr.dtype, stored.dtype))
         stored[k] = arr
-        scales[k] = rescale_of(ds)
-    assert stored is not None and ds_first_full is not None
-    md = base_metadata(ds_first_full, "dicom-series")
-    md["files"] = len(geoms)
-    md["container"] = container
-    if container == "files":  # exactly which files (derived objects such as DICOM-SEG need them)
-        md["source_files"] = [str(Path(src.label).resolve()) for src, _ in group.items]
-    values = to_values(stored, ds_first_full, scales[:, 0], scales[:, 1], md)
-    del stored  # keep at most two volume-sized arrays alive (peak memory)
-    return volume_image(values, stack, ds_first_full, md, source)
+    assert stored is not None
+    return stored
 
 
 def _read_sources(
@@ -381,7 +480,7 @@ def read_dicom_zip(path: Path, ctx: ReadContext) -> MedicalImage:
             or any series problem.
     """
     with open_zip(path, ctx.limits) as members:
-        sources = [DicomSource(m.name, m.read, m.read) for m in members]
+        sources = [DicomSource(m.name, m.read, m.read, in_memory=True) for m in members]
         if not sources:
             raise InputError("zip archive is empty", path)
         return _read_sources(sources, ctx, path, "zip")

@@ -46,19 +46,81 @@ def apply_rescale(
     intercepts = np.atleast_1d(np.asarray(intercepts, dtype=np.float64))
     if np.all(slopes == 1.0) and np.all(intercepts == 0.0):
         return stack
+    if not stack.size:
+        return _scale_in_chunks(stack, slopes, intercepts, np.float32)
+    integer = stack.dtype.kind in "iub"
+    lo, hi = (int(stack.min()), int(stack.max())) if integer else (0, 0)
+    out_dtype = scaled_dtype(stack.dtype, lo, hi, slopes, intercepts)
+    return _scale_in_chunks(stack, slopes, intercepts, out_dtype)
+
+
+def scaled_dtype(
+    dtype: np.dtype, lo: float, hi: float, slopes: np.ndarray, intercepts: np.ndarray
+) -> type:
+    """The dtype of ``stored * slope + intercept`` (the rule in the module docstring).
+
+    Args:
+        dtype: Stored dtype.
+        lo: Smallest stored value.
+        hi: Largest stored value.
+        slopes: Rescale slope(s) (1-D).
+        intercepts: Rescale intercept(s) (1-D).
+
+    Returns:
+        ``np.int16`` when the result is exact and fits, else ``np.float32``.
+    """
     integral = (
-        stack.dtype.kind in "iub"
+        dtype.kind in "iub"
         and np.all(slopes == np.round(slopes))
         and np.all(intercepts == np.round(intercepts))
     )
-    out_dtype = np.float32
-    if integral and stack.size:
-        lo, hi = int(stack.min()), int(stack.max())
+    if integral:
+        lo, hi = int(lo), int(hi)
         ends = [lo * slopes.min(), lo * slopes.max(), hi * slopes.min(), hi * slopes.max()]
         out_lo, out_hi = min(ends) + intercepts.min(), max(ends) + intercepts.max()
         if _I16.min <= out_lo and out_hi <= _I16.max:
-            out_dtype = np.int16
-    return _scale_in_chunks(stack, slopes, intercepts, out_dtype)
+            return np.int16
+    return np.float32
+
+
+def rescale_block(
+    block: np.ndarray, slopes: np.ndarray, intercepts: np.ndarray, out_dtype: type
+) -> np.ndarray:
+    """``block * slope + intercept`` for a few slices, overwriting ``block`` when it can.
+
+    The caller picks ``out_dtype`` with :func:`scaled_dtype` and makes sure
+    the results fit it; 16-bit storage scaled to ``int16`` is then computed
+    in place in 16-bit two's-complement arithmetic (exact: the wrap-around
+    cancels out because the true result fits).
+
+    Args:
+        block: ``(k, rows, cols)`` stored values (the reader's scratch buffer).
+        slopes: ``k`` slopes.
+        intercepts: ``k`` intercepts.
+        out_dtype: Result dtype.
+
+    Returns:
+        The scaled block (``block`` itself, or a view of it, when possible).
+    """
+    if np.all(slopes == 1.0) and np.all(intercepts == 0.0):
+        return block if block.dtype == out_dtype else block.astype(out_dtype)
+    if out_dtype == np.int16 and block.dtype.itemsize == 2 and block.dtype.kind in "iu":
+        out = block.view(np.int16)
+        for k in range(out.shape[0]):
+            if slopes[k] != 1:
+                np.multiply(out[k], _wrap16(slopes[k]), out=out[k])
+            if intercepts[k] != 0:
+                np.add(out[k], _wrap16(intercepts[k]), out=out[k])
+        return out
+    shape = (-1,) + (1,) * (block.ndim - 1)
+    s, b = slopes.reshape(shape), intercepts.reshape(shape)
+    if out_dtype == np.int16:
+        return (block.astype(np.int64) * s.astype(np.int64) + b.astype(np.int64)).astype(np.int16)
+    return (block.astype(np.float64) * s + b).astype(np.float32)
+
+
+def _wrap16(value: float) -> np.int16:
+    return np.int16(((int(value) + 32768) % 65536) - 32768)
 
 
 def _scale_in_chunks(
@@ -87,6 +149,26 @@ def _scale_in_chunks(
             s, b = np.asarray(s).astype(np.int64), np.asarray(b).astype(np.int64)
         out[k0:k1] = part * s + b
     return out
+
+
+def invert_in_place(array: np.ndarray) -> float:
+    """:func:`invert` overwriting ``array`` (one slice at a time, no volume-sized temporary).
+
+    Args:
+        array: Grayscale data, slices along the first axis.
+
+    Returns:
+        The pivot ``min + max``.
+    """
+    if array.size == 0:
+        return 0.0
+    lo, hi = array.min(), array.max()
+    integer = array.dtype.kind in "iu"
+    pivot = int(lo) + int(hi) if integer else float(lo) + float(hi)
+    for k in range(array.shape[0]):
+        part = array[k].astype(np.int64) if integer else array[k]
+        array[k] = pivot - part
+    return float(pivot)
 
 
 def invert(array: np.ndarray) -> tuple[np.ndarray, float]:
