@@ -235,10 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     from monai.utils import set_determinism
 
     from medm3.experts.cache import ResultCache
-    from medm3.experts.device import select_device
     from medm3.experts.registry import get_expert
     from medm3.experts.vista3d import Vista3DExpert
     from medm3.imaging import load_image
+    from medm3.utils.device import select_device
 
     if not opts.image.is_file():
         print(f"CT not found: {opts.image} (set MEDM3_TEST_DATA or --image)", file=sys.stderr)
