@@ -45,7 +45,7 @@ import numpy as np
 from medm3.experts import catalogue
 
 if TYPE_CHECKING:  # pragma: no cover
-    from medm3.experts.base import ExpertResult
+    from medm3.experts.result import ExpertResult
     from medm3.imaging.image import MedicalImage
 
 log = logging.getLogger(__name__)
@@ -282,7 +282,7 @@ _DAMAGE = (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFil
 def _load_entry(folder: Path, key: str) -> ExpertResult:
     from PIL import Image
 
-    from medm3.experts.base import ExpertResult, Overlay
+    from medm3.experts.result import ExpertResult, Overlay
     from medm3.imaging.image import MedicalImage
 
     doc = json.loads((folder / "result.json").read_text())
