@@ -58,7 +58,7 @@ def write_random_weights(folder: Path) -> None:
     import torchvision
 
     from medm3.experts.catalogue import CXR_MODELS, xrv_filename
-    from medm3.experts.cxr import import_xrv
+    from medm3.experts.xrv import import_xrv
 
     xrv = import_xrv()
     torch.manual_seed(0)

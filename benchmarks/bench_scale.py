@@ -118,6 +118,7 @@ def main() -> None:
         root = Path(tmp)
         listing = _inputs(root, args.items, tuple(args.shape))
         t0 = time.perf_counter()
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # loopback only
         ray.init(num_cpus=args.cpus, include_dashboard=False, logging_level="ERROR")
         ray_start = time.perf_counter() - t0
         runs = {

@@ -49,16 +49,26 @@ def shared_file(relative: str) -> Path:
     return path
 
 
+def shared_ct() -> Path:
+    """Real abdominal CT (122x101x30, 3 mm, HU int16; TotalSegmentator's test CT)."""
+    return shared_file("ct/ct_abdomen_3mm.nii.gz")
+
+
+def shared_ct_labels() -> Path:
+    """TotalSegmentator's own v2 label map of :func:`shared_ct` (liver = 5, names embedded)."""
+    return shared_file("ct/ct_abdomen_3mm_totalseg.nii.gz")
+
+
 @pytest.fixture
 def ct_path() -> Path:
     """Real abdominal CT (122x101x30, 3 mm, HU int16)."""
-    return shared_file("ct/ct_abdomen_3mm.nii.gz")
+    return shared_ct()
 
 
 @pytest.fixture
 def ct_labels_path() -> Path:
     """TotalSegmentator v2 labels of :func:`ct_path` (liver = 5)."""
-    return shared_file("ct/ct_abdomen_3mm_totalseg.nii.gz")
+    return shared_ct_labels()
 
 
 @pytest.fixture

@@ -1,8 +1,11 @@
 """Exception types shared by the whole package.
 
 The CLI turns every :class:`MedM3Error` into one line on stderr and a non-zero
-exit code (2 for bad input), without a traceback. Anything else is a bug and
-keeps its traceback.
+exit code, without a traceback. Anything else is a bug and keeps its traceback.
+
+Exit codes: 1 model or other runtime failure (:class:`MedM3Error`), 2 bad input
+(:class:`InputError`, and click's usage errors), 3 missing weights or optional
+packages (``WeightsNotFoundError``, :class:`MissingDependencyError`).
 """
 
 from __future__ import annotations
@@ -14,16 +17,25 @@ class MedM3Error(Exception):
     """Base class of the errors medm3 reports to users as one clear line.
 
     Args:
-        message: What went wrong, phrased for the user.
+        message: What went wrong, phrased for the user (one line, short).
         path: The file or folder the problem is about, if any; it is prefixed
             to the message so the user knows which input to fix.
+        details: Longer explanations (lists of files, positions ...), shown
+            by the CLI only with ``m3 --verbose``.
     """
 
     exit_code: int = 1
 
-    def __init__(self, message: str, path: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        details: list[str] | None = None,
+    ) -> None:
         self.message = message
         self.path = os.fspath(path) if path is not None else None
+        self.details = list(details or [])
         super().__init__(self.__str__())
 
     def __str__(self) -> str:

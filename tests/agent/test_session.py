@@ -31,6 +31,11 @@ def session(script, **config) -> tuple[ChatSession, MockBackend]:
     return ChatSession(backend, ct(), cfg), backend
 
 
+def vlm_view_slice(vlm) -> int:
+    """The slice index recorded on the picture the mock VLM received."""
+    return vlm.calls[0][0].images[0].info["medm3"]["index"]
+
+
 def test_trigger_expert_feedback_answer():
     chat, vlm = session(
         ["This looks like a CT image. Let me trigger <FAKESEG(bright)>. ", "It is the red block."]
@@ -49,8 +54,11 @@ def test_trigger_expert_feedback_answer():
         "Use this result to respond to this prompt:\nWhere is the bright region?."
     )
     kinds = [s["step"] for s in reply.trace]
-    assert kinds == ["question", "generate", "expert", "generate", "answer"]
-    assert reply.trace[2]["trigger"] == "<FAKESEG(bright)>"
+    assert kinds == ["question", "view", "generate", "expert", "generate", "answer"]
+    view = reply.trace[1]  # what the VLM was shown: plane, slice, window
+    assert (view["image"], view["plane"]) == ("image", "axial")
+    assert view["slice"] == vlm_view_slice(vlm) and view["window"].startswith("soft_tissue")
+    assert reply.trace[3]["trigger"] == "<FAKESEG(bright)>"
     json.dumps(reply.trace)  # the trace is JSON-serialisable
 
 

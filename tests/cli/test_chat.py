@@ -48,7 +48,8 @@ def test_vila_on_real_ct_answers_with_trace(tiny_vila, ct_path, tmp_path, capsys
     assert code == 0
     doc = json.loads(out)
     assert doc["answer"] and doc["backend"] == "vila" and doc["model"] == str(tiny_vila)
-    first = doc["trace"][1]
+    assert doc["trace"][1]["step"] == "view" and doc["trace"][1]["plane"] == "axial"
+    first = doc["trace"][2]
     assert first["step"] == "generate" and first["input"][0]["images"] == 1
     text = first["input"][0]["text"]
     assert text.startswith("Here is a list of available expert models:\n")
@@ -93,7 +94,7 @@ def test_hf_backend_with_experts_off(tiny_llava, cxr_png_path, capsys):
     )
     assert code == 0
     doc = json.loads(out)
-    assert "expert models" not in doc["trace"][1]["input"][0]["text"]
+    assert "expert models" not in doc["trace"][2]["input"][0]["text"]
     assert doc["rounds"] == 0
 
 
@@ -172,7 +173,7 @@ def test_typed_image_token_in_the_prompt_is_harmless(tiny_vila, ct_path, tmp_pat
     assert code == 0, err
     doc = json.loads(out)
     assert doc["protocol"] == "released" and doc["trace"][0]["protocol"] == "released"
-    first = doc["trace"][1]["input"][0]
+    first = doc["trace"][2]["input"][0]
     assert first["images"] == 1 and first["text"].count("<image>") == 1
     assert first["text"].endswith("<image>\nThis is a CT image.\nWhat is  shown here?")
 

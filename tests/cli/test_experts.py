@@ -96,15 +96,15 @@ def test_run_measure_json(
     assert spleen["name"] == "spleen"
     assert doc["text"].startswith("The measurements are:\nliver: volume 1043.1 mL")
     written = sorted(p.name for p in out_dir.iterdir())
-    overlay = doc["overlays"][0]["name"] + ".png"
-    assert written == sorted(["result.json", overlay])
+    overlays = [o["name"] + ".png" for o in doc["overlays"]]  # one per structure
+    assert len(overlays) == 2 and written == sorted(["result.json", *overlays])
     assert doc["files"] == {
-        f"overlay:{doc['overlays'][0]['name']}": str(out_dir / overlay),
+        **{f"overlay:{o[:-4]}": str(out_dir / o) for o in overlays},
         "result": str(out_dir / "result.json"),
     }
     saved = json.loads((out_dir / "result.json").read_text())
     assert saved["files"] == {
-        f"overlay:{doc['overlays'][0]['name']}": overlay,
+        **{f"overlay:{o[:-4]}": o for o in overlays},
         "result": "result.json",
     }
     assert saved["measurements"] == doc["measurements"]

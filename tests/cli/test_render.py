@@ -112,6 +112,6 @@ def test_two_d_image_rejects_other_planes(
     )
     assert_input_error(code, err, "2D image")
     code, out, _ = run(["render", str(cxr_png_path), "-o", str(out_png)], capsys)
-    assert code == 0 and "2D image, window stored" in out
+    assert code == 0 and "2D image, window full 8-bit range (W255 L128)" in out  # not "stored"
     with Image.open(out_png) as png, Image.open(cxr_png_path) as source:
         assert png.size == source.size  # 512-2048 px already: no resampling

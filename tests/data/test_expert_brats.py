@@ -134,7 +134,7 @@ def test_brats2020_grades_and_2023_labels(tmp_path: Path) -> None:
 
 def test_brats_mode_uses_the_real_expert(tmp_path: Path) -> None:
     from medm3.experts.brats import BratsExpert
-    from tests.experts.conftest_brats_cxr import write_brats_bundle
+    from medm3.testing.experts import write_brats_bundle
 
     bundle = write_brats_bundle(tmp_path / "bundle", roi=(16, 16, 8))
     source = write_brats(tmp_path / "src")

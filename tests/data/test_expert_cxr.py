@@ -187,7 +187,7 @@ def test_wrong_layout_and_bad_probabilities(tmp_path: Path) -> None:
 def test_real_cxr_expert_on_random_weights(tmp_path: Path) -> None:
     from medm3.experts.cxr import CXRExpert
     from medm3.imaging.io import load_image
-    from tests.experts.conftest_brats_cxr import write_random_xrv_weights
+    from medm3.testing.experts import write_random_xrv_weights
 
     weights = write_random_xrv_weights(tmp_path / "xrv")
     source = write_nih(tmp_path / "nih")

@@ -167,7 +167,7 @@ def test_unmapped_labels_and_label_map(tmp_path: Path) -> None:
 
 def test_vista3d_mode_uses_the_real_expert(tmp_path: Path) -> None:
     from medm3.experts.vista3d import Vista3DExpert
-    from tests.experts.vista3d_fixtures import write_vista3d_bundle
+    from medm3.testing.experts import write_vista3d_bundle
 
     bundle = write_vista3d_bundle(tmp_path / "bundle", roi=(64, 64, 32))
     ct, _ = ct_phantom(1, tumour=False)

@@ -1,19 +1,13 @@
 """Builders and fixtures for the BraTS and CXR expert tests (imported by those tests).
 
-No real weights exist offline, so the tests build random-weight models in the
-released file layouts and load them through the experts' real loading code:
-
-* a tiny ``brats_mri_segmentation`` bundle (``configs/inference.json`` with a
-  SegResNet ``network_def``, ``models/model.pt``);
-* a torchxrayvision cache folder holding all eight ensemble models (full
-  DenseNet-121 / ResNet-50 architectures) under the file names xrv derives from
-  its download URLs, so ``xrv.models.DenseNet(weights=..., cache_dir=...)``
-  finds them instead of downloading.
+The random-weight builders (a tiny ``brats_mri_segmentation`` bundle, a
+torchxrayvision cache folder with all eight ensemble models) live in
+:mod:`medm3.testing.experts` and are re-exported here; this module keeps the
+test-only helpers and fixtures.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,72 +17,9 @@ import numpy as np
 import pytest
 
 from medm3.imaging.image import MedicalImage
+from medm3.testing.experts import BRATS_SHAPE, write_brats_bundle, write_random_xrv_weights
 
-#: Shape of the synthetic BraTS volumes (divisible by 8, the SegResNet stride).
-BRATS_SHAPE = (64, 64, 48)
-
-
-# --------------------------------------------------------------------- BraTS
-def write_brats_bundle(
-    folder: Path,
-    *,
-    init_filters: int = 8,
-    roi: Sequence[int] | None = BRATS_SHAPE,
-    config: bool = True,
-    wrap: bool = False,
-    weights_filters: int | None = None,
-    seed: int = 0,
-) -> Path:
-    """Write a random-weight SegResNet bundle in the released layout.
-
-    Args:
-        folder: Bundle folder to create.
-        init_filters: ``network_def.init_filters`` (multiple of 8).
-        roi: ``inferer.roi_size`` in the config (None: no inferer section).
-        config: Whether to write ``configs/inference.json`` at all.
-        wrap: Save ``{"model": state_dict}`` instead of the raw state dict.
-        weights_filters: Build the saved weights with another width (mismatch tests).
-        seed: Torch seed for the random weights.
-
-    Returns:
-        ``folder``.
-    """
-    import torch
-    from monai.networks.nets import SegResNet
-
-    net_def: dict[str, Any] = {
-        "_target_": "SegResNet",
-        "blocks_down": [1, 2, 2, 4],
-        "blocks_up": [1, 1, 1],
-        "init_filters": init_filters,
-        "in_channels": 4,
-        "out_channels": 3,
-        "dropout_prob": 0.2,
-    }
-    (folder / "configs").mkdir(parents=True, exist_ok=True)
-    (folder / "models").mkdir(parents=True, exist_ok=True)
-    if config:
-        cfg: dict[str, Any] = {
-            "bundle_root": ".",
-            "device": "$torch.device('cuda' if torch.cuda.is_available() else 'cpu')",
-            "network_def": net_def,
-            "network": "$@network_def.to(@device)",
-        }
-        if roi is not None:
-            cfg["inferer"] = {
-                "_target_": "SlidingWindowInferer",
-                "roi_size": list(roi),
-                "sw_batch_size": 1,
-                "overlap": 0.5,
-            }
-        (folder / "configs" / "inference.json").write_text(json.dumps(cfg, indent=2))
-        (folder / "configs" / "metadata.json").write_text(json.dumps({"version": "0.0.1-test"}))
-    torch.manual_seed(seed)
-    kwargs = {k: v for k, v in net_def.items() if not k.startswith("_")}
-    kwargs["init_filters"] = weights_filters or init_filters
-    state = SegResNet(**kwargs).state_dict()
-    torch.save({"model": state} if wrap else state, folder / "models" / "model.pt")
-    return folder
+__all__ = ["BRATS_SHAPE", "write_brats_bundle", "write_random_xrv_weights"]
 
 
 def mr_volume(
@@ -130,67 +61,6 @@ def support_volume(mask: np.ndarray, seed: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------- CXR
-def _calibrate_batchnorm(net: Any, size: int, seed: int) -> None:
-    """Give random BatchNorm layers sensible running stats (one train-mode pass).
-
-    Without it a random ResNet/DenseNet in eval mode amplifies the [-1024, 1024]
-    input into saturated logits, and every probability is exactly 0 or 1.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    gen = torch.Generator().manual_seed(seed)
-    coarse = torch.rand(2, 1, 8, 8, generator=gen)
-    x = F.interpolate(coarse, size=(size, size), mode="bilinear") * 2048.0 - 1024.0
-    for m in net.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average: stats of this one batch
-    net.train()
-    with torch.no_grad():
-        net(x)
-    net.eval()
-
-
-def write_random_xrv_weights(folder: Path, seed: int = 0) -> Path:
-    """Write random-weight files for all :data:`CXR_MODELS` under xrv's file names.
-
-    DenseNets are pickled whole (xrv loads ``torch.load(f).state_dict()``),
-    the ResNet-50 as the torchvision state dict xrv expects.
-
-    Args:
-        folder: Cache folder to fill.
-        seed: Base torch seed (each model gets its own).
-
-    Returns:
-        ``folder``.
-    """
-    import torch
-    import torchvision
-
-    from medm3.experts.catalogue import CXR_MODELS, xrv_filename
-    from medm3.experts.cxr import import_xrv
-
-    xrv = import_xrv()
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    dense = xrv.models.DenseNet(num_classes=18)  # one body; each model its own classifier
-    _calibrate_batchnorm(dense, 64, seed)
-    for i, name in enumerate(CXR_MODELS):
-        torch.manual_seed(seed + i)
-        path = folder / xrv_filename(name)
-        if name.startswith("resnet"):
-            net = torchvision.models.resnet50(num_classes=18, weights=None)
-            net.conv1 = torch.nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
-            _calibrate_batchnorm(net, 128, seed + i)
-            torch.save(net.state_dict(), path)
-        else:
-            torch.nn.init.normal_(dense.classifier.weight, std=0.01)
-            torch.nn.init.normal_(dense.classifier.bias, std=0.5)
-            torch.save(dense, path)
-    return folder
-
-
 @dataclass
 class ConstructorSpy:
     """Counts xrv model constructions while installed (see :func:`spy_xrv_constructors`)."""

@@ -27,6 +27,7 @@ XRV_MODELS = catalogue.CXR_MODELS
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = tmp_path / "cache"
     monkeypatch.setenv("MEDM3_CACHE", str(root))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # torchxrayvision's ~/.torchxrayvision
     for var in ("HF_HUB_OFFLINE", "MEDM3_OFFLINE", "MEDM3_BUNDLE_SOURCE", "MEDM3_BUNDLE_REPO"):
         monkeypatch.delenv(var, raising=False)
     return root
@@ -223,7 +224,9 @@ def test_xrv_download_failure_leaves_nothing(
         download_weights("cxr", progress=False)
     message = str(info.value)
     assert "ConnectionError" in message and str(cache / "torchxrayvision") in message
-    assert "wget https://example.invalid/v1/" in message
+    assert "By hand: copy the 8 torchxrayvision checkpoint files there" in message
+    assert "m3 doctor -v" in message and "wget" not in message and ".download-" not in message
+    assert len(message) <= 300 + len(str(cache))
     assert leftovers(cache) == []  # no partial file, no empty folder
     assert capsys.readouterr().out == ""  # torchxrayvision's prints do not reach stdout
 
@@ -266,3 +269,45 @@ def test_xrv_filenames_match_torchxrayvision():
     assert set(XRV_FILENAMES) == set(CXR_MODELS)
     for model, name in XRV_FILENAMES.items():
         assert name == os.path.basename(xrv.models.model_urls[model]["weights_url"])
+
+
+def test_weights_in_torchxrayvision_home_are_found(cache: Path, fake_xrv: FakeXrv) -> None:
+    """Checkpoints torchxrayvision downloaded itself (~/.torchxrayvision) need no second copy."""
+    home = catalogue.xrv_home()
+    assert home == cache.parent / "home" / ".torchxrayvision" / "models_data"
+    assert not weights_present("cxr")
+    home.mkdir(parents=True)
+    for model in XRV_MODELS:
+        (home / XRV_FILENAMES[model]).write_bytes(b"w")
+    assert weights_present("cxr") and weights_present("cxr", exact=False)
+    assert catalogue.resolve_weights("cxr") == home
+    assert download_weights("cxr") == home and fake_xrv.calls == []  # nothing downloaded
+    (cache / "torchxrayvision").mkdir(parents=True)  # the medm3 cache still comes first
+    for model in XRV_MODELS:
+        (cache / "torchxrayvision" / XRV_FILENAMES[model]).write_bytes(b"w")
+    assert catalogue.resolve_weights("cxr") == cache / "torchxrayvision"
+
+
+def test_missing_weights_messages_are_short(cache: Path, fake_xrv: FakeXrv) -> None:
+    for name in ("cxr", "vista3d", "brats"):
+        with pytest.raises(WeightsNotFoundError) as info:
+            catalogue.resolve_weights(name)
+        message = str(info.value)
+        assert len(message.splitlines()) == 1
+        budget = 300 + len(str(cache)) + len(str(catalogue.xrv_home()))  # paths aside
+        assert len(message) <= budget, message
+    assert "missing 8 of 8 files" in message or "model.pt" in message
+
+
+def test_short_reason_keeps_the_first_sentence_whole_words() -> None:
+    from medm3.experts.download import short_reason
+
+    hint = (
+        "Connection refused. Download the weights manually and put them "
+        "into /tmp/.download-xyz/ then retry"
+    )
+    assert short_reason(ConnectionError(hint)) == "ConnectionError: Connection refused"
+    long = ConnectionError("word " * 60)
+    text = short_reason(long)
+    assert len(text) <= 100 and text.endswith("word...")
+    assert short_reason(ValueError()) == "ValueError"

@@ -1,17 +1,12 @@
-"""Builders for the VISTA3D expert tests (imported by ``test_vista3d.py``).
+"""Helpers for the VISTA3D expert tests (imported by ``test_vista3d.py``).
 
-No real VISTA3D weights exist offline, so the tests write a random-weight
-bundle in the released layout (``configs/inference.json`` with a
-``network_def``, ``configs/metadata.json``, ``models/model.pt``) and load it
-through the expert's real loading code. The tiny network is the VISTA3D
-architecture (SegResNetDS2 encoder, class head, point head) with 8 filters
-and three encoder levels: about 0.2 M parameters, ~1 s per 128x128x64 window
-on two CPU cores.
+The random-weight bundle builder lives in :mod:`medm3.testing.experts` (public,
+used by ``m3 demo`` too) and is re-exported here; this module keeps the
+test-only helpers (the shared CT, a synthetic phantom, a stand-in network).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,109 +14,9 @@ from typing import Any
 import numpy as np
 
 from medm3.imaging.image import MedicalImage
+from medm3.testing.experts import TINY_NETWORK_DEF, TINY_ROI, write_vista3d_bundle
 
-#: ``network_def`` of the tiny test network (a MONAI bundle component definition).
-TINY_NETWORK_DEF: dict[str, Any] = {
-    "_target_": "monai.networks.nets.vista3d.VISTA3D",
-    "image_encoder": {
-        "_target_": "monai.networks.nets.SegResNetDS2",
-        "in_channels": "@input_channels",
-        "blocks_down": [1, 1, 1],
-        "norm": "instance",
-        "out_channels": 8,
-        "init_filters": 8,
-        "dsdepth": 1,
-    },
-    "class_head": {
-        "_target_": "monai.networks.nets.vista3d.ClassMappingClassify",
-        "n_classes": 512,
-        "feature_size": 8,
-        "use_mlp": True,
-    },
-    "point_head": {
-        "_target_": "monai.networks.nets.vista3d.PointMappingSAM",
-        "feature_size": 8,
-        "n_classes": 512,
-        "last_supported": 132,
-    },
-}
-
-#: Patch size written into the tiny bundle (3 x 2 x 1 windows on the shared CT).
-TINY_ROI = (128, 128, 64)
-
-
-def write_vista3d_bundle(
-    folder: Path,
-    *,
-    network_def: Any = None,
-    roi: Sequence[int] | None = TINY_ROI,
-    overlap: float | None = 0.3,
-    version: str = "0.5.9-test",
-    wrap: bool = False,
-    module_prefix: bool = False,
-    config: bool = True,
-    seed: int = 0,
-) -> Path:
-    """Write a random-weight VISTA3D bundle in the released layout.
-
-    The config mirrors the released ``inference.json`` keys the expert reads
-    (``imports`` that cannot be imported here included, as in the release).
-
-    Args:
-        folder: Bundle folder to create.
-        network_def: ``network_def`` (default :data:`TINY_NETWORK_DEF`); a string
-            such as ``"$monai.networks.nets.vista3d132(in_channels=@input_channels)"``
-            for the released expression form.
-        roi: ``patch_size`` in the config (None: not written, the default 128^3 applies).
-        overlap: ``inferer.overlap`` (None: no inferer section).
-        version: ``configs/metadata.json`` version.
-        wrap: Save ``{"model": state_dict}`` instead of the raw state dict.
-        module_prefix: Prefix every key with ``module.`` (a DDP checkpoint).
-        config: Whether to write ``configs/inference.json`` at all (without it the
-            expert builds the full-size ``vista3d132``).
-        seed: Random seed of the weights.
-
-    Returns:
-        ``folder``.
-    """
-    import torch
-
-    from medm3.experts.vista3d import BundleSettings, build_network
-
-    (folder / "configs").mkdir(parents=True, exist_ok=True)
-    (folder / "models").mkdir(parents=True, exist_ok=True)
-    doc: dict[str, Any] = {
-        "imports": ["$import glob", "$import os", "$import scripts", "$import numpy as np"],
-        "bundle_root": "./",
-        "input_channels": 1,
-        "resample_spacing": [1.5, 1.5, 1.5],
-        "sw_batch_size": 1,
-        "network_def": TINY_NETWORK_DEF if network_def is None else network_def,
-        "network": "$@network_def.to(@device)",
-        "device": "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')",
-    }
-    if roi is not None:
-        doc["patch_size"] = list(roi)
-    if overlap is not None:
-        doc["inferer"] = {
-            "_target_": "scripts.inferer.Vista3dInferer",
-            "roi_size": "@patch_size",
-            "overlap": overlap,
-            "sw_batch_size": "@sw_batch_size",
-            "use_point_window": True,
-        }
-    if config:
-        (folder / "configs" / "inference.json").write_text(json.dumps(doc, indent=2))
-    (folder / "configs" / "metadata.json").write_text(
-        json.dumps({"version": version, "name": "VISTA3D (test)"}, indent=2)
-    )
-    torch.manual_seed(seed)
-    settings = BundleSettings(folder=folder, config=doc if config else {})
-    state = build_network(settings).state_dict()
-    if module_prefix:
-        state = {f"module.{k}": v for k, v in state.items()}
-    torch.save({"model": state} if wrap else state, folder / "models" / "model.pt")
-    return folder
+__all__ = ["TINY_NETWORK_DEF", "TINY_ROI", "write_vista3d_bundle"]
 
 
 def ct_image(path: Path) -> MedicalImage:

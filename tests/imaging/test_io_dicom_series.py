@@ -218,3 +218,21 @@ def test_single_file_series_folder_gives_2d(make_series) -> None:
         f.unlink()
     image = load_image(info.folder)
     assert not image.is_volume and image.modality == "CT"
+
+
+def test_a_long_gap_is_one_short_line_with_details(make_series) -> None:
+    """161 missing positions: the message lists three, --verbose details list them all."""
+    info = make_series()
+    ordered = sorted(info.files, key=lambda f: float(pydicom.dcmread(f).ImagePositionPatient[2]))
+    last = ordered[-1]
+    ds = pydicom.dcmread(last)
+    step = float(ds.ImagePositionPatient[2]) - float(
+        pydicom.dcmread(ordered[-2]).ImagePositionPatient[2]
+    )
+    ds.ImagePositionPatient[2] = float(ds.ImagePositionPatient[2]) + 161 * step
+    ds.save_as(last)
+    with pytest.raises(InputError) as err:
+        load_image(info.folder)
+    message = str(err.value)
+    assert "... (161 slices)" in message and len(message) - len(str(info.folder)) < 300
+    assert len(err.value.details[1].split(", ")) == 161

@@ -86,7 +86,10 @@ def test_thick_slices_render_with_physical_aspect() -> None:
     assert out.size == (10, 12)  # 4 slices x 3 mm -> 12 rows of 1 mm
     assert auto_scale((12, 10)) == pytest.approx(512 / 12)
     assert auto_scale((100, 4000)) == pytest.approx(2048 / 4000)
-    assert auto_scale((30, 122)) == pytest.approx(256 / 30)
+    assert auto_scale((100, 250)) == pytest.approx(256 / 100)  # short side boosted to 256
+    # A thin slab (10 slices x 3 mm by 175 mm): a proportionate strip, not 1498 x 256.
+    assert auto_scale((30, 175)) == pytest.approx(768 / 175)
+    assert auto_scale((30, 122)) == pytest.approx(768 / 122)
 
 
 def test_rgb_image_is_rendered_as_is() -> None:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
+# Ray's single-machine mode: every Ray process (and any `m3 ... --executor ray`
+# subprocess, which inherits this) talks over 127.0.0.1 only, never over the
+# machine's network address.
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 
 @pytest.fixture(scope="module")

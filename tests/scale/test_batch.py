@@ -51,7 +51,11 @@ def test_table_folders_failed_row_and_resume(
     liver = rows[0]["volumes_ml"]["liver"]
     assert rows[0]["structures"] == ["liver"] and 900 < liver < 1200
     assert rows[0]["text"].startswith("The measurements are:")
-    assert sorted(p.name for p in (out / "a").iterdir()) == ["measure_axial_17.png", "result.json"]
+    # one overlay per measured structure, named after it
+    assert sorted(p.name for p in (out / "a").iterdir()) == [
+        "measure_axial_17_liver.png",
+        "result.json",
+    ]
     assert not (out / "c").exists() and not list(out.glob(".*partial"))
     csv_lines = (out / "results.csv").read_text().splitlines()
     assert csv_lines[0].split(",")[:5] == ["input", "id", "status", "seconds", "error"]

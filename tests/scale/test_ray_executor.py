@@ -72,3 +72,24 @@ def test_a_worker_exception_is_raised_unchanged(ray_cluster: Any) -> None:
         list(RayExecutor(workers=2).map(WorkerSpec(Raiser, {"bad": 2}), list(range(5))))
     with pytest.raises(ValueError, match="item 2 is bad"):
         list(LocalExecutor().map(WorkerSpec(Raiser, {"bad": 2}), list(range(5))))
+
+
+def test_the_local_cluster_uses_loopback_only(ray_cluster: Any) -> None:
+    """Every Ray process of the test cluster listens and talks on 127.0.0.1 only."""
+    psutil = pytest.importorskip("psutil")
+    assert {n["NodeManagerAddress"] for n in ray_cluster.nodes()} == {"127.0.0.1"}
+    seen: set[str] = set()
+    ray_procs = 0
+    for proc in psutil.Process().children(recursive=True):
+        try:  # actors killed by earlier tests may be gone or zombies by now
+            if not any(w in " ".join(proc.cmdline()) for w in ("ray", "gcs_server", "raylet")):
+                continue
+            conns = proc.net_connections(kind="inet")
+        except psutil.Error:
+            continue
+        ray_procs += 1
+        seen.update(addr.ip for conn in conns for addr in (conn.laddr, conn.raddr) if addr)
+    assert ray_procs
+    loopback = {"127.0.0.1", "::1", "::ffff:127.0.0.1", "0.0.0.0", "::"}
+    assert seen, "no Ray sockets found"
+    assert seen <= loopback, f"Ray used non-loopback addresses: {sorted(seen - loopback)}"

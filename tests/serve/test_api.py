@@ -74,7 +74,7 @@ def test_chat_with_uploaded_ct_runs_expert_and_serves_overlay(
     ext = body["medm3"]
     assert ext["rounds"] == 1 and ext["session_id"].startswith("sess-")
     steps = [s["step"] for s in ext["trace"]]
-    assert steps == ["question", "generate", "expert", "generate", "answer"]
+    assert steps == ["question", "view", "generate", "expert", "generate", "answer"]
     # the model saw the rendered CT slice in its first turn, and the overlay after the expert
     assert len(vlm.calls[0][0].images) == 1 and len(vlm.calls[1][-1].images) == 1
     kinds = sorted(f["kind"] for f in ext["files"])
@@ -83,7 +83,8 @@ def test_chat_with_uploaded_ct_runs_expert_and_serves_overlay(
     assert overlay["expert"] == "fakeseg" and overlay["url"].startswith("/v1/outputs/sess-")
     png = client.get(overlay["url"])
     assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
-    assert all(u.startswith("/v1/outputs/") for u in ext["trace"][2]["files"])  # no server paths
+    assert all(u.startswith("/v1/outputs/") for u in ext["trace"][3]["files"])  # no server paths
+    assert ext["trace"][1]["files"][0].startswith("/v1/outputs/")  # the saved view, as a URL
     assert str(client.app.state.service.root) not in r.text
     archive = client.get(ext["archive_url"])
     assert archive.status_code == 200

@@ -97,6 +97,8 @@ class ChatSession:
         self._expert_names = self._offered_experts()
         self._shown: dict[str, tuple[str, int | None]] = {}
         self._pending: list[Part] = []
+        self._views: list[dict[str, Any]] = []
+        self._view_pictures: list[tuple[Path, Any]] = []
         if hasattr(backend, "add_sensitive_values") and self.images:
             from medm3.agent.privacy import sensitive_values
 
@@ -145,7 +147,42 @@ class ChatSession:
         for name, candidate in self.images.items():
             if candidate is image:
                 self._shown[name] = (plane, None if shown is None else int(shown))
+                self._record_view(name, picture)
         return picture
+
+    def _record_view(self, name: str, picture: Any) -> None:
+        """Remember (and save, with an output folder) the view the VLM is shown.
+
+        It becomes a ``view`` trace step (image, plane, slice, window, ``files``: the
+        saved PNG) right after the question it belongs to.
+        """
+        meta = picture.info.get("medm3", {})
+        window = meta.get("window") or {}
+        step: dict[str, Any] = {
+            "image": name,
+            "plane": meta.get("plane"),
+            "slice": meta.get("index"),
+            "num_slices": meta.get("num_slices"),
+            "window": window.get("text"),
+            "size": list(picture.size),
+            "files": [],
+        }
+        if self.config.output_dir is not None:  # written once the question is answered
+            folder = Path(self.config.output_dir)
+            path = folder / f"q{self._questions}_view_{name}_{step['plane']}_{step['slice']}.png"
+            step["files"] = [str(path)]
+            self._view_pictures.append((path, picture))
+        self._views.append(step)
+
+    def _save_views(self) -> None:
+        """Write the views of this question (after its answer: a failed call leaves nothing)."""
+        from medm3.utils.atomic import atomic_path
+
+        for path, picture in self._view_pictures:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                picture.save(tmp, format="PNG")
+        self._view_pictures = []
 
     def shown_slice(self, name: str | None = None) -> ShownSlice | None:
         """The slice of an input image the model was shown (default: the overlay base).
@@ -275,6 +312,9 @@ class ChatSession:
         self.trace.add(
             "question", text=question, number=self._questions, protocol=self.protocol.name
         )
+        for view in self._views:
+            self.trace.add("view", **view)
+        self._views = []
         state = Turn(limit=self.protocol.max_calls(self.config.max_rounds))
         while True:
             gen = self._generate(sent, on_text)
@@ -302,6 +342,7 @@ class ChatSession:
             if state.ended
             else (self.messages[-1].plain_text.strip())
         )
+        self._save_views()
         self.trace.add(
             "answer",
             text=answer,

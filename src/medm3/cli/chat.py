@@ -80,7 +80,7 @@ def _event_printer(json_mode: bool) -> Any:
     "--model", default=None, help="Hub id or local folder (default: VILA-M3 8B on CUDA, 3B on CPU)."
 )
 @click.option(
-    "--backend", default="vila", show_default=True, help="vila, hf, openai (or a plugin)."
+    "--backend", default="vila", show_default=True, help="vila, hf, openai, mock (or a plugin)."
 )
 @click.option(
     "--image",
@@ -95,6 +95,33 @@ def _event_printer(json_mode: bool) -> Any:
     help="Override the image modality (CT, MR, XR ...; CXR: an X-ray known to show a chest).",
 )
 @click.option("--series", default=None, help="DICOM series to use when a folder holds several.")
+@click.option(
+    "--mask",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Your label map on the image's grid: what MEASURE measures.",
+)
+@click.option(
+    "--labels",
+    default=None,
+    metavar="NAME|FILE",
+    help="Names of the --mask labels: totalseg-ct, totalseg-mr, vista3d, brats or a JSON "
+    "file (default: from the file's header or the table its ids fit).",
+)
+@click.option(
+    "--weights",
+    "weights",
+    multiple=True,
+    metavar="NAME=DIR",
+    help="Local weights folder of an expert, instead of the cache (repeatable).",
+)
+@click.option(
+    "--mock-script",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="--backend mock: replies to give, separated by '---' lines (then it echoes); "
+    "runs the whole expert loop without a model.",
+)
 @click.option(
     "--slice", "slice_index", type=int, default=None, help="Slice the VLM sees (volumes)."
 )
@@ -161,6 +188,10 @@ def chat(
     images: tuple[str, ...],
     modality: str | None,
     series: str | None,
+    mask: Path | None,
+    labels: str | None,
+    weights: tuple[str, ...],
+    mock_script: Path | None,
     slice_index: int | None,
     plane: str,
     window: str,
@@ -188,6 +219,8 @@ def chat(
       m3 chat --image ct.nii.gz "Is there a liver lesion?"
       m3 chat --image cxr.dcm --backend openai --model my-vlm --base-url http://localhost:8000/v1
       m3 chat --image t1ce=a.nii.gz --image t1=b.nii.gz --image t2=c.nii.gz --image flair=d.nii.gz
+      m3 chat --image ct.nii.gz --mask seg.nii.gz --labels totalseg-ct "Liver volume?"
+      m3 chat --backend mock --mock-script replies.txt --image ct.nii.gz "Segment the liver"
     """
     from medm3.agent import AgentConfig, ChatSession
     from medm3.vlm.base import GenerationConfig
@@ -207,7 +240,14 @@ def chat(
         experts = tuple(
             get_expert_class(n.strip()).name for n in expert_list.split(",") if n.strip()
         )
+    if mock_script is not None and backend != "mock":
+        raise InputError("--mock-script needs --backend mock")
+    from medm3.cli.options import parse_weights
+
+    local_weights = parse_weights(weights)
     loaded = _load_images(images, modality, series)
+    if mask is not None or labels is not None:
+        loaded = _with_mask(loaded, mask, labels, as_json)
     if store:
         _check_store(prompt, loaded)
     if out_dir is None:
@@ -224,8 +264,9 @@ def chat(
         output_dir=out_dir,
         use_cache=not no_cache,
         protocol=protocol,
+        weights=local_weights,
     )
-    model_id = model or default_model(backend)
+    model_id = model or ("mock" if backend == "mock" else default_model(backend))
     options = _backend_options(
         backend_cls,
         device=device,
@@ -233,7 +274,12 @@ def chat(
         template=template,
         base_url=base_url,
         api_key=api_key,
+        script_file=mock_script,
     )
+    if backend == "mock" and mock_script is None:
+        from medm3.vlm.mock import echo_reply
+
+        options["script"] = echo_reply
     vlm = backend_cls(model_id, **options)
     session = ChatSession(vlm, loaded, config, on_event=_event_printer(as_json))
 
@@ -265,6 +311,30 @@ def chat(
     _interactive(session, as_json, stream)
 
 
+def _with_mask(loaded: Any, mask: Path | None, labels: str | None, quiet: bool) -> Any:
+    """Add the user's label map (``mask``, with label names) to a single image."""
+    from medm3.imaging.io import load_image
+    from medm3.imaging.label_tables import label_names_for
+
+    if mask is None:
+        raise InputError("--labels names the labels of --mask; give --mask too")
+    if loaded is None or isinstance(loaded, dict):
+        raise InputError("--mask goes with one --image (the scan it labels)")
+    label_map = load_image(mask)
+    if label_map.spatial_shape != loaded.spatial_shape:
+        raise InputError(
+            f"the mask's grid {label_map.spatial_shape} differs from the image's "
+            f"{loaded.spatial_shape}",
+            mask,
+        )
+    names, note = label_names_for(label_map, labels, modality=loaded.modality)
+    label_map.metadata["label_names"] = names
+    label_map.metadata["content"] = "label_map"
+    if not quiet:
+        click.echo(f"mask {mask}: {note}", err=True)
+    return {"image": loaded, "mask": label_map}
+
+
 def _check_store(prompt: str | None, loaded: Any) -> None:
     """--store needs one question and a DICOMweb image (checked before the model loads)."""
     from medm3.dicomweb.store import dicomweb_source
@@ -289,25 +359,66 @@ def _store(reply: Any, image: Any, model_id: str, question: str) -> list[str]:
     return [f"{base}/series/{o.series_instance_uid}/instances/{o.sop_instance_uid}" for o in stored]
 
 
+#: Interactive commands (the same with a terminal and with piped input).
+COMMANDS = {
+    "/help": "list these commands",
+    "/files": "files written so far (views, overlays, label maps, results)",
+    "/trace": "the last answer's trace as JSON",
+    "/exit": "leave (also /quit, exit, quit, Ctrl-D)",
+}
+
+
+def _command(line: str, state: dict[str, Any]) -> bool:
+    """Handle an interactive command; ``False`` means leave. Never sent to the model."""
+    word = line.split()[0].lower()
+    if word in ("/exit", "/quit"):
+        return False
+    if word == "/help":
+        for name, what in COMMANDS.items():
+            click.echo(f"  {name:<8} {what}", err=True)
+    elif word == "/files":
+        for path in state["files"] or ["(none yet)"]:
+            click.echo(f"  {path}", err=True)
+    elif word == "/trace":
+        click.echo(json.dumps(state["trace"], indent=2, default=str))
+    else:
+        click.echo(f"m3: error: unknown command {word}; /help lists them", err=True)
+    return True
+
+
 def _interactive(session: Any, as_json: bool, stream: Any) -> None:
-    """Read questions until EOF, 'exit' or 'quit'; the history is kept."""
+    """Read questions until EOF, /exit or 'exit'; the history is kept.
+
+    Lines starting with ``/`` are commands (:data:`COMMANDS`), handled the same
+    whether stdin is a terminal or a pipe; they never reach the model.
+    """
     interactive = sys.stdin.isatty()
     if interactive:
-        click.echo("Ask about the scan ('exit' or Ctrl-D to leave).", err=True)
+        click.echo("Ask about the scan (/help for commands, /exit or Ctrl-D to leave).", err=True)
+    state: dict[str, Any] = {"files": [], "trace": []}
     while True:
         try:
             question = input("you> " if interactive else "")
         except EOFError:
             break
-        if question.strip().lower() in ("exit", "quit"):
+        text = question.strip()
+        if text.lower() in ("exit", "quit"):
             break
-        if not question.strip():
+        if not text:
+            continue
+        if text.startswith("/"):
+            if not _command(text, state):
+                break
             continue
         try:
             reply = session.ask(question, on_text=None if as_json else stream)
         except InputError as exc:  # e.g. a question that was only "<image>": say so, go on
             click.echo(f"m3: error: {exc.message}", err=True)
             continue
+        state["trace"] = reply.trace
+        state["files"].extend(
+            f for step in reply.trace for f in step.get("files", []) if f not in state["files"]
+        )
         if as_json:
             click.echo(json.dumps({"answer": reply.text, "trace": reply.trace}, default=str))
         else:

@@ -213,8 +213,9 @@ def _parse_images(
 @click.option(
     "--labels",
     "labels_path",
-    type=click.Path(path_type=Path),
-    help='Label names JSON for the mask: {"1": "spleen", ...} or {"spleen": 1, ...}.',
+    metavar="NAME|FILE",
+    help="Names of the mask's labels: totalseg-ct, totalseg-mr, vista3d, brats, or a JSON "
+    '{"1": "spleen", ...} / {"spleen": 1, ...} (default: from the file or its ids).',
 )
 @click.option("--modality", default=None, help="Override the image modality (CT, MR, XR ...).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
@@ -306,7 +307,7 @@ def run(
     from medm3.experts.catalogue import resolve_weights
     from medm3.experts.registry import get_expert, get_expert_class
     from medm3.imaging.io import load_image
-    from medm3.imaging.labels import load_label_map
+    from medm3.imaging.label_tables import label_names_for, resolve_labels
     from medm3.imaging.slicing import normalize_plane
 
     # Cheap checks first: a typo fails before any image is read.
@@ -315,7 +316,9 @@ def run(
     parsed = _parse_images(images, cls.inputs)
     if mask_path is not None and "mask" not in cls.inputs:
         raise InputError(f"expert '{cls.name}' takes no mask (its inputs: {', '.join(cls.inputs)})")
-    label_names = load_label_map(labels_path) if labels_path is not None else None
+    if labels_path is not None and mask_path is None:
+        raise InputError("--labels names the labels of --mask; give --mask too")
+    label_names = resolve_labels(labels_path) if labels_path is not None else None
     device = device.strip().lower()
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
         raise InputError(f"invalid device {device!r}: use auto, cpu, cuda or cuda:N")
@@ -338,6 +341,13 @@ def run(
             named[cls.inputs[0]] = loaded[0]
         named["mask"] = load_image(mask_path)
         loaded = named
+        if label_names is None:  # from the file's header or the built-in table its ids fit
+            base = named.get(cls.inputs[0])
+            label_names, note = label_names_for(
+                named["mask"], modality=getattr(base, "modality", None)
+            )
+            _status(f"mask {mask_path}: {note}")
+            label_names = label_names or None
     # The input is validated against the expert (modality, dimensionality,
     # required inputs) before the weights are looked up: a wrong image must not
     # send the user to download a gigabyte first.
@@ -428,6 +438,13 @@ def _report(
         click.echo(json.dumps(doc, indent=2, default=json_default))
         return
     click.echo(result.text.rstrip())
+    from medm3.experts.output import probability_lines
+
+    probabilities = probability_lines(result)
+    if probabilities:
+        click.echo("probabilities (threshold as in the text above):")
+        for line in probabilities:
+            click.echo(f"  {line}")
     timing = ", ".join(f"{k} {v:.2f} s" for k, v in result.timings.items())
     click.echo(f"timings: {timing} (cache: {result.info.get('cache', 'off')})")
     for path in files.values():

@@ -59,7 +59,12 @@ def format_summary(summary: dict[str, Any], metadata: dict[str, Any]) -> str:
         ("modality", f"{summary['modality']} ({how})"),
         ("kind", "3D volume" if summary["kind"] == "volume" else "2D image"),
         ("shape", " x ".join(str(s) for s in summary["shape"])),
-        ("spacing (mm)", " x ".join(_num(s) for s in summary["spacing_mm"])),
+        (
+            "spacing (mm)",
+            "unknown (assumed 1 mm)"
+            if metadata.get("spacing_assumed")
+            else " x ".join(_num(s) for s in summary["spacing_mm"]),
+        ),
         ("orientation", orientation),
         ("value range", value_text),
         ("dtype", summary["dtype"]),
@@ -71,6 +76,10 @@ def format_summary(summary: dict[str, Any], metadata: dict[str, Any]) -> str:
         rows.append(("window (W/L)", f"{_num(window[0])} / {_num(window[1])}"))
     if metadata.get("photometric"):
         rows.append(("photometric", str(metadata["photometric"])))
+    if metadata.get("converted_to_grayscale"):
+        rows.append(("note", "RGB file with three equal channels: read as greyscale"))
+    if summary["modality"] == "SEG":
+        rows.append(("note", "integer labels: read as a label map (--modality to override)"))
     width = max(len(k) for k, _ in rows)
     return "\n".join([summary["source"], *(f"  {k.ljust(width)}  {v}" for k, v in rows)])
 

@@ -2,14 +2,21 @@
 
 Subcommands live in their own modules and are imported only when invoked, so
 ``m3 --help`` never imports numpy-heavy or torch-based code. Every
-:class:`medm3.errors.MedM3Error` becomes one line on stderr and its exit code,
-without a traceback.
+:class:`medm3.errors.MedM3Error` becomes one line on stderr (at most
+:data:`MAX_ERROR_CHARS` characters; ``m3 --verbose`` adds the details) and its
+exit code, without a traceback; with ``--json`` the error is also printed on
+stdout as a JSON object.
+
+Exit codes: 0 success, 1 model or other runtime failure, 2 bad input (files,
+options), 3 missing weights or optional packages.
 """
 
 from __future__ import annotations
 
 import errno
 import importlib
+import json
+import os
 import sys
 from typing import Any
 
@@ -33,6 +40,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "data": ("medm3.cli.data:data", "Build training data (LLaVA JSON) from public datasets; mix."),
     "serve": ("medm3.cli.serve:serve", "Serve the model: OpenAI-compatible API and web UI."),
     "train": ("medm3.cli.train:train", "Fine-tune VILA-M3 or an HF VLM on LLaVA JSON (full/LoRA)."),
+    "demo": ("medm3.cli.demo:demo", "Run one expert-calling chat offline (random weights)."),
+    "doctor": ("medm3.cli.doctor:doctor", "Check the installation: versions, devices, weights."),
 }
 
 
@@ -66,14 +75,73 @@ class LazyGroup(click.Group):
         return super().resolve_command(ctx, args)
 
 
+#: Longest error line printed; longer messages are cut at a word (details: --verbose).
+MAX_ERROR_CHARS = 300
+
+
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="m3")
-def cli() -> None:
+@click.option(
+    "-v", "--verbose", is_flag=True, help="On errors, also print the details (lists, causes)."
+)
+def cli(verbose: bool) -> None:
     """medm3: a medical vision-language model that calls expert models.
 
     Scans in (DICOM, NIfTI, NRRD, PNG/JPG), expert-grounded answers out.
-    Run `m3 COMMAND --help` for the options of each command.
+    Run `m3 COMMAND --help` for the options of each command. Start with
+    `m3 demo` (offline, random weights) and `m3 doctor`.
+
+    Exit codes: 0 success, 1 model or runtime failure, 2 bad input,
+    3 missing weights or optional packages.
     """
+    _STATE["verbose"] = verbose
+
+
+#: Per-invocation flags set by the group's options (reset by :func:`main`).
+_STATE: dict[str, bool] = {"verbose": False}
+
+
+def _verbose() -> bool:
+    env = os.environ.get("MEDM3_VERBOSE", "").strip().lower() in ("1", "true", "yes", "on")
+    return _STATE["verbose"] or env
+
+
+def error_line(exc: MedM3Error, limit: int = MAX_ERROR_CHARS) -> str:
+    """The one-line error text ``m3: error: PATH: MESSAGE``.
+
+    The message (not the path, which the user needs whole) is cut at a word
+    boundary so that it takes at most ``limit`` characters with the prefix.
+    """
+    text = " ".join(str(exc.message).split())
+    where = f"{exc.path}: " if exc.path else ""
+    hint = " (more: m3 --verbose ...)" if exc.details and not _verbose() else ""
+    budget = limit - len("m3: error: ") - len(hint)
+    if len(text) > budget:
+        text = text[: budget - 3].rsplit(" ", 1)[0] + "..."
+        hint = hint or " (more: m3 --verbose ...)"
+    return f"m3: error: {where}{text}{hint}"
+
+
+def _report(exc: MedM3Error, argv: list[str]) -> None:
+    line = error_line(exc)
+    click.echo(line.encode("utf-8", "backslashreplace").decode("utf-8"), err=True)
+    if _verbose():
+        full = " ".join(str(exc.message).split())
+        if len(full) + len("m3: error: ") > MAX_ERROR_CHARS:
+            click.echo(f"  {full}", err=True)
+        for line in exc.details:
+            click.echo(f"  {line}", err=True)
+    if "--json" in argv:
+        doc = {
+            "error": {
+                "message": exc.message,
+                "path": exc.path,
+                "type": type(exc).__name__,
+                "exit_code": exc.exit_code,
+                "details": exc.details,
+            }
+        }
+        click.echo(json.dumps(doc))
 
 
 def main(argv: list[str] | None = None) -> Any:
@@ -85,10 +153,12 @@ def main(argv: list[str] | None = None) -> Any:
     Returns:
         Never returns normally when run as a script; raises ``SystemExit``.
     """
+    args = list(sys.argv[1:] if argv is None else argv)
+    _STATE["verbose"] = False
     try:
-        return cli.main(args=argv, prog_name="m3", standalone_mode=True)
+        return cli.main(args=args, prog_name="m3", standalone_mode=True)
     except MedM3Error as exc:
-        _error_line(str(exc))
+        _report(exc, args)
         sys.exit(exc.exit_code)
     except OSError as exc:
         if exc.errno not in OUTPUT_ERRNOS:

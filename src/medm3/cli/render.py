@@ -47,8 +47,10 @@ from medm3.errors import InputError
 @click.option(
     "--labels",
     "labels_path",
-    type=click.Path(path_type=Path),
-    help='Label names JSON: {"1": "spleen", ...} or {"spleen": 1, ...}.',
+    metavar="NAME|FILE",
+    help="Label names: totalseg-ct, totalseg-mr, vista3d, brats, or a JSON file "
+    '{"1": "spleen", ...} / {"spleen": 1, ...} (default: from the overlay file\'s header or '
+    "the built-in table its ids fit).",
 )
 @click.option("--contours", is_flag=True, help="Draw label outlines instead of filled regions.")
 @click.option(
@@ -59,6 +61,11 @@ from medm3.errors import InputError
     "--legend-all", is_flag=True, help="List every label of the volume, not just this slice's."
 )
 @click.option("--modality", default=None, help="Override the modality (CT, MR, XR, ...).")
+@click.option(
+    "--no-annotations",
+    is_flag=True,
+    help="No orientation letters, scale bar or slice/window text on the image.",
+)
 def render(
     image_path: Path,
     output: Path,
@@ -72,16 +79,19 @@ def render(
     no_legend: bool,
     legend_all: bool,
     modality: str | None,
+    no_annotations: bool,
 ) -> None:
     """Render a slice of IMAGE (with an optional label overlay) to a PNG.
 
     Slices are shown in radiological convention: the patient's right on the
     viewer's left; anterior (axial) or superior (coronal, sagittal) at the top;
-    anterior on the left for sagittal slices.
+    anterior on the left for sagittal slices. The image carries orientation
+    letters, a scale bar and the slice/window (--no-annotations to leave them
+    out), and the PNG records source, plane, slice, window and spacing as text.
     """
     from medm3.imaging.io import load_image
-    from medm3.imaging.labels import load_label_map
-    from medm3.imaging.render import render_slice
+    from medm3.imaging.label_tables import label_names_for, resolve_labels
+    from medm3.imaging.render import png_info, render_slice
     from medm3.imaging.slicing import normalize_plane
     from medm3.imaging.windowing import parse_window
     from medm3.utils.atomic import atomic_path
@@ -92,10 +102,13 @@ def render(
     check_output_location(output)
     plane = normalize_plane(plane)
     parse_window(window)
-    label_names = load_label_map(labels_path) if labels_path is not None else None
+    label_names = resolve_labels(labels_path) if labels_path is not None else None
 
     image = load_image(image_path, modality=modality)
     mask = load_image(mask_path) if mask_path is not None else None
+    note = ""
+    if mask is not None and label_names is None:
+        label_names, note = label_names_for(mask, modality=image.modality)
     result = render_slice(
         image,
         plane=plane,
@@ -107,10 +120,11 @@ def render(
         alpha=alpha,
         legend=not no_legend,
         legend_scope="volume" if legend_all else "slice",
+        annotate=not no_annotations,
     )
     info = result.info["medm3"]
     with writing(output), atomic_path(output) as tmp:
-        result.save(tmp, format="PNG")
+        result.save(tmp, format="PNG", pnginfo=png_info(result, source=str(image_path)))
 
     window_info = info["window"]
     window_text = window_info["text"] if window_info else "none (RGB)"
@@ -123,3 +137,5 @@ def render(
         f"wrote {output} ({result.width}x{result.height}): {where}, window {window_text}"
         f"{labels_text}"
     )
+    if note:
+        click.echo(f"labels: {note}")

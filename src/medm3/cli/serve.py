@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from medm3.serve.settings import API_KEY_ENV, DEFAULT_DATA_DIR
+from medm3.serve.settings import API_KEY_ENV, DATA_DIR_ENV
 
 
 def mock_echo(messages: list[Any]) -> str:
@@ -41,9 +41,22 @@ def mock_echo(messages: list[Any]) -> str:
 @click.option(
     "--data-dir",
     type=click.Path(path_type=Path, file_okay=False),
-    default=DEFAULT_DATA_DIR,
-    show_default=True,
-    help="Folder of uploads, outputs and the session database.",
+    default=None,
+    help="Folder of uploads, outputs and the session database "
+    f"(default: ${DATA_DIR_ENV}, else the platform's user data folder, medm3/serve).",
+)
+@click.option(
+    "--weights",
+    "weights",
+    multiple=True,
+    metavar="NAME=DIR",
+    help="Local weights folder of an expert, instead of the cache (repeatable).",
+)
+@click.option(
+    "--mock-script",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="--backend mock: replies to give, separated by '---' lines (then it echoes).",
 )
 @click.option(
     "--max-upload-mb",
@@ -139,7 +152,9 @@ def serve(
     host: str,
     port: int,
     api_keys: tuple[str, ...],
-    data_dir: Path,
+    data_dir: Path | None,
+    weights: tuple[str, ...],
+    mock_script: Path | None,
     max_upload_mb: float,
     max_json_mb: float,
     max_image_mb: float,
@@ -168,8 +183,17 @@ def serve(
       m3 serve --backend mock                    # no model: echoes questions
       m3 serve --host 0.0.0.0 --api-key "$KEY"   # reachable from other machines
     """
-    from medm3.serve.settings import ServeSettings, keys_from_env
+    from medm3.cli.options import parse_weights
+    from medm3.errors import InputError
+    from medm3.serve.settings import ServeSettings, default_data_dir, keys_from_env
 
+    if mock_script is not None and backend != "mock":
+        raise InputError("--mock-script needs --backend mock")
+    if mock_script is not None:
+        from medm3.vlm.mock import load_script
+
+        load_script(mock_script)  # a bad file is reported before anything starts
+    data_dir = data_dir or default_data_dir()
     settings = ServeSettings(
         backend=backend,
         model=model,
@@ -193,6 +217,8 @@ def serve(
         expert_device=expert_device,
         max_new_tokens=max_new_tokens,
         dicomweb=dicomweb,
+        weights=parse_weights(weights),
+        mock_script=mock_script,
     )
     settings.validate()  # refuse an open bind before loading anything
     check_data_dir(data_dir)
@@ -209,6 +235,7 @@ def serve(
     app = create_app(settings)
     where = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
     click.echo(f"m3 serve: model {settings.vlm.model_id} ({backend}); API {where}/v1", err=True)
+    click.echo(f"m3 serve: data folder {data_dir}", err=True)
     if settings.ui:
         click.echo(f"m3 serve: web UI {where}/ui", err=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)
@@ -246,6 +273,8 @@ def _load_vlm(settings: Any, *, device: str | None, base_url: str | None) -> Any
     model_id = settings.model or (
         "mock" if settings.backend == "mock" else default_model(settings.backend)
     )
+    if settings.backend == "mock" and settings.mock_script is not None:
+        return cls(model_id, script_file=settings.mock_script)
     if settings.backend == "mock":
         return cls(model_id, script=mock_echo)
     click.echo(f"m3 serve: loading {model_id} ...", err=True)

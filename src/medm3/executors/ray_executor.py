@@ -44,6 +44,10 @@ DEPTH = 1
 CONNECT_TIMEOUT = 5.0
 
 
+#: Ray's switch for its single-machine (loopback-only) mode on Linux.
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
 def import_ray() -> Any:
     """The ``ray`` module, or a one-line error naming the extra to install."""
     try:
@@ -164,6 +168,9 @@ class RayExecutor(Executor):
         kwargs: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
         if address is None and not os.environ.get("RAY_ADDRESS"):
             kwargs["include_dashboard"] = False
+            # A cluster started here is this machine only: keep Ray's processes on
+            # loopback (Ray's single-machine mode) unless the user chose otherwise.
+            os.environ.setdefault(LOOPBACK_ENV, "0")
         try:
             ray.init(address=address, **kwargs)
         except (ConnectionError, RuntimeError, TimeoutError) as exc:

@@ -4,7 +4,9 @@ Cache root: ``$MEDM3_CACHE`` or ``~/.cache/medm3``. MONAI bundles are kept in
 ``<cache>/bundles/<bundle name>/`` (the bundle's own layout: ``configs/``,
 ``models/model.pt``); TorchXRayVision checkpoints in
 ``<cache>/torchxrayvision/`` under the file names torchxrayvision itself uses,
-so its normal ``weights=`` loading path finds them. Downloads honour
+so its normal ``weights=`` loading path finds them; checkpoints already in
+torchxrayvision's own cache (``~/.torchxrayvision/models_data/``) are used
+too. Downloads honour
 ``HF_HOME``/``HF_HUB_OFFLINE`` (Hugging Face sources) and are skipped entirely
 when ``HF_HUB_OFFLINE=1`` or ``MEDM3_OFFLINE=1``.
 """
@@ -186,18 +188,52 @@ def required_files(spec: WeightsSpec) -> list[str]:
 
 
 def manual_command(spec: WeightsSpec, target: Path) -> str:
-    """The shell command a user can run by hand to fetch the weights."""
+    """The shell command(s) a user can run by hand to fetch the weights (may be long)."""
     if spec.source == "monai_bundle":
         version = f" --version {spec.version}" if spec.version else ""
         return (
             f"python -m monai.bundle download --name {spec.bundle}{version} "
             f"--bundle_dir {target.parent}"
         )
+    return "; ".join(f"wget {u} -P {target}" for u in weight_urls(spec).values())
+
+
+def weight_urls(spec: WeightsSpec) -> dict[str, str]:
+    """File name -> download URL of each torchxrayvision checkpoint (empty for bundles)."""
+    if spec.source != "torchxrayvision":
+        return {}
     from medm3.experts.xrv import import_xrv
 
     xrv = import_xrv()
-    urls = [xrv.models.model_urls[m]["weights_url"] for m in spec.models]
-    return "; ".join(f"wget {u} -P {target}" for u in urls)
+    return {xrv_filename(m): xrv.models.model_urls[m]["weights_url"] for m in spec.models}
+
+
+def manual_recipe(spec: WeightsSpec, target: Path) -> str:
+    """A short (one sentence) way to get the weights by hand, for error messages."""
+    if spec.source == "monai_bundle":
+        return manual_command(spec, target)
+    return (
+        f"copy torchxrayvision's {len(spec.models)} checkpoint files into {target} "
+        "(names and URLs: `m3 doctor -v`)"
+    )
+
+
+def xrv_home() -> Path:
+    """torchxrayvision's own download folder (``~/.torchxrayvision/models_data``)."""
+    return Path.home() / ".torchxrayvision" / "models_data"
+
+
+def search_dirs(name: str) -> list[Path]:
+    """Folders searched for the weights ``name``, in order (the medm3 cache first)."""
+    dirs = [weights_dir(name)]
+    if get_spec(name).source == "torchxrayvision":
+        dirs.append(xrv_home())
+    return dirs
+
+
+def find_weights(name: str) -> Path | None:
+    """The first of :func:`search_dirs` holding every required file, or ``None``."""
+    return next((d for d in search_dirs(name) if not missing_files(name, d)), None)
 
 
 def missing_files(name: str, folder: Path | None = None) -> list[str]:
@@ -216,25 +252,32 @@ def resolve_weights(name: str, override: str | os.PathLike[str] | None = None) -
             folder of TorchXRayVision files) to use instead of the cache.
 
     Returns:
-        The weights folder.
+        The weights folder: ``override``, else the first complete one of
+        :func:`search_dirs` (the medm3 cache, then torchxrayvision's own cache).
 
     Raises:
-        WeightsNotFoundError: Files are missing; the message names the folder,
-            the ``m3 experts download`` command and the manual command.
+        WeightsNotFoundError: Files are missing; one short line naming the
+            folder, the ``m3 experts download`` command and a manual recipe.
     """
     spec = get_spec(name)
+    if override is None:
+        found = find_weights(name)
+        if found is not None:
+            verify_checksums(spec, found)
+            return found
     folder = Path(override).expanduser() if override is not None else weights_dir(name)
     missing = missing_files(name, folder)
     if missing:
+        total = len(required_files(spec))
+        shown = missing[0] if len(missing[0]) <= 40 else missing[0][:37] + "..."
+        what = f"missing {shown}" if total == 1 else f"missing {len(missing)} of {total} files"
         how = (
-            f"Download them with `m3 experts download {name}`, or by hand: "
-            f"{manual_command(spec, folder)}"
+            f"Run `m3 experts download {name}`, or {manual_recipe(spec, folder)}"
             if override is None
-            else "Point --weights at a folder in the layout of the released weights"
+            else "point --weights at a folder in the layout of the released weights"
         )
         raise WeightsNotFoundError(
-            f"weights for expert '{name}' not found in {folder} "
-            f"(missing: {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}). {how}"
+            f"weights for expert '{name}' not found in {folder} ({what}). {how}"
         )
     verify_checksums(spec, folder)
     return folder

@@ -40,13 +40,14 @@ def weights_present(name: str, *, exact: bool = True) -> bool:
             counting checkpoint files instead (used by ``m3 experts list``).
     """
     spec = catalogue.get_spec(name)
-    folder = catalogue.weights_dir(name)
     if exact or spec.source != "torchxrayvision" or spec.files:
-        return not catalogue.missing_files(name, folder)
-    if not folder.is_dir():
-        return False
-    found = [p for p in folder.iterdir() if p.suffix in (".pt", ".pth") and p.is_file()]
-    return len(found) >= len(spec.models)
+        return catalogue.find_weights(name) is not None
+    for folder in catalogue.search_dirs(name):
+        if folder.is_dir():
+            found = [p for p in folder.iterdir() if p.suffix in (".pt", ".pth") and p.is_file()]
+            if len(found) >= len(spec.models):
+                return True
+    return False
 
 
 def download_weights(name: str, *, force: bool = False, progress: bool = True) -> Path:
@@ -66,8 +67,10 @@ def download_weights(name: str, *, force: bool = False, progress: bool = True) -
     """
     spec = catalogue.get_spec(name)
     target = catalogue.weights_dir(name)
-    if not force and not catalogue.missing_files(name, target):
-        return target
+    if not force:
+        found = catalogue.find_weights(name)  # the cache, or torchxrayvision's own
+        if found is not None:
+            return found
     if catalogue.offline():
         raise WeightsNotFoundError(
             _failure(
@@ -86,8 +89,7 @@ def download_weights(name: str, *, force: bool = False, progress: bool = True) -
     except WeightsNotFoundError:
         raise
     except Exception as exc:  # network, HTTP, disk ... : one clear message
-        detail = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:300]
-        raise WeightsNotFoundError(_failure(spec, target, detail)) from exc
+        raise WeightsNotFoundError(_failure(spec, target, short_reason(exc))) from exc
     missing = catalogue.missing_files(name, target)
     if missing:
         raise WeightsNotFoundError(
@@ -97,14 +99,31 @@ def download_weights(name: str, *, force: bool = False, progress: bool = True) -
     return target
 
 
+def short_reason(exc: BaseException, limit: int = 80) -> str:
+    """``Type: first line`` of an exception, cut at a word boundary (no third-party hints).
+
+    Libraries append their own advice (torchxrayvision names the temporary
+    download folder medm3 deletes); only the first sentence is kept.
+    """
+    first = (str(exc).strip().splitlines() or [""])[0]
+    first = first.split(". ")[0].rstrip(".")
+    text = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    if len(text) > limit:
+        text = text[: limit - 3].rsplit(" ", 1)[0] + "..."
+    return text
+
+
 def _failure(spec: WeightsSpec, target: Path, why: str) -> str:
-    try:
+    """One line: what failed, where the weights go, how to put them there by hand."""
+    if spec.source == "monai_bundle":
         manual = catalogue.manual_command(spec, target)
-    except Exception:  # torchxrayvision missing: still give a useful message
-        manual = f"pip install torchxrayvision, then run `m3 experts download {spec.name}`"
+    else:
+        manual = (
+            f"copy the {len(spec.models)} torchxrayvision checkpoint files there "
+            "(names and URLs: `m3 doctor -v`)"
+        )
     return (
-        f"could not download the weights for '{spec.name}' into {target}: {why}. "
-        f"Fetch them by hand: {manual}"
+        f"could not download the weights for '{spec.name}' into {target} ({why}). By hand: {manual}"
     )
 
 
@@ -190,16 +209,16 @@ def _download_xrv(spec: WeightsSpec, target: Path, *, force: bool, progress: boo
         bar = tqdm(
             todo, desc=f"{spec.name} weights", unit="file", file=sys.stderr, disable=not progress
         )
-        sink = sys.stderr if progress else open(os.devnull, "w")  # noqa: SIM115
+        # torchxrayvision prints its own hints (a wget into the temporary folder,
+        # which is deleted): never shown; our bar and error message say what matters.
         fetched: dict[str, Path] = {}
         try:
-            for model in bar:
-                bar.set_postfix_str(catalogue.xrv_filename(model))
-                with contextlib.redirect_stdout(sink):
-                    fetched[model] = Path(xrv.models.get_weights(model, cache_dir=str(tmp)))
+            with open(os.devnull, "w") as sink:
+                for model in bar:
+                    bar.set_postfix_str(catalogue.xrv_filename(model)[:40])
+                    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+                        fetched[model] = Path(xrv.models.get_weights(model, cache_dir=str(tmp)))
         finally:
-            if sink is not sys.stderr:
-                sink.close()
             bar.close()
         target.mkdir(parents=True, exist_ok=True)
         for model in todo:

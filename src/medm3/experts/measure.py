@@ -21,7 +21,21 @@ Per structure (one dict in ``ExpertResult.measurements``, keys below):
   CT, ``""`` otherwise);
 * ``components`` and ``largest_component_ml``: connected components with
   26-connectivity (voxels touching by a face, an edge or a corner belong to
-  the same component; :data:`CONNECTIVITY`).
+  the same component; :data:`CONNECTIVITY`);
+* ``component_list``: the largest components (at most
+  :data:`MAX_COMPONENTS_LISTED`), each with ``voxels``, ``volume_ml``,
+  ``max_axial_diameter_mm`` and ``max_axial_diameter_slice``; the structure's
+  ``max_axial_diameter_mm`` is the largest of these, so a diameter never spans
+  two separate pieces;
+* ``touches_boundary``: the volume faces the structure touches (``R``, ``L``,
+  ``A``, ``P``, ``S``, ``I`` for RAS+ volumes); when not empty the structure
+  may continue outside the scan and its volume and extents are lower bounds
+  (the result text says so).
+
+Structure names match ignoring case, ``_``, spacing and word order
+("right kidney" finds ``kidney_right``). The overlays show each requested
+structure (up to :data:`MAX_OVERLAYS`) on its own slice of largest diameter,
+with a legend.
 
 A requested structure that is known but has no voxels gets ``voxels = 0``
 (text: "not present") and ``None`` for the size fields.
@@ -46,6 +60,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: Neighbourhood used to count connected components (3D: faces, edges and corners).
 CONNECTIVITY = 26
+#: Components listed per structure (largest first).
+MAX_COMPONENTS_LISTED = 10
+#: Overlays written per call (one per requested structure).
+MAX_OVERLAYS = 8
+#: RAS+ array axis -> (name of the face at index 0, name of the face at the end).
+_FACES = (("L", "R"), ("P", "A"), ("I", "S"))
 #: Argument meaning "every labelled structure".
 ALL = "all"
 _ALL_ALIASES = ("", "none", "args", "all", "everything")
@@ -53,6 +73,11 @@ _ALL_ALIASES = ("", "none", "args", "all", "everything")
 
 def _norm_name(name: str) -> str:
     return " ".join(str(name).replace("_", " ").lower().split())
+
+
+def _name_key(name: str) -> str:
+    """Order-free key: "right kidney", "Kidney_Right" and "kidney right" are equal."""
+    return " ".join(sorted(_norm_name(name).split()))
 
 
 class MeasureExpert(Expert):
@@ -134,7 +159,7 @@ class MeasureExpert(Expert):
         return ExpertResult(
             expert=self.name,
             args=args,
-            text=prompts.measurement_text(rows),
+            text=prompts.measurement_text(rows) + boundary_note(rows),
             overlays=overlays,
             label_names={r["label"]: r["name"] for r in rows},
             measurements=rows,
@@ -182,20 +207,39 @@ class MeasureExpert(Expert):
         names: Mapping[int, str],
         context: RunContext,
     ) -> list[Overlay]:
-        from medm3.imaging.labels import label_name
-        from medm3.imaging.render import render_slice
+        """One overlay per measured structure (its slice of largest diameter), with a legend.
 
+        With ``context.slice_index`` set, one overlay of all measured structures
+        on that slice instead.
+        """
         present = [r for r in rows if r["voxels"]]
         if not present:
             return []
-        ids = [r["label"] for r in present]
+        if context.slice_index is not None or context.plane != "axial":
+            return [self._overlay(image, labels, present, names, context, context.slice_index)]
+        return [
+            self._overlay(image, labels, [row], names, context, row["max_axial_diameter_slice"])
+            for row in present[:MAX_OVERLAYS]
+        ]
+
+    def _overlay(
+        self,
+        image: MedicalImage,
+        labels: np.ndarray,
+        rows: list[dict[str, Any]],
+        names: Mapping[int, str],
+        context: RunContext,
+        index: int | None,
+    ) -> Overlay:
+        from medm3.imaging.labels import label_name
+        from medm3.imaging.render import render_slice
+
+        ids = [r["label"] for r in rows]
         shown = np.where(np.isin(labels, ids), labels, 0)
-        index = context.slice_index
-        if index is None and context.plane == "axial" and len(present) == 1:
-            index = present[0]["max_axial_diameter_slice"]
+        legend_names = {i: f"{i}: {label_name(names, i)}" for i in ids}
         try:
             picture = render_slice(
-                image, plane=context.plane, index=index, mask=shown, label_names=names
+                image, plane=context.plane, index=index, mask=shown, label_names=legend_names
             )
         except InputError as exc:
             raise ExpertError(f"cannot render the overlay: {exc.message}") from None
@@ -203,15 +247,18 @@ class MeasureExpert(Expert):
         plane, idx = meta.get("plane", context.plane), meta.get("index", index)
         in_slice = [label_name(names, i) for i in meta.get("labels_in_slice", [])]
         caption = f"{plane} slice {idx}: " + (", ".join(in_slice) or "no measured structure")
-        return [
-            Overlay(
-                name=f"measure_{plane}_{idx}",
-                image=picture,
-                plane=plane,
-                slice_index=idx,
-                caption=caption,
-            )
-        ]
+        suffix = f"_{_slug(rows[0]['name'])}" if len(rows) == 1 else ""
+        return Overlay(
+            name=f"measure_{plane}_{idx}{suffix}",
+            image=picture,
+            plane=plane,
+            slice_index=idx,
+            caption=caption,
+        )
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", str(name).lower()).strip("_")[:40] or "structure"
 
 
 def select_structures(
@@ -242,15 +289,21 @@ def select_structures(
         return [(i, label_name(names, i)) for i in present]
     known = {i: label_name(names, i) for i in sorted(set(names) | set(present))}
     by_name = {_norm_name(n): i for i, n in known.items()}
+    by_key = {_name_key(n): i for i, n in known.items()}
     selected: list[tuple[int, str]] = []
     for query in (q.strip() for q in args.split(",")):
         key = _norm_name(query)
+        words = set(key.split())
         if key in by_name:
             ids = [by_name[key]]
+        elif _name_key(key) in by_key:
+            ids = [by_key[_name_key(key)]]
         elif key.isdigit() and int(key) in known:
             ids = [int(key)]
-        else:
-            ids = [i for n, i in by_name.items() if key and key in n]
+        else:  # every name holding all the words asked for ("kidney": left and right)
+            ids = [i for n, i in by_name.items() if words and words <= set(n.split())]
+            if not ids:
+                ids = [i for n, i in by_name.items() if key and key in n]
         if not ids:
             hint = did_you_mean(key, by_name)
             hint = f" {hint}" if hint else ""
@@ -307,6 +360,8 @@ def measure_structures(
             "intensity_unit": unit,
             "components": 0,
             "largest_component_ml": 0.0,
+            "component_list": [],
+            "touches_boundary": [],
         }
         if box is not None:
             region = labels[box] == label_id
@@ -314,7 +369,14 @@ def measure_structures(
             components, n_components = ndimage.label(region, structure=structure)
             sizes = np.bincount(components.ravel())[1:]
             inside = values[box][region].astype(np.float64)
-            diameter, z = max_axial_diameter(region, spacing[:2])
+            pieces = _components(components, sizes, spacing, voxel_ml, box[2].start)
+            best = max(pieces, key=lambda c: c["max_axial_diameter_mm"], default=None)
+            diameter = best["max_axial_diameter_mm"] if best else 0.0
+            z = best["max_axial_diameter_slice"] - box[2].start if best else None
+            row.update(
+                component_list=pieces[:MAX_COMPONENTS_LISTED],
+                touches_boundary=touched_faces(box, labels.shape),
+            )
             row.update(
                 voxels=count,
                 volume_ml=count * voxel_ml,
@@ -330,6 +392,59 @@ def measure_structures(
             )
         rows.append(row)
     return rows
+
+
+def _components(
+    components: np.ndarray,
+    sizes: np.ndarray,
+    spacing: tuple[float, ...],
+    voxel_ml: float,
+    z0: int,
+) -> list[dict[str, Any]]:
+    """Per connected component: size and largest axial diameter, largest first."""
+    ndimage = _require_scipy().ndimage
+    boxes = ndimage.find_objects(components)
+    out = []
+    for n, box in enumerate(boxes, start=1):
+        if box is None:
+            continue
+        diameter, z = max_axial_diameter(components[box] == n, (spacing[0], spacing[1]))
+        out.append(
+            {
+                "voxels": int(sizes[n - 1]),
+                "volume_ml": float(sizes[n - 1]) * voxel_ml,
+                "max_axial_diameter_mm": diameter,
+                "max_axial_diameter_slice": None if z is None else int(z + box[2].start + z0),
+            }
+        )
+    out.sort(key=lambda c: -c["voxels"])
+    return out
+
+
+def touched_faces(box: tuple[slice, ...], shape: tuple[int, ...]) -> list[str]:
+    """Faces of the volume a bounding box touches (``L``/``R``, ``P``/``A``, ``I``/``S``)."""
+    faces = []
+    for axis, (low, high) in enumerate(_FACES[: len(box)]):
+        if box[axis].start == 0:
+            faces.append(low)
+        if box[axis].stop == shape[axis]:
+            faces.append(high)
+    return faces
+
+
+def boundary_note(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A sentence naming the structures that touch the volume boundary (else ``""``)."""
+    hits = [
+        f"{r['name']} ({'/'.join(r['touches_boundary'])})"
+        for r in rows
+        if r.get("touches_boundary")
+    ]
+    if not hits:
+        return ""
+    return (
+        f" Warning: {', '.join(hits)} touch the edge of the scan, so they may continue "
+        "outside it; their volumes and sizes are lower bounds."
+    )
 
 
 def max_axial_diameter(

@@ -3,6 +3,9 @@
 Layout written by :func:`save_result` into ``out_dir``:
 
 * ``<overlay.name>.png`` for every overlay (e.g. ``measure_axial_17.png``);
+  an overlay drawn without a legend (what the VLM sees: the result text
+  names the colours) is saved with one, listing ``id: name`` of the labels
+  in its slice;
 * ``<expert>_labels.nii.gz``: the label map on the input grid (when the
   result has one), written with :func:`medm3.imaging.io.save_nifti`
   (``<expert>_labels.png``, 8- or 16-bit grey, for 2D label maps);
@@ -52,6 +55,49 @@ def json_default(obj: Any) -> Any:
     if isinstance(obj, (set, frozenset, tuple)):
         return list(obj)
     return os.fspath(obj) if isinstance(obj, os.PathLike) else str(obj)
+
+
+def probability_lines(result: ExpertResult) -> list[str]:
+    """Human lines for a classification result: ``Effusion: yes (p = 0.73)``, highest first.
+
+    The text a VLM sees keeps the model's yes/no format; these lines are for
+    people (``m3 experts run cxr``). Empty when the result has no probabilities.
+    """
+    findings = dict(result.findings)
+    rows = sorted(result.probabilities.items(), key=lambda kv: -float(kv[1]))
+    out = []
+    for label, p in rows:
+        verdict = findings.get(label)
+        word = "" if verdict is None else ("yes" if verdict else "no")
+        out.append(f"{label}: {word} (p = {float(p):.2f})".replace(":  (", ": ("))
+    return out
+
+
+def with_legend(picture: Any, label_names: dict[int, str] | None) -> Any:
+    """``picture`` with a legend (``id: name`` per label in its slice) if it has none yet.
+
+    Args:
+        picture: A rendered overlay (:func:`medm3.imaging.render.render_slice`
+            output; its ``info["medm3"]`` says which labels it shows).
+        label_names: ``{id: name}`` of the result.
+
+    Returns:
+        The picture, with a legend panel on its right when it had labels but no legend.
+    """
+    from medm3.imaging.labels import label_name
+    from medm3.imaging.overlay import draw_legend, legend_entries
+    from medm3.imaging.render import recolor
+
+    meta = dict(getattr(picture, "info", {}).get("medm3") or {})
+    ids = meta.get("labels_in_slice") or []
+    if not ids or meta.get("legend"):
+        return picture
+    names = {int(i): f"{int(i)}: {label_name(label_names, int(i))}" for i in ids}
+    palette = {int(k): tuple(v) for k, v in (meta.get("colors") or {}).items()}
+    entries = recolor(legend_entries(ids, names), palette)  # type: ignore[arg-type]
+    out = draw_legend(picture, entries)
+    out.info["medm3"] = {**meta, "legend": [e.as_dict() for e in entries]}
+    return out
 
 
 def result_files(result: ExpertResult, source_image: MedicalImage | None = None) -> dict[str, str]:
@@ -122,7 +168,7 @@ def save_result(
     for overlay in result.overlays:
         path = folder / names[f"overlay:{overlay.name}"]
         with atomic_path(path) as tmp:
-            overlay.image.save(tmp, format="PNG")
+            with_legend(overlay.image, result.label_names).save(tmp, format="PNG")
         written[f"overlay:{overlay.name}"] = str(path)
     if result.label_map is not None:
         path = folder / names["label_map"]

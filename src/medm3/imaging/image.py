@@ -33,7 +33,7 @@ import numpy as np
 ModalitySource = Literal["dicom", "caller", "inferred", "header"]
 
 #: Modality codes medm3 understands.
-MODALITIES: tuple[str, ...] = ("CT", "MR", "XR", "PT", "US", "OT")
+MODALITIES: tuple[str, ...] = ("CT", "MR", "XR", "PT", "US", "OT", "SEG")
 
 
 @dataclass
@@ -139,6 +139,7 @@ class MedicalImage:
             "kind": "volume" if self.is_volume else "2d",
             "shape": list(self.array.shape),
             "spacing_mm": [round(float(s), 6) for s in self.spacing],
+            "spacing_known": not self.metadata.get("spacing_assumed", False),
             "orientation": self.orientation,
             "original_orientation": self.metadata.get("original_orientation"),
             "dtype": str(self.array.dtype),

@@ -7,6 +7,9 @@ by the caller wins (``modality_source="caller"``); else the DICOM Modality tag
 
 Inference rules (:func:`infer_modality`), on a subsample of the data:
 
+* **Volume, label map** (``SEG``): non-negative integers with a background of
+  0 and at most 16 ids, or ids that fit a built-in label table
+  (:func:`medm3.imaging.label_tables.looks_like_label_map`).
 * **Volume, CT**: at least 0.5 % of the voxels lie in the air band
   -1100..-900 (HU) and the 99.9th percentile exceeds 300 (bone or contrast).
 * **Volume, otherwise**: MR (MR has no physical unit and no air plateau).
@@ -118,10 +121,16 @@ def infer_modality(array: np.ndarray, is_volume: bool) -> str:
         is_volume: Whether ``array`` is a 3D volume.
 
     Returns:
-        A modality code: ``"CT"`` or ``"MR"`` for volumes, ``"XR"`` or ``"OT"`` for 2D.
+        A modality code: ``"SEG"``, ``"CT"`` or ``"MR"`` for volumes, ``"XR"`` or
+        ``"OT"`` for 2D.
     """
     if array.size == 0:
         return "MR" if is_volume else "XR"
+    if is_volume and array.ndim == 3:
+        from medm3.imaging.label_tables import looks_like_label_map
+
+        if looks_like_label_map(_subsample(array, 3)):
+            return "SEG"
     if is_volume:
         data = _subsample(array, 3)
         if data.ndim > 3:

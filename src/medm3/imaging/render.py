@@ -44,6 +44,8 @@ MIN_LONG_SIDE = 512
 #: With ``scale=None`` small images are enlarged so their short side is at least this
 #: (as long as the long side stays within :data:`MAX_LONG_SIDE`).
 MIN_SHORT_SIDE = 256
+#: The short-side enlargement never makes the long side longer than this.
+MAX_SLAB_LONG_SIDE = 768
 #: With ``scale=None`` large images are shrunk so their long side is at most this.
 MAX_LONG_SIDE = 2048
 
@@ -55,9 +57,13 @@ def _is_rgb(image: MedicalImage) -> bool:
 def auto_scale(size: tuple[int, int]) -> float:
     """Zoom used when ``scale`` is None.
 
+    The size follows the physical extent (square pixels of the finer spacing).
     Images are enlarged until the long side is >= 512 px and the short side
-    >= 256 px, but never beyond a 2048 px long side; images whose long side
-    exceeds 2048 px are shrunk to it. Otherwise the zoom is 1.
+    >= 256 px, but the short-side boost stops at a 768 px long side
+    (:data:`MAX_SLAB_LONG_SIDE`), so a thin slab (a coronal cut through a few
+    slices) stays a proportionate, sharp strip instead of a huge blurred one;
+    images whose long side exceeds 2048 px are shrunk to it. Otherwise the
+    zoom is 1.
 
     Args:
         size: Square-pixel ``(rows, cols)`` before scaling.
@@ -68,7 +74,8 @@ def auto_scale(size: tuple[int, int]) -> float:
     long_side, short_side = max(size), min(size)
     if long_side > MAX_LONG_SIDE:
         return MAX_LONG_SIDE / long_side
-    zoom = max(1.0, MIN_LONG_SIDE / long_side, MIN_SHORT_SIDE / short_side)
+    short_boost = min(MIN_SHORT_SIDE / short_side, MAX_SLAB_LONG_SIDE / long_side)
+    zoom = max(1.0, MIN_LONG_SIDE / long_side, short_boost)
     return min(zoom, MAX_LONG_SIDE / long_side)
 
 
@@ -87,6 +94,7 @@ def render_slice(
     contour_width: int | None = None,
     legend_scope: Literal["slice", "volume"] = "slice",
     colors: Mapping[int, tuple[int, int, int]] | None = None,
+    annotate: bool = False,
 ) -> Image.Image:
     """Render one slice, with an optional label overlay and legend, as an RGB image.
 
@@ -110,6 +118,9 @@ def render_slice(
         legend_scope: List labels present in the rendered ``"slice"`` or in
             the whole ``"volume"``.
         colors: Id -> RGB of the overlay (default: the stable per-id colours).
+        annotate: Draw orientation letters, a scale bar (when the spacing is
+            known) and the slice / window text (:mod:`medm3.imaging.annotate`);
+            on for ``m3 render``, off for the view a VLM sees.
 
     Returns:
         An RGB :class:`PIL.Image.Image`. ``info["medm3"]`` holds: ``kind``
@@ -163,13 +174,73 @@ def render_slice(
         )
         if legend:
             ids = slice_ids if legend_scope == "slice" else np.unique(labels)  # type: ignore[arg-type]
-            entries = legend_entries(ids, label_names)
+            entries = recolor(legend_entries(ids, label_names), colors)
     result = Image.fromarray(pixels).convert("RGB")
+    if annotate:
+        from medm3.imaging.annotate import annotate as draw_annotations
+
+        known = not image.metadata.get("spacing_assumed")
+        result = draw_annotations(
+            result,
+            plane=view.plane if image.is_volume else None,
+            index=view.index,
+            count=view.count,
+            window_text=win.describe() if win is not None else None,
+            mm_per_px=view.pixel_spacing[1] / view.zoom[1] if known else None,
+        )
     if entries:
         result = draw_legend(result, entries)
     result.info["medm3"] = _info(view, win, size, slice_ids, entries)
     result.info["medm3"]["kind"] = "volume" if image.is_volume else "2d"
+    result.info["medm3"]["annotated"] = bool(annotate)
+    if colors:
+        result.info["medm3"]["colors"] = {int(k): list(v) for k, v in colors.items()}
+    result.info["medm3"]["pixel_spacing_mm"] = [
+        view.pixel_spacing[0] / view.zoom[0],
+        view.pixel_spacing[1] / view.zoom[1],
+    ]
     return result
+
+
+def recolor(
+    entries: list[LegendEntry], colors: Mapping[int, tuple[int, int, int]] | None
+) -> list[LegendEntry]:
+    """Legend entries with the overlay's own colours where a palette overrides the defaults."""
+    if not colors:
+        return entries
+    from medm3.imaging.overlay import color_name
+
+    out = []
+    for e in entries:
+        rgb = tuple(int(c) for c in colors.get(e.label_id, e.color))
+        out.append(LegendEntry(e.label_id, e.name, rgb, color_name(rgb)))  # type: ignore[arg-type]
+    return out
+
+
+def png_info(picture: Image.Image, source: str | None = None) -> Any:
+    """PNG text chunks describing a rendered slice (for ``picture.save(path, pnginfo=...)``).
+
+    Keys (``medm3:*``): ``source``, ``plane``, ``index``, ``num_slices``, ``window``,
+    ``pixel_spacing_mm`` (rendered pixels), ``labels`` and ``software``.
+    """
+    from medm3 import __version__
+    from medm3.imaging.annotate import png_metadata
+
+    meta = dict(picture.info.get("medm3") or {})
+    window = meta.get("window") or {}
+    spacing = meta.get("pixel_spacing_mm")
+    return png_metadata(
+        {
+            "source": source,
+            "plane": meta.get("plane"),
+            "index": meta.get("index"),
+            "num_slices": meta.get("num_slices"),
+            "window": window.get("text"),
+            "pixel_spacing_mm": None if not spacing else " x ".join(f"{v:.4g}" for v in spacing),
+            "labels": ", ".join(f"{e['id']}={e['name']}" for e in meta.get("legend", [])) or None,
+            "software": f"medm3 {__version__}",
+        }
+    )
 
 
 def _info(

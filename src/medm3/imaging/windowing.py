@@ -58,11 +58,15 @@ class Window:
         level: Window centre, in the image's units.
         name: How it was chosen: a preset name, ``percentile``, ``stored``
             or ``custom``.
+        origin: For ``stored`` windows without a stored DICOM window: where
+            the numbers came from (``full 8-bit range``, ``data range``), so
+            the description does not claim a stored window.
     """
 
     width: float
     level: float
     name: str
+    origin: str = ""
 
     @property
     def low(self) -> float:
@@ -75,8 +79,8 @@ class Window:
         return self.level + self.width / 2.0
 
     def describe(self) -> str:
-        """Short text such as ``"soft_tissue (W400 L50)"``."""
-        return f"{self.name} (W{_fmt(self.width)} L{_fmt(self.level)})"
+        """Short text such as ``"soft_tissue (W400 L50)"`` or ``"full 8-bit range (W255 L128)"``."""
+        return f"{self.origin or self.name} (W{_fmt(self.width)} L{_fmt(self.level)})"
 
 
 def _fmt(value: float) -> str:
@@ -194,17 +198,18 @@ def stored_window(image: MedicalImage) -> Window:
             return Window(width, level, "stored")
     array = np.asarray(image.array)
     if array.dtype == np.uint8:
-        return _window_from_range(0.0, 255.0, "stored")
+        return _window_from_range(0.0, 255.0, "stored", "full 8-bit range")
     finite = array[np.isfinite(array)] if array.dtype.kind == "f" else array
     if finite.size == 0:
-        return Window(1.0, 0.5, "stored")
-    return _window_from_range(float(np.min(finite)), float(np.max(finite)), "stored")
+        return Window(1.0, 0.5, "stored", "data range")
+    low, high = float(np.min(finite)), float(np.max(finite))
+    return _window_from_range(low, high, "stored", "data range")
 
 
-def _window_from_range(low: float, high: float, name: str) -> Window:
+def _window_from_range(low: float, high: float, name: str, origin: str = "") -> Window:
     if high <= low:  # constant image: put the value mid-grey-ish, avoid dividing by 0
-        return Window(1.0, low, name)
-    return Window(high - low, (low + high) / 2.0, name)
+        return Window(1.0, low, name, origin)
+    return Window(high - low, (low + high) / 2.0, name, origin)
 
 
 def apply_window(array: np.ndarray, window: Window) -> np.ndarray:

@@ -5,6 +5,7 @@ the ``Host`` name, cross-site requests and body sizes are checked by
 :mod:`medm3.serve.guard` before any body is read):
 
 ========================================  ==================================================
+``GET  /``                                redirect to ``/ui/`` (``/docs`` without the UI)
 ``GET  /health``                          liveness, model state, queue depth (no key needed)
 ``GET  /v1/models``                       the served model
 ``POST /v1/chat/completions``             OpenAI chat completions (+ ``session_id``, ``medm3``)
@@ -135,6 +136,13 @@ def create_app(settings: ServeSettings, *, service: Service | None = None) -> Fa
     from medm3.serve.routes import build_router
 
     app.include_router(build_router(svc))
+
+    @app.get("/", include_in_schema=False)
+    async def _home() -> Any:
+        from fastapi.responses import RedirectResponse
+
+        return RedirectResponse("/ui/" if settings.ui else "/docs", status_code=307)
+
     from medm3.serve.guard import RequestGuard
 
     app.add_middleware(

@@ -349,6 +349,7 @@ class Service:
             slice_index=options.get("slice_index"),
             window=options.get("window", "auto"),
             device=s.expert_device,
+            weights=dict(s.weights),
             output_dir=self.files.output_dir(sid),
         )
 
@@ -579,7 +580,7 @@ class Service:
             raise bad_request("give file_id (or inputs: {name: file_id})", param="file_id")
         for key, file_id in inputs.items():
             self.files.record(file_id, param=f"inputs.{key}")
-        _check_weights(cls)
+        _check_weights(cls, self.settings.weights.get(cls.name))
 
         def job() -> ExpertRunResponse:
             from medm3.experts.base import RunContext
@@ -587,7 +588,11 @@ class Service:
             from medm3.experts.registry import get_expert
 
             images = {k: self.files.image(v) for k, v in inputs.items()}
-            expert = get_expert(cls.name, device=self.settings.expert_device)
+            expert = get_expert(
+                cls.name,
+                device=self.settings.expert_device,
+                weights=self.settings.weights.get(cls.name),
+            )
             context = RunContext(
                 plane=req.plane, slice_index=req.slice_index, options=dict(req.options)
             )
@@ -645,13 +650,16 @@ class Service:
         return dest
 
 
-def _check_weights(cls: Any) -> None:
+def _check_weights(cls: Any, override: Path | None = None) -> None:
     """Refuse an expert run at once (HTTP 503) when the expert's weights are not in the
-    cache, before anything heavy is imported or queued."""
-    from medm3.experts.catalogue import WeightsNotFoundError, missing_files, weights_dir
+    configured folder or the caches, before anything heavy is imported or queued."""
+    from medm3.experts.catalogue import WeightsNotFoundError, find_weights, missing_files
 
     name = getattr(cls, "weights_name", None)
-    if name and missing_files(name, weights_dir(name)):
+    if not name:
+        return
+    missing = missing_files(name, override) if override is not None else find_weights(name) is None
+    if missing:
         raise WeightsNotFoundError(f"weights for expert '{name}' are not installed")
 
 

@@ -14,8 +14,26 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: Environment variable holding API keys (comma-separated) when ``--api-key`` is not given.
 API_KEY_ENV = "MEDM3_API_KEY"
-#: Default data folder (uploads, outputs, the SQLite database).
-DEFAULT_DATA_DIR = Path("m3_serve")
+#: Environment variable naming the data folder when ``--data-dir`` is not given.
+DATA_DIR_ENV = "MEDM3_DATA_DIR"
+
+
+def default_data_dir() -> Path:
+    """Default data folder: ``$MEDM3_DATA_DIR``, else ``<platform user data dir>/medm3/serve``.
+
+    (``~/.local/share/medm3/serve`` on Linux, ``~/Library/Application Support/medm3/serve``
+    on macOS, ``%LOCALAPPDATA%\\medm3\\serve`` on Windows; never the current folder.)
+    """
+    raw = os.environ.get(DATA_DIR_ENV, "").strip()
+    if raw:
+        return Path(raw).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("medm3", appauthor=False)) / "serve"
+
+
+#: Kept for callers that imported it: the default folder at import time.
+DEFAULT_DATA_DIR = default_data_dir()
 
 
 @dataclass
@@ -67,6 +85,10 @@ class ServeSettings:
         model_name: Name reported by ``GET /v1/models`` (default: the model id).
         dicomweb: DICOMweb root (``dicomweb+https://HOST/ROOT``) the web UI browses and
             stores results to (``None``: no PACS panel).
+        weights: Expert name -> local weights folder used instead of the cache
+            (``--weights NAME=DIR``).
+        mock_script: Replies of the ``mock`` backend (a file, see
+            :func:`medm3.vlm.mock.load_script`; ``None``: it echoes questions).
     """
 
     backend: str = "vila"
@@ -76,7 +98,7 @@ class ServeSettings:
     host: str = "127.0.0.1"
     port: int = 8000
     api_keys: tuple[str, ...] = ()
-    data_dir: Path = DEFAULT_DATA_DIR
+    data_dir: Path = field(default_factory=default_data_dir)
     max_upload_mb: float = 1024.0
     max_json_mb: float = 32.0
     max_image_mb: float = 1024.0
@@ -98,6 +120,8 @@ class ServeSettings:
     max_new_tokens: int = 1024
     model_name: str | None = None
     dicomweb: str | None = None
+    weights: dict[str, Path] = field(default_factory=dict)
+    mock_script: Path | None = None
 
     @property
     def max_upload_bytes(self) -> int:

@@ -15,20 +15,39 @@ A script entry may be:
 * an ``Exception`` instance -- raised (to test error handling).
 
 ``script`` may also be a callable ``(messages) -> entry`` answering every call.
+
+From the command line (``m3 chat --backend mock --mock-script FILE``) the script
+is a file (:func:`load_script`): plain text with the replies separated by lines
+holding only ``---``, or a JSON list (strings, ``{"text": ...}``,
+``{"tool_calls": [{"name": ..., "arguments": {...}}]}``, ``{"error": ...}``).
+For example, a file with ``<VISTA3D(liver)>``, a ``---`` line and
+``The liver looks normal.`` makes the agent run VISTA3D and then answer: the
+whole loop without a model. Once the file's replies are used, the backend
+echoes the question (``then="echo"``, the default) or fails (``then="error"``).
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import os
 import threading
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from medm3.errors import MedM3Error
+from medm3.errors import InputError, MedM3Error
 from medm3.vlm.base import Generation, GenerationConfig, Message, ToolCall, VLMBackend
 
-__all__ = ["MockBackend", "MockRequest", "ScriptExhaustedError"]
+__all__ = [
+    "MockBackend",
+    "MockRequest",
+    "ScriptExhaustedError",
+    "ScriptFile",
+    "echo_reply",
+    "load_script",
+]
 
 Entry = str | ToolCall | Sequence[ToolCall] | Generation | BaseException
 Script = Sequence[Entry] | Callable[[list[Message]], Entry]
@@ -36,6 +55,115 @@ Script = Sequence[Entry] | Callable[[list[Message]], Entry]
 
 class ScriptExhaustedError(MedM3Error):
     """The mock backend was called more often than its script has answers."""
+
+
+#: Line that separates replies in a plain-text script file.
+SEPARATOR = "---"
+
+
+def echo_reply(messages: Sequence[Message]) -> str:
+    """The echo answer: repeat the last user turn (no model; smoke tests, demos)."""
+    question = next((m.plain_text for m in reversed(messages) if m.role == "user"), "")
+    return f"(mock model) You asked: {question.strip()}"
+
+
+def _entry_from_json(item: Any, where: str) -> Entry:
+    if isinstance(item, str):
+        return item
+    if isinstance(item, dict) and isinstance(item.get("text"), str):
+        return item["text"]
+    if isinstance(item, dict) and isinstance(item.get("error"), str):
+        return MedM3Error(item["error"])
+    if isinstance(item, dict) and isinstance(item.get("tool_calls"), list):
+        calls = []
+        for i, call in enumerate(item["tool_calls"]):
+            if not (isinstance(call, dict) and isinstance(call.get("name"), str)):
+                raise InputError(f'{where}: tool call {i + 1} needs a "name"')
+            args = call.get("arguments", {})
+            if not isinstance(args, dict):
+                raise InputError(f'{where}: tool call {i + 1}: "arguments" must be an object')
+            calls.append(ToolCall(name=call["name"], arguments=args, id=f"call_{i}"))
+        return calls
+    raise InputError(
+        f'{where}: expected a string, {{"text": ...}}, {{"tool_calls": [...]}} or {{"error": ...}}'
+    )
+
+
+def load_script(path: str | os.PathLike[str]) -> list[Entry]:
+    """Read a mock script file (see the module docstring for the two formats).
+
+    Args:
+        path: A ``.json`` file (a list of replies) or a text file (replies
+            separated by ``---`` lines).
+
+    Returns:
+        The replies, in order.
+
+    Raises:
+        InputError: Missing, unreadable, malformed or empty file.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise InputError("mock script not found" if not file.exists() else "not a file", path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read the mock script: {exc}", path) from None
+    if file.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"mock script is not valid JSON ({exc.msg})", path) from None
+        if not isinstance(data, list):
+            raise InputError("a JSON mock script must be a list of replies", path)
+        try:
+            entries = [_entry_from_json(item, f"reply {i + 1}") for i, item in enumerate(data)]
+        except InputError as exc:
+            raise InputError(exc.message, path) from None
+    else:
+        blocks: list[list[str]] = [[]]
+        for line in text.splitlines():
+            if line.strip() == SEPARATOR:
+                blocks.append([])
+            else:
+                blocks[-1].append(line)
+        entries = [t for t in ("\n".join(b).strip() for b in blocks) if t]
+    if not entries:
+        raise InputError("the mock script has no replies", path)
+    return entries
+
+
+class ScriptFile:
+    """A callable script: the replies of a file, then echo (or an error).
+
+    Args:
+        path: The script file (:func:`load_script`).
+        then: ``echo`` (repeat the question once the replies are used) or ``error``.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], then: str = "echo") -> None:
+        if then not in ("echo", "error"):
+            raise ValueError("then must be 'echo' or 'error'")
+        self.path = os.fspath(path)
+        self.entries = load_script(path)
+        self.then = then
+        self.position = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, messages: list[Message]) -> Entry:
+        with self._lock:
+            if self.position < len(self.entries):
+                self.position += 1
+                return self.entries[self.position - 1]
+            self.position += 1
+            used = self.position
+        if self.then == "echo":
+            return echo_reply(messages)
+        raise ScriptExhaustedError(
+            f"all {len(self.entries)} replies of the mock script are used (call #{used}); "
+            "add replies separated by '---' lines",
+            self.path,
+        )
 
 
 @dataclass
@@ -64,6 +192,8 @@ class MockBackend(VLMBackend):
         vila_format: Whether the agent should talk to it in the VILA-M3 format
             (default True, so agent tests exercise that format).
         supports_tools: Whether the agent may pass tools and expect ``ToolCall``\\ s.
+        script_file: A script file (:func:`load_script`) instead of ``script``;
+            once its replies are used the backend echoes the question.
 
     Attributes:
         calls: Every conversation received, in order (copies of the messages).
@@ -80,8 +210,13 @@ class MockBackend(VLMBackend):
         script: Script | None = None,
         vila_format: bool = True,
         supports_tools: bool = False,
+        script_file: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__(model_id)
+        if script_file is not None:
+            if script is not None:
+                raise ValueError("give script or script_file, not both")
+            script = ScriptFile(script_file)
         self.vila_format = vila_format  # type: ignore[misc]  # per-instance override
         self.supports_tools = supports_tools  # type: ignore[misc]
         self._script: Script = [] if script is None else script

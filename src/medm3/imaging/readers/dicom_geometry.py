@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -178,12 +179,19 @@ def _check_spacing(dist: np.ndarray, labels: list[str], path: str | os.PathLike[
     ratio = gap / spacing
     if round(ratio) >= 2 and abs(ratio - round(ratio)) * spacing <= tol:
         missing = [dist[i] + k * spacing for k in range(1, round(ratio))]
-        where = ", ".join(f"{m:.2f} mm" for m in missing)
+        where = ", ".join(f"{m:.2f} mm" for m in missing[:3])
+        if len(missing) > 3:
+            where += f" ... ({len(missing)} slices)"
         raise InputError(
-            f"missing slice(s) at position {where} along the slice normal "
-            f"(between {labels[i]} at {dist[i]:.2f} mm and {labels[i + 1]} at "
-            f"{dist[i + 1]:.2f} mm; the spacing is {spacing:.2f} mm elsewhere)",
+            f"missing slice(s) at {where} along the slice normal "
+            f"(between {Path(labels[i]).name} and {Path(labels[i + 1]).name}; "
+            f"spacing {spacing:.2f} mm elsewhere)",
             path,
+            details=[
+                f"gap between {labels[i]} at {dist[i]:.2f} mm and {labels[i + 1]} at "
+                f"{dist[i + 1]:.2f} mm",
+                "missing positions (mm): " + ", ".join(f"{m:.2f}" for m in missing),
+            ],
         )
     raise InputError(
         f"non-uniform slice spacing: {gap:.2f} mm between {labels[i]} and {labels[i + 1]} "

@@ -138,7 +138,11 @@ def read_raster(path: Path, ctx: ReadContext) -> MedicalImage:
             bytes_per_sample=4 if im.mode in ("I", "F") else (2 if "16" in im.mode else 1),
         )
         fmt = im.format or ""
-        metadata: dict[str, Any] = {"format": _FORMATS.get(fmt, fmt.lower())}
+        # PNG/JPEG carry no physical pixel size: 1 mm is an assumption, said so.
+        metadata: dict[str, Any] = {
+            "format": _FORMATS.get(fmt, fmt.lower()),
+            "spacing_assumed": True,
+        }
         pages = int(getattr(im, "n_frames", 1) or 1)
         if pages > 1:
             metadata["pages"] = pages

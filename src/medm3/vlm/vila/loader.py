@@ -86,9 +86,11 @@ def _download(repo_id: str, *, cache_dir: Any, revision: str | None) -> Path:
             reason = f"it is not in the cache {where} and the download failed ({first})"
         raise MedM3Error(
             f"cannot load the VILA-M3 model {repo_id!r}: {reason}. Download it with "
-            f"`huggingface-cli download {repo_id}` (or `hf download {repo_id} --local-dir DIR`), "
-            f"or pass a local checkpoint folder with --model DIR (no folder {repo_id!r} exists "
-            "here)."
+            f"`huggingface-cli download {repo_id}`, or pass a local folder with --model DIR",
+            details=[
+                f"or: hf download {repo_id} --local-dir DIR, then --model DIR",
+                f"no local folder named {repo_id!r} exists here",
+            ],
         ) from None
     return Path(folder)
 

@@ -1,0 +1,119 @@
+"""`m3 chat` for a first hour: the mock script, a user's mask and labels, local weights,
+commands with piped stdin."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.cli.helpers import assert_one_line_error, run
+from tests.conftest import shared_ct as sample_ct
+from tests.conftest import shared_ct_labels as sample_ct_labels
+
+
+def _script(tmp_path: Path, *replies: str) -> Path:
+    path = tmp_path / "replies.txt"
+    path.write_text("\n---\n".join(replies) + "\n")
+    return path
+
+
+def test_mock_script_runs_measure_on_the_users_mask(tmp_path: Path, capsys) -> None:
+    """MEASURE from the mock's script measures the user's mask, with the built-in names."""
+    import nibabel as nib
+
+    script = _script(tmp_path, "<MEASURE(right kidney)>", "The right kidney was measured.")
+    code, out, err = run(
+        [
+            "chat", "--backend", "mock", "--mock-script", str(script),
+            "--protocol", "medm3", "--experts", "measure",
+            "--image", str(sample_ct()), "--mask", str(sample_ct_labels()),
+            "--labels", "totalseg-ct", "-o", str(tmp_path / "out"), "--json",
+            "How big is the right kidney?",
+        ],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["answer"] == "The right kidney was measured."
+    expert = next(s for s in doc["trace"] if s["step"] == "expert")
+    (row,) = expert["result"]["measurements"]
+    assert row["name"] == "kidney_right" and row["label"] == 2
+    labels = np.asarray(nib.load(sample_ct_labels()).dataobj)
+    assert row["voxels"] == int((labels == 2).sum())  # counted on the user's mask
+
+
+def test_mask_names_are_detected_and_reported(tmp_path: Path, capsys) -> None:
+    script = _script(tmp_path, "<MEASURE(liver)>", "ok")
+    code, _, err = run(
+        [
+            "chat", "--backend", "mock", "--mock-script", str(script), "--protocol", "medm3",
+            "--image", str(sample_ct()), "--mask", str(sample_ct_labels()),
+            "-o", str(tmp_path / "o"), "Liver?",
+        ],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    assert "label names read from the file's header" in err
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--mock-script", "x.txt"], "--mock-script needs --backend mock"),
+        (["--weights", "vista3d"], "--weights takes NAME=DIR"),
+        (["--labels", "totalseg-ct"], "--labels names the labels of --mask"),
+    ],
+)
+def test_option_errors(extra: list[str], needle: str, capsys) -> None:
+    code, _, err = run(["chat", "--image", str(sample_ct()), *extra, "q"], capsys)
+    assert_one_line_error(code, err, needle)
+
+
+def test_local_weights_reach_the_expert(tmp_path: Path, capsys) -> None:
+    """--weights vista3d=DIR: the expert loads from DIR; a folder without them is exit 3."""
+    from medm3.demo import DEMO_VISTA3D_ROI
+    from medm3.testing import write_vista3d_bundle
+
+    empty = tmp_path / "w"
+    empty.mkdir()
+    script = _script(tmp_path, "<VISTA3D(liver)>", "done")
+    argv = [
+        "chat", "--backend", "mock", "--mock-script", str(script), "--protocol", "medm3",
+        "--image", str(sample_ct()), "-o", str(tmp_path / "o"), "--json", "liver?",
+    ]  # fmt: skip
+    code, _, err = run([*argv, "--weights", f"vista3d={empty}"], capsys)
+    assert_one_line_error(code, err, f"weights for expert 'vista3d' not found in {empty}", 3)
+    bundle = write_vista3d_bundle(
+        tmp_path / "bundle", roi=DEMO_VISTA3D_ROI, spacing=(3.0, 3.0, 3.0)
+    )
+    code, out, err = run([*argv, "--weights", f"VISTA3D={bundle}"], capsys)
+    assert code == 0, err
+    step = next(s for s in json.loads(out)["trace"] if s["step"] == "expert")
+    info = step["result"]["info"]  # the bundle's own settings: it was loaded from DIR
+    assert info["patch_size"] == list(DEMO_VISTA3D_ROI) and info["spacing_mm"] == [3.0] * 3
+
+
+def test_piped_commands_are_not_sent_to_the_model(tmp_path: Path) -> None:
+    script = _script(tmp_path, "first answer")
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "medm3", "chat", "--backend", "mock",
+            "--mock-script", str(script), "--image", str(sample_ct()),
+            "-o", str(tmp_path / "o"),
+        ],
+        input="/help\nhello\n/files\n/nonsense\nsecond\n/exit\nnever asked\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "first answer" in proc.stdout
+    assert "(mock model) You asked: second" in proc.stdout  # the script ran out: echo
+    assert "never asked" not in proc.stdout and "/help" not in proc.stdout
+    assert "/files" in proc.stderr and "unknown command /nonsense" in proc.stderr
+    assert "q1_view_image_axial_15.png" in proc.stderr  # /files listed the saved view
