@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,31 @@ def test_code_refused_unless_trusted(config: dict, monkeypatch: pytest.MonkeyPat
     assert str(err.value).startswith("b/configs/inference.json: ")
     monkeypatch.setenv(TRUST_ENV, "1")
     check_network_def(config, "inference.json")
+
+
+@pytest.mark.parametrize(
+    ("group", "name", "args"), [(None, "chat", []), ("experts", "run", ["measure"])]
+)
+def test_the_flag_trusts_bundle_code_for_the_run(
+    group: str | None, name: str, args: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--trust-bundle-code` on `m3 chat` / `m3 experts run` sets the trust, only when given."""
+    import click
+
+    from medm3.cli.main import cli
+
+    monkeypatch.setenv(TRUST_ENV, "0")  # restored (unset) after the test
+    parent = cli.get_command(click.Context(cli), group) if group else cli
+    cmd = parent.get_command(click.Context(parent), name)
+    seen: list[str | None] = []
+
+    def probe(*_args: object, **_kwargs: object) -> None:
+        seen.append(os.environ.get(TRUST_ENV))
+
+    monkeypatch.setattr(cmd, "callback", probe)
+    for flags in ([], ["--trust-bundle-code"]):
+        with pytest.raises(SystemExit) as done:
+            cmd.main(args=[*args, *flags], standalone_mode=True)
+        assert done.value.code == 0
+    assert seen == ["0", "1"]
+    check_network_def({"network_def": "$__import__('os').getpid()"}, Path("inference.json"))

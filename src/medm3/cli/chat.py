@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 
+from medm3.cli.options import trust_bundle_code_option
 from medm3.errors import InputError
 
 #: Input names an image may carry (``--image t1ce=a.nii.gz``).
@@ -181,6 +182,7 @@ def _event_printer(json_mode: bool) -> Any:
     help="With PROMPT and a DICOMweb image: store the last segmentation, its measurements, "
     "the question and the answer in the study (DICOM-SEG + SR, see docs/pacs.md).",
 )
+@trust_bundle_code_option
 def chat(
     prompt: str | None,
     model: str | None,
@@ -211,6 +213,7 @@ def chat(
     no_cache: bool,
     as_json: bool,
     store: bool,
+    trust_bundle_code: bool,
 ) -> None:
     """Ask about a scan: the VLM answers, calling expert models when it needs them.
 

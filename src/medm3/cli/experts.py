@@ -10,7 +10,6 @@ go to stderr when it is a terminal, so a failure is exactly one
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import sys
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from medm3.cli.experts_batch import batch_options, is_batch_run, run_batch_command
+from medm3.cli.options import trust_bundle_code_option
 from medm3.cli.outputs import check_output_location, writing
 from medm3.errors import InputError
 from medm3.executors.cli import executor_options
@@ -238,12 +238,7 @@ def _parse_images(
 )
 @batch_options
 @executor_options
-@click.option(
-    "--trust-bundle-code",
-    is_flag=True,
-    help="Let a MONAI bundle's network_def run code other than a known network "
-    "constructor (only for bundles you trust; sets MEDM3_TRUST_BUNDLE_CODE=1).",
-)
+@trust_bundle_code_option
 def run(
     name: str,
     images: tuple[str, ...],
@@ -274,10 +269,6 @@ def run(
       m3 experts run vista3d --folder cts/ --arg everything -o out/ --executor ray
       m3 experts run brats --list studies.csv -o out/   (columns t1c,t1,t2,flair)
     """
-    if trust_bundle_code:
-        from medm3.experts.bundle_code import TRUST_ENV
-
-        os.environ[TRUST_ENV] = "1"
     if is_batch_run(name, images, batch):
         if store or series is not None:
             flag = "--store" if store else "--series"

@@ -2,10 +2,41 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any, TypeVar
+
+import click
 
 from medm3.errors import InputError
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _trust_callback(_ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    if value:
+        from medm3.experts.bundle_code import TRUST_ENV  # only when the flag is given
+
+        os.environ[TRUST_ENV] = "1"
+    return value
+
+
+def trust_bundle_code_option(func: _F) -> _F:
+    """``--trust-bundle-code``: let bundles run code beyond the known network constructors.
+
+    Setting the flag sets ``MEDM3_TRUST_BUNDLE_CODE=1`` for this process, which
+    :func:`medm3.experts.bundle_code.check_network_def` honours; the command
+    receives the flag as ``trust_bundle_code``.
+    """
+    return click.option(
+        "--trust-bundle-code",
+        is_flag=True,
+        expose_value=True,
+        callback=_trust_callback,
+        help="Let a MONAI bundle's network_def run code other than a known network "
+        "constructor (only for bundles you trust; sets MEDM3_TRUST_BUNDLE_CODE=1).",
+    )(func)
 
 
 def parse_weights(values: Iterable[str]) -> dict[str, Path]:
