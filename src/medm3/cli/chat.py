@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from medm3.cli.options import trust_bundle_code_option
+from medm3.cli.options import mock_script_option, trust_bundle_code_option, weights_option
 from medm3.errors import InputError
 
 #: Input names an image may carry (``--image t1ce=a.nii.gz``).
@@ -109,20 +109,8 @@ def _event_printer(json_mode: bool) -> Any:
     help="Names of the --mask labels: totalseg-ct, totalseg-mr, vista3d, brats or a JSON "
     "file (default: from the file's header or the table its ids fit).",
 )
-@click.option(
-    "--weights",
-    "weights",
-    multiple=True,
-    metavar="NAME=DIR",
-    help="Local weights folder of an expert, instead of the cache (repeatable).",
-)
-@click.option(
-    "--mock-script",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="--backend mock: replies to give, separated by '---' lines (then it echoes); "
-    "runs the whole expert loop without a model.",
-)
+@weights_option
+@mock_script_option
 @click.option(
     "--slice", "slice_index", type=int, default=None, help="Slice the VLM sees (volumes)."
 )

@@ -69,3 +69,25 @@ def parse_weights(values: Iterable[str]) -> dict[str, Path]:
             )
         out[expert] = path
     return out
+
+
+def weights_option(func: _F) -> _F:
+    """``--weights NAME=DIR`` (repeatable), parsed later with :func:`parse_weights`."""
+    return click.option(
+        "--weights",
+        "weights",
+        multiple=True,
+        metavar="NAME=DIR",
+        help="Local weights folder of an expert, instead of the cache (repeatable).",
+    )(func)
+
+
+def mock_script_option(func: _F) -> _F:
+    """``--mock-script FILE``: the mock backend's scripted replies."""
+    return click.option(
+        "--mock-script",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        help="--backend mock: replies to give, separated by '---' lines (then it echoes); "
+        "runs the whole expert loop without a model.",
+    )(func)

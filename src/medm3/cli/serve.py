@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from medm3.cli.options import mock_script_option, weights_option
 from medm3.serve.settings import API_KEY_ENV, DATA_DIR_ENV
 
 
@@ -45,19 +46,8 @@ def mock_echo(messages: list[Any]) -> str:
     help="Folder of uploads, outputs and the session database "
     f"(default: ${DATA_DIR_ENV}, else the platform's user data folder, medm3/serve).",
 )
-@click.option(
-    "--weights",
-    "weights",
-    multiple=True,
-    metavar="NAME=DIR",
-    help="Local weights folder of an expert, instead of the cache (repeatable).",
-)
-@click.option(
-    "--mock-script",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="--backend mock: replies to give, separated by '---' lines (then it echoes).",
-)
+@weights_option
+@mock_script_option
 @click.option(
     "--max-upload-mb",
     type=click.FloatRange(min=0.001),
