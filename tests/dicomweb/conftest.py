@@ -255,26 +255,23 @@ def write_ct_series(folder: Path, ct_path: Path) -> tuple[Path, str, str]:
 
 def non_image_objects(folder: Path, study_uid: str) -> dict[str, Path]:
     """A Basic Text SR and a Grayscale Softcopy Presentation State in ``study_uid``."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import generate_uid
+
+    from tests.imaging.conftest import base_dataset
 
     out = {}
     for kind, sop_class, modality in (
         ("sr", "1.2.840.10008.5.1.4.1.1.88.11", "SR"),
         ("pr", "1.2.840.10008.5.1.4.1.1.11.1", "PR"),
     ):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = sop_class
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID = sop_class
-        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-        ds.StudyInstanceUID = study_uid
-        ds.SeriesInstanceUID = generate_uid()
-        ds.SeriesNumber = 90 if kind == "sr" else 91
-        ds.Modality = modality
+        ds = base_dataset(
+            modality=modality,
+            series_uid=generate_uid(),
+            description=f"{modality} object",
+            series_number=90 if kind == "sr" else 91,
+            study_uid=study_uid,
+            sop_class=sop_class,
+        )
         ds.PatientName = "Pacs^Testpatient"
         ds.PatientID = "PACS-CT-0001"
         ds.InstanceNumber = 1
