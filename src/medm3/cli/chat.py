@@ -201,7 +201,6 @@ def chat(
     no_cache: bool,
     as_json: bool,
     store: bool,
-    trust_bundle_code: bool,
 ) -> None:
     """Ask about a scan: the VLM answers, calling expert models when it needs them.
 

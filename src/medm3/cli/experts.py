@@ -255,7 +255,6 @@ def run(
     no_cache: bool,
     series: str | None,
     store: bool,
-    trust_bundle_code: bool,
     **batch: Any,
 ) -> None:
     """Run expert NAME on IMAGE (or NAME=PATH inputs, e.g. t1ce=a.nii.gz t1=b.nii.gz ...).

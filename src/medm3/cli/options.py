@@ -27,12 +27,12 @@ def trust_bundle_code_option(func: _F) -> _F:
 
     Setting the flag sets ``MEDM3_TRUST_BUNDLE_CODE=1`` for this process, which
     :func:`medm3.experts.bundle_code.check_network_def` honours; the command
-    receives the flag as ``trust_bundle_code``.
+    itself receives no argument for it.
     """
     return click.option(
         "--trust-bundle-code",
         is_flag=True,
-        expose_value=True,
+        expose_value=False,
         callback=_trust_callback,
         help="Let a MONAI bundle's network_def run code other than a known network "
         "constructor (only for bundles you trust; sets MEDM3_TRUST_BUNDLE_CODE=1).",
