@@ -123,7 +123,6 @@ class Executor(ABC):
         """True when the work runs in this process."""
         return False
 
-    @abstractmethod
     def map(
         self,
         spec: WorkerSpec,
@@ -138,13 +137,21 @@ class Executor(ABC):
         job that must survive bad items catches them in its worker). An item
         whose worker process dies is retried on another worker; when it died on
         every attempt, ``on_lost`` gives its result (without one,
-        :class:`WorkerLostError` is raised).
+        :class:`WorkerLostError` is raised). No payloads: no worker is built.
 
         Args:
             spec: The worker.
             payloads: One payload per item (picklable for remote executors).
             on_lost: Result of an item that kept killing its workers.
         """
+        if payloads:
+            yield from self._run(spec, payloads, on_lost)
+
+    @abstractmethod
+    def _run(
+        self, spec: WorkerSpec, payloads: Sequence[Any], on_lost: LostHandler | None
+    ) -> Iterator[tuple[int, Any]]:
+        """:meth:`map` for at least one payload (what each executor implements)."""
 
     def close(self) -> None:
         """Release what the executor holds (actors, a cluster it started)."""
@@ -167,16 +174,10 @@ class LocalExecutor(Executor):
         """Always True."""
         return True
 
-    def map(
-        self,
-        spec: WorkerSpec,
-        payloads: Sequence[Any],
-        *,
-        on_lost: LostHandler | None = None,
+    def _run(
+        self, spec: WorkerSpec, payloads: Sequence[Any], on_lost: LostHandler | None
     ) -> Iterator[tuple[int, Any]]:
-        """Build the worker once (when there is work) and call it on each payload in order."""
-        if not payloads:
-            return
+        """Build the worker once and call it on each payload in order."""
         worker = spec.create()
         for index, payload in enumerate(payloads):
             yield index, worker(payload)

@@ -211,16 +211,10 @@ class RayExecutor(Executor):
             self.owns_cluster = False
 
     # ------------------------------------------------------------ map
-    def map(
-        self,
-        spec: WorkerSpec,
-        payloads: Sequence[Any],
-        *,
-        on_lost: LostHandler | None = None,
+    def _run(
+        self, spec: WorkerSpec, payloads: Sequence[Any], on_lost: LostHandler | None
     ) -> Iterator[tuple[int, Any]]:
         """See :meth:`Executor.map`; results come in the order they finish."""
-        if not payloads:
-            return
         pool = _Pool(self, spec, len(payloads))
         try:
             yield from pool.run(payloads, on_lost)

@@ -125,25 +125,96 @@ def bpe_tokenizer(
     return tok
 
 
-def _seeded_model(cls: Any, config: Any, seed: int) -> Any:
-    """Instantiate ``cls(config)`` with seeded random weights, without touching the global RNG."""
+#: Width and depth of every tiny text model (the released layouts, shrunk).
+_TEXT: dict[str, Any] = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 512,
+}
+
+#: Every tiny ViT vision tower (CLIP, SigLIP): 32x32 images in 8x8 patches.
+_VISION: dict[str, Any] = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "image_size": 32,
+    "patch_size": 8,
+}
+
+#: The tiny Qwen2-VL vision tower: 4-pixel patches merged 2x2 (its own layout, not a ViT's).
+_QWEN2_VL_VISION: dict[str, Any] = {
+    "depth": 2,
+    "embed_dim": 32,
+    "hidden_size": 64,
+    "num_heads": 2,
+    "mlp_ratio": 2,
+    "patch_size": 4,
+    "spatial_merge_size": 2,
+    "temporal_patch_size": 2,
+    "in_channels": 3,
+}
+
+
+def _tokenizer(
+    specials: list[str], cls: Any = None, *, prepend: str | None = None, **kwargs: Any
+) -> tuple[Any, dict[str, int], int]:
+    """A left-padding transformers tokenizer over a fresh BPE model with ``specials`` first.
+
+    Args:
+        specials: The special tokens (ids 0, 1, ... in order).
+        cls: Tokenizer class (default ``PreTrainedTokenizerFast``).
+        prepend: A token every encoding starts with (as llava-hf and Gemma tokenizers do).
+        **kwargs: The tokenizer's named tokens (``bos_token`` ...).
+
+    Returns:
+        The tokenizer, the id of each special token and the vocabulary size.
+    """
+    from tokenizers import processors
+
+    if cls is None:
+        from transformers import PreTrainedTokenizerFast as cls
+
+    raw = bpe_tokenizer(specials)
+    ids = {t: raw.token_to_id(t) for t in specials}
+    tokenizer = cls(tokenizer_object=raw, padding_side="left", **kwargs)
+    if prepend is not None:
+        tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{prepend} $A",
+            pair=f"{prepend} $A {prepend} $B",
+            special_tokens=[(prepend, ids[prepend])],
+        )
+    return tokenizer, ids, raw.get_vocab_size()
+
+
+def _write(
+    path: str | os.PathLike[str],
+    model_cls: Any,
+    config: Any,
+    processor: Any,
+    *,
+    eos: int | list[int],
+    pad: int,
+    seed: int,
+) -> Path:
+    """Build ``model_cls(config)`` with seeded random weights and save it with ``processor``.
+
+    The global RNG is left untouched; the generation config is greedy with the
+    given EOS and pad ids.
+    """
     import torch
+    from transformers import GenerationConfig
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = cls(config)
-    return model.eval()
-
-
-def _save(
-    path: str | os.PathLike[str], model: Any, processor: Any, eos_id: int, pad_id: int
-) -> Path:
-    from transformers import GenerationConfig
-
+        model = model_cls(config).eval()
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
     model.generation_config = GenerationConfig(
-        eos_token_id=eos_id, pad_token_id=pad_id, bos_token_id=None, do_sample=False
+        eos_token_id=eos, pad_token_id=pad, bos_token_id=None, do_sample=False
     )
     model.save_pretrained(out)
     processor.save_pretrained(out)
@@ -170,25 +241,16 @@ def build_tiny_llava(path: str | os.PathLike[str], *, seed: int = 0) -> Path:
         LlavaConfig,
         LlavaForConditionalGeneration,
         LlavaProcessor,
-        PreTrainedTokenizerFast,
     )
 
-    raw = bpe_tokenizer(["<unk>", "<s>", "</s>", "<pad>", "<image>"])
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=raw,
+    tokenizer, ids, vocab_size = _tokenizer(
+        ["<unk>", "<s>", "</s>", "<pad>", "<image>"],
+        prepend="<s>",
         bos_token="<s>",
         eos_token="</s>",
         unk_token="<unk>",
         pad_token="<pad>",
         extra_special_tokens={"image_token": "<image>"},
-        padding_side="left",
-    )
-    # llava-hf tokenizers prepend <s> when encoding.
-    from tokenizers import processors
-
-    bos_id = raw.token_to_id("<s>")
-    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos_id)]
     )
     image_processor = CLIPImageProcessor(
         size={"shortest_edge": 32},
@@ -205,37 +267,30 @@ def build_tiny_llava(path: str | os.PathLike[str], *, seed: int = 0) -> Path:
         chat_template=LLAVA_CHAT_TEMPLATE,
         image_token="<image>",
     )
-    vision = CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=32,
-        patch_size=8,
-        projection_dim=32,
-    )
     text = LlamaConfig(
-        vocab_size=raw.get_vocab_size(),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        bos_token_id=bos_id,
-        eos_token_id=raw.token_to_id("</s>"),
-        pad_token_id=raw.token_to_id("<pad>"),
+        vocab_size=vocab_size,
+        **_TEXT,
+        bos_token_id=ids["<s>"],
+        eos_token_id=ids["</s>"],
+        pad_token_id=ids["<pad>"],
     )
     config = LlavaConfig(
-        vision_config=vision,
+        vision_config=CLIPVisionConfig(**_VISION, projection_dim=32),
         text_config=text,
-        image_token_index=raw.token_to_id("<image>"),
+        image_token_index=ids["<image>"],
         vision_feature_select_strategy="default",
         vision_feature_layer=-2,
         image_seq_length=16,
     )
-    model = _seeded_model(LlavaForConditionalGeneration, config, seed)
-    return _save(path, model, processor, text.eos_token_id, text.pad_token_id)
+    return _write(
+        path,
+        LlavaForConditionalGeneration,
+        config,
+        processor,
+        eos=ids["</s>"],
+        pad=ids["<pad>"],
+        seed=seed,
+    )
 
 
 def build_tiny_qwen2_vl(path: str | os.PathLike[str], *, seed: int = 0) -> Path:
@@ -261,24 +316,15 @@ def build_tiny_qwen2_vl(path: str | os.PathLike[str], *, seed: int = 0) -> Path:
         Qwen2VLVideoProcessor,
     )
 
-    specials = [
-        "<|endoftext|>",
-        "<|im_start|>",
-        "<|im_end|>",
-        "<|vision_start|>",
-        "<|vision_end|>",
-        "<|image_pad|>",
-        "<|video_pad|>",
-    ]
-    raw = bpe_tokenizer(specials)
-    ids = {t: raw.token_to_id(t) for t in specials}
-    tokenizer = Qwen2Tokenizer(
-        tokenizer_object=raw,
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>"]
+    specials += ["<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+    tokenizer, ids, vocab_size = _tokenizer(
+        specials,
+        Qwen2Tokenizer,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
         unk_token=None,
         bos_token=None,
-        padding_side="left",
         extra_special_tokens={
             "image_token": "<|image_pad|>",
             "video_token": "<|video_pad|>",
@@ -286,34 +332,22 @@ def build_tiny_qwen2_vl(path: str | os.PathLike[str], *, seed: int = 0) -> Path:
             "vision_eos_token": "<|vision_end|>",
         },
     )
-    pixels = {"min_pixels": 8 * 8, "max_pixels": 32 * 32}
-    image_processor = Qwen2VLImageProcessor(
-        patch_size=4,
-        merge_size=2,
-        temporal_patch_size=2,
-        size={"shortest_edge": pixels["min_pixels"], "longest_edge": pixels["max_pixels"]},
-    )
-    video_processor = Qwen2VLVideoProcessor(
-        patch_size=4,
-        merge_size=2,
-        temporal_patch_size=2,
-        size={"shortest_edge": pixels["min_pixels"], "longest_edge": pixels["max_pixels"]},
-    )
+    patches: dict[str, Any] = {
+        "patch_size": 4,
+        "merge_size": 2,
+        "temporal_patch_size": 2,
+        "size": {"shortest_edge": 8 * 8, "longest_edge": 32 * 32},
+    }
     processor = Qwen2VLProcessor(
-        image_processor=image_processor,
+        image_processor=Qwen2VLImageProcessor(**patches),
         tokenizer=tokenizer,
-        video_processor=video_processor,
+        video_processor=Qwen2VLVideoProcessor(**patches),
         chat_template=QWEN2_VL_CHAT_TEMPLATE,
     )
     config = Qwen2VLConfig(
         text_config={
-            "vocab_size": raw.get_vocab_size(),
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "max_position_embeddings": 512,
+            "vocab_size": vocab_size,
+            **_TEXT,
             "rope_parameters": {
                 "rope_type": "default",
                 "rope_theta": 10000.0,
@@ -323,24 +357,21 @@ def build_tiny_qwen2_vl(path: str | os.PathLike[str], *, seed: int = 0) -> Path:
             "eos_token_id": ids["<|im_end|>"],
             "pad_token_id": ids["<|endoftext|>"],
         },
-        vision_config={
-            "depth": 2,
-            "embed_dim": 32,
-            "hidden_size": 64,
-            "num_heads": 2,
-            "mlp_ratio": 2,
-            "patch_size": 4,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
-            "in_channels": 3,
-        },
+        vision_config=_QWEN2_VL_VISION,
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"],
     )
-    model = _seeded_model(Qwen2VLForConditionalGeneration, config, seed)
-    return _save(path, model, processor, ids["<|im_end|>"], ids["<|endoftext|>"])
+    return _write(
+        path,
+        Qwen2VLForConditionalGeneration,
+        config,
+        processor,
+        eos=ids["<|im_end|>"],
+        pad=ids["<|endoftext|>"],
+        seed=seed,
+    )
 
 
 def build_tiny_gemma3(path: str | os.PathLike[str], *, seed: int = 0) -> Path:
@@ -357,43 +388,27 @@ def build_tiny_gemma3(path: str | os.PathLike[str], *, seed: int = 0) -> Path:
     Returns:
         The folder, loadable with ``AutoModelForImageTextToText`` / ``AutoProcessor``.
     """
-    from tokenizers import processors
     from transformers import (
         Gemma3Config,
         Gemma3ForConditionalGeneration,
         Gemma3ImageProcessor,
         Gemma3Processor,
-        PreTrainedTokenizerFast,
     )
 
-    specials = [
-        "<pad>",
-        "<eos>",
-        "<bos>",
-        "<unk>",
-        "<start_of_turn>",
-        "<end_of_turn>",
-        "<start_of_image>",
-        "<end_of_image>",
-        "<image_soft_token>",
-    ]
-    raw = bpe_tokenizer(specials)
-    ids = {t: raw.token_to_id(t) for t in specials}
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=raw,
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
+    specials += ["<start_of_image>", "<end_of_image>", "<image_soft_token>"]
+    tokenizer, ids, vocab_size = _tokenizer(
+        specials,
+        prepend="<bos>",
         bos_token="<bos>",
         eos_token="<eos>",
         unk_token="<unk>",
         pad_token="<pad>",
-        padding_side="left",
         extra_special_tokens={
             "boi_token": "<start_of_image>",
             "eoi_token": "<end_of_image>",
             "image_token": "<image_soft_token>",
         },
-    )
-    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
-        single="<bos> $A", pair="<bos> $A <bos> $B", special_tokens=[("<bos>", ids["<bos>"])]
     )
     image_processor = Gemma3ImageProcessor(
         size={"height": 32, "width": 32},
@@ -407,34 +422,29 @@ def build_tiny_gemma3(path: str | os.PathLike[str], *, seed: int = 0) -> Path:
         chat_template=GEMMA3_CHAT_TEMPLATE,
         image_seq_length=4,
     )
+    eos = [ids["<eos>"], ids["<end_of_turn>"]]
     config = Gemma3Config(
         text_config={
-            "vocab_size": raw.get_vocab_size(),
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
+            "vocab_size": vocab_size,
+            **_TEXT,
             "head_dim": 16,
-            "max_position_embeddings": 512,
             "sliding_window": 64,
             "bos_token_id": ids["<bos>"],
-            "eos_token_id": [ids["<eos>"], ids["<end_of_turn>"]],
+            "eos_token_id": eos,
             "pad_token_id": ids["<pad>"],
         },
-        vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "image_size": 32,
-            "patch_size": 8,
-            "vision_use_head": False,
-        },
+        vision_config={**_VISION, "vision_use_head": False},
         mm_tokens_per_image=4,
         boi_token_index=ids["<start_of_image>"],
         eoi_token_index=ids["<end_of_image>"],
         image_token_index=ids["<image_soft_token>"],
     )
-    model = _seeded_model(Gemma3ForConditionalGeneration, config, seed)
-    return _save(path, model, processor, [ids["<eos>"], ids["<end_of_turn>"]], ids["<pad>"])
+    return _write(
+        path,
+        Gemma3ForConditionalGeneration,
+        config,
+        processor,
+        eos=eos,
+        pad=ids["<pad>"],
+        seed=seed,
+    )

@@ -243,15 +243,6 @@ def build_tiny_vila(
         ValueError: Unknown template or inconsistent sizes.
     """
     import torch
-    from safetensors.torch import save_file
-    from transformers import (
-        GenerationConfig,
-        LlamaConfig,
-        LlamaForCausalLM,
-        SiglipImageProcessorPil,
-        SiglipVisionConfig,
-        SiglipVisionModel,
-    )
 
     if template not in TEMPLATES:
         raise ValueError(f"unknown template {template!r}; expected one of {TEMPLATES}")
@@ -264,17 +255,33 @@ def build_tiny_vila(
 
     # Tokenizer first: the LLM's vocabulary size follows it.
     if template == "llama_3":
-        _llama3_tokenizer(vocab_size).save_pretrained(llm_dir)
-        tok_config = json.loads((llm_dir / "tokenizer_config.json").read_text(encoding="utf-8"))
-        tok_config.pop("backend", None)
-        tok_config["tokenizer_class"] = "PreTrainedTokenizerFast"  # as in the released files
-        _write_json(llm_dir / "tokenizer_config.json", tok_config)
+        _write_llama3_tokenizer(llm_dir, vocab_size)
     else:
         model = Path(tokenizer_model).read_bytes() if tokenizer_model else None
         _write_vicuna_tokenizer(llm_dir, vocab_size, model, tokenizer_config)
-    llm_vocab, special = _vocab_of(llm_dir, template)
+    torch.manual_seed(seed)  # the LLM, then the vision tower, draw from it in turn
+    _write_llm(llm_dir, template, hidden_size, num_hidden_layers)
+    _write_vision_tower(vt_dir, vision_hidden_size, vision_layers, image_size, patch_size)
+    _write_projector(proj_dir, 4 * vision_hidden_size, hidden_size, seed + 1)
+    _write_json(root / "config.json", _root_config(hidden_size, vision_hidden_size))
+    return root
 
-    torch.manual_seed(seed)
+
+def _write_llama3_tokenizer(llm_dir: Path, vocab_size: int) -> None:
+    """Save the byte-level BPE tokenizer with the released ``tokenizer_config.json`` class."""
+    _llama3_tokenizer(vocab_size).save_pretrained(llm_dir)
+    tok_config = json.loads((llm_dir / "tokenizer_config.json").read_text(encoding="utf-8"))
+    tok_config.pop("backend", None)
+    tok_config["tokenizer_class"] = "PreTrainedTokenizerFast"  # as in the released files
+    _write_json(llm_dir / "tokenizer_config.json", tok_config)
+
+
+def _write_llm(llm_dir: Path, template: str, hidden_size: int, num_hidden_layers: int) -> None:
+    """A random ``LlamaForCausalLM`` (global RNG) sized to the tokenizer in ``llm_dir``."""
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    llm_vocab, special = _vocab_of(llm_dir, template)
     heads = max(2, hidden_size // 32)
     llm_config = LlamaConfig(
         vocab_size=llm_vocab,
@@ -302,10 +309,17 @@ def build_tiny_vila(
         bos_token_id=special["bos"], eos_token_id=special["eos"], pad_token_id=special["pad"]
     ).save_pretrained(llm_dir)
 
+
+def _write_vision_tower(
+    vt_dir: Path, hidden_size: int, layers: int, image_size: int, patch_size: int
+) -> None:
+    """A random ``SiglipVisionModel`` (global RNG) and its released-style preprocessor config."""
+    from transformers import SiglipImageProcessorPil, SiglipVisionConfig, SiglipVisionModel
+
     vt_config = SiglipVisionConfig(
-        hidden_size=vision_hidden_size,
-        intermediate_size=2 * vision_hidden_size,
-        num_hidden_layers=vision_layers,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=layers,
         num_attention_heads=2,
         image_size=image_size,
         patch_size=patch_size,
@@ -321,8 +335,13 @@ def build_tiny_vila(
     prep["image_processor_type"] = "SiglipImageProcessor"  # as in the released files
     _write_json(vt_dir / "preprocessor_config.json", prep)
 
-    width = 4 * vision_hidden_size
-    gen = torch.Generator().manual_seed(seed + 1)
+
+def _write_projector(proj_dir: Path, width: int, hidden_size: int, seed: int) -> None:
+    """The ``mlp_downsample`` projector weights (layers 1, 2, 4) in bf16 and its config."""
+    import torch
+    from safetensors.torch import save_file
+
+    gen = torch.Generator().manual_seed(seed)
 
     def rand(*shape: int, mean: float = 0.0, std: float = 0.05) -> torch.Tensor:
         return (torch.randn(*shape, generator=gen) * std + mean).to(torch.bfloat16)
@@ -349,36 +368,35 @@ def build_tiny_vila(
         },
     )
 
-    _write_json(
-        root / "config.json",
-        {
-            "architectures": ["LlavaLlamaModel"],
-            "model_type": "llava_llama",
-            "llm_cfg": {"_name_or_path": "./llm", "architectures": ["LlamaForCausalLM"]},
-            "vision_tower_cfg": {
-                "_name_or_path": "./vision_tower",
-                "architectures": ["SiglipVisionModel"],
-            },
-            "mm_projector_cfg": {
-                "_name_or_path": "./mm_projector",
-                "architectures": ["MultimodalProjector"],
-                "mm_projector_type": "mlp_downsample",
-            },
-            "hidden_size": hidden_size,
-            "mm_hidden_size": vision_hidden_size,
-            "mm_vision_select_layer": -2,
-            "mm_vision_select_feature": "cls_patch",
-            "image_aspect_ratio": "resize",
-            "mm_use_im_start_end": False,
-            "mm_use_im_patch_token": False,
-            "mm_projector_lr": None,
-            "model_dtype": "torch.bfloat16",
-            "vision_resolution": -1,
-            "s2": False,
-            "tune_language_model": True,
-            "tune_mm_projector": True,
-            "tune_vision_tower": True,
-            "transformers_version": "4.36.2",
+
+def _root_config(hidden_size: int, vision_hidden_size: int) -> dict[str, Any]:
+    """The top-level ``config.json`` of the released layout."""
+    return {
+        "architectures": ["LlavaLlamaModel"],
+        "model_type": "llava_llama",
+        "llm_cfg": {"_name_or_path": "./llm", "architectures": ["LlamaForCausalLM"]},
+        "vision_tower_cfg": {
+            "_name_or_path": "./vision_tower",
+            "architectures": ["SiglipVisionModel"],
         },
-    )
-    return root
+        "mm_projector_cfg": {
+            "_name_or_path": "./mm_projector",
+            "architectures": ["MultimodalProjector"],
+            "mm_projector_type": "mlp_downsample",
+        },
+        "hidden_size": hidden_size,
+        "mm_hidden_size": vision_hidden_size,
+        "mm_vision_select_layer": -2,
+        "mm_vision_select_feature": "cls_patch",
+        "image_aspect_ratio": "resize",
+        "mm_use_im_start_end": False,
+        "mm_use_im_patch_token": False,
+        "mm_projector_lr": None,
+        "model_dtype": "torch.bfloat16",
+        "vision_resolution": -1,
+        "s2": False,
+        "tune_language_model": True,
+        "tune_mm_projector": True,
+        "tune_vision_tower": True,
+        "transformers_version": "4.36.2",
+    }

@@ -30,20 +30,19 @@ and the generation config's EOS tokens and at ``GenerationConfig.stop`` strings
 (removed from the text). Only new tokens are decoded. :meth:`HFBackend.stream`
 uses the shared :mod:`medm3.vlm.streamer`; :meth:`HFBackend.generate_batch` runs real
 left-padded batches.
+
+Loading (folder or Hub id, device, dtype, load errors) is in
+:mod:`medm3.vlm.hf_loading`; the chat-template entries in :mod:`medm3.vlm.hf_chat`.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import re
 import threading
 from collections.abc import Generator, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medm3.errors import InputError, MedM3Error, MissingDependencyError
-from medm3.utils.device import select_device, select_dtype
+from medm3.errors import InputError, MedM3Error
 from medm3.vlm.base import (
     Generation,
     GenerationConfig,
@@ -51,6 +50,7 @@ from medm3.vlm.base import (
     VLMBackend,
 )
 from medm3.vlm.hf_chat import ChatFormatter
+from medm3.vlm.hf_loading import load_hf_model
 from medm3.vlm.stops import cut_at_stop
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -60,25 +60,6 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["HFBackend"]
 
 log = logging.getLogger(__name__)
-
-
-def _import_torch_transformers() -> tuple[Any, Any]:
-    try:
-        import torch
-        import transformers
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        package = "torch" if "torch" in str(exc) else "transformers"
-        raise MissingDependencyError(package, "hf", "The 'hf' backend") from None
-    return torch, transformers
-
-
-def _looks_like_path(model_id: str) -> bool:
-    return (
-        model_id.startswith((".", "/", "~", "\\"))
-        or model_id.count("/") > 1
-        or (os.sep != "/" and os.sep in model_id)
-        or bool(re.match(r"^[A-Za-z]:[\\/]", model_id))
-    )
 
 
 class HFBackend(VLMBackend):
@@ -118,93 +99,18 @@ class HFBackend(VLMBackend):
         batch_size: int = 8,
     ) -> None:
         super().__init__(model_id)
-        _, transformers = _import_torch_transformers()
         if batch_size < 1:
             raise InputError(f"batch_size must be at least 1, got {batch_size}")
         self.batch_size = batch_size
         self._lock = threading.RLock()
         self._warned_tools = False
-
-        source = self._resolve_source(model_id)
-        self.device = device if device == "auto" else str(select_device(device))
-        torch_dtype = (
-            "auto"
-            if str(dtype).lower() == "auto"
-            else select_dtype(dtype, self.device, prefer_bf16=True)
+        loaded = load_hf_model(
+            model_id, device=device, dtype=dtype, trust_remote_code=trust_remote_code
         )
-        load_kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code, "dtype": torch_dtype}
-        if self.device == "auto":
-            load_kwargs["device_map"] = "auto"
-        try:
-            self.processor = transformers.AutoProcessor.from_pretrained(
-                source, trust_remote_code=trust_remote_code
-            )
-            model = transformers.AutoModelForImageTextToText.from_pretrained(source, **load_kwargs)
-        except (OSError, ValueError, KeyError) as exc:
-            raise MedM3Error(self._load_error(model_id, source, exc)) from None
-        if self.device != "auto":
-            model = model.to(self.device)
-        self.model = model.eval()
-        self.dtype = next(model.parameters()).dtype
-
-        self.tokenizer = getattr(self.processor, "tokenizer", None)
-        if self.tokenizer is None:
-            raise MedM3Error(f"model '{model_id}': its processor has no tokenizer")
-        template = getattr(self.processor, "chat_template", None) or getattr(
-            self.tokenizer, "chat_template", None
-        )
-        if not template:
-            raise MedM3Error(
-                f"model '{model_id}' has no chat template (chat_template.jinja); the 'hf' backend "
-                "needs an instruction-tuned model whose processor defines one"
-            )
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.processor, self.model = loaded.processor, loaded.model
+        self.device, self.dtype = loaded.device, loaded.dtype
+        self.tokenizer = self.processor.tokenizer
         self.chat_format = ChatFormatter(self.processor, tool_role)
-
-    # ------------------------------------------------------------------ loading
-
-    @staticmethod
-    def _resolve_source(model_id: str) -> str:
-        path = Path(model_id).expanduser()
-        if path.is_dir():
-            return str(path)
-        if path.exists():
-            raise InputError("is a file; pass the model folder (with config.json)", path)
-        if _looks_like_path(model_id):
-            raise InputError("model folder not found", path)
-        return model_id
-
-    @staticmethod
-    def _load_error(model_id: str, source: str, exc: Exception) -> str:
-        detail = " ".join(str(exc).split())[:300]
-        if source != model_id or Path(source).is_dir():
-            return (
-                f"cannot load the model folder '{source}' with transformers "
-                f"(AutoModelForImageTextToText + AutoProcessor): {detail}"
-            )
-        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or os.environ.get(
-            "TRANSFORMERS_OFFLINE", ""
-        ) not in ("", "0")
-        local_name = model_id.rsplit("/", 1)[-1]
-        hint = (
-            f"Download it where there is internet access with "
-            f"`hf download {model_id} --local-dir ./{local_name}` "
-            f"(gated models need `hf auth login` first), then pass the folder "
-            f"(e.g. --model ./{local_name})."
-        )
-        if isinstance(exc, ValueError) and "Unrecognized" in str(exc) and "connect" not in str(exc):
-            return (
-                f"'{model_id}' is not an image-text-to-text model that transformers can load "
-                f"with AutoModelForImageTextToText/AutoProcessor (try trust_remote_code=True "
-                f"for custom code, or the 'vila' backend for VILA-M3): {detail}"
-            )
-        where = " (offline mode: HF_HUB_OFFLINE is set)" if offline else ""
-        return (
-            f"cannot load Hugging Face model '{model_id}': not in the local cache and not "
-            f"downloadable{where}. {hint} Details: {detail}"
-        )
 
     # ------------------------------------------------------------------ prompts
 

@@ -30,11 +30,13 @@ The number of replacements is reported as
 ``Generation.raw["redactions"]`` (the values themselves are never stored
 there). Protocol identifiers (model, roles, tool names, call ids) and the
 image data URLs are not free text and are not rewritten.
+
+Request building lives in :mod:`medm3.vlm.openai_request`; response and
+stream parsing and error messages in :mod:`medm3.vlm.openai_response`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Generator, Iterable, Sequence
@@ -43,16 +45,10 @@ from typing import Any
 
 from medm3.errors import InputError, MedM3Error, MissingDependencyError
 from medm3.imaging.deid.scrub import REDACTION, SensitiveValueScrubber
-from medm3.vlm.base import (
-    Generation,
-    GenerationConfig,
-    ImagePart,
-    Message,
-    TextPart,
-    ToolCall,
-    VLMBackend,
-)
-from medm3.vlm.images import DEFAULT_MAX_SIDE, to_data_url
+from medm3.vlm.base import Generation, GenerationConfig, Message, VLMBackend
+from medm3.vlm.images import DEFAULT_MAX_SIDE
+from medm3.vlm.openai_request import ChatRequestWriter
+from medm3.vlm.openai_response import StreamCollector, describe_error, parse_completion
 
 __all__ = ["DEFAULT_BASE_URL", "REDACTION", "OpenAIBackend", "SensitiveValueScrubber"]
 
@@ -80,14 +76,6 @@ def _env(names: Sequence[str]) -> str | None:
         if value:
             return value
     return None
-
-
-class _Counter:
-    def __init__(self) -> None:
-        self.n = 0
-
-    def __call__(self, n: int) -> None:
-        self.n += n
 
 
 class OpenAIBackend(VLMBackend):
@@ -163,8 +151,6 @@ class OpenAIBackend(VLMBackend):
             base_url=self.base_url, api_key=key, timeout=self.timeout, max_retries=max_retries
         )
 
-    # ---------------------------------------------------------------- PHI guard
-
     def add_sensitive_values(self, values: Iterable[str]) -> None:
         """Add strings that must never leave the machine (e.g. ``phi_values(ds)``).
 
@@ -172,124 +158,6 @@ class OpenAIBackend(VLMBackend):
             values: Names, IDs, dates, UIDs ...
         """
         self.scrubber.add(values)
-
-    def _scrub(self, text: str, counter: _Counter) -> str:
-        clean, n = self.scrubber.scrub(text)
-        counter(n)
-        return clean
-
-    def _scrub_json(self, value: Any, counter: _Counter) -> Any:
-        if isinstance(value, str):
-            return self._scrub(value, counter)
-        if isinstance(value, dict):
-            return {
-                self._scrub(str(k), counter): self._scrub_json(v, counter) for k, v in value.items()
-            }
-        if isinstance(value, (list, tuple)):
-            return [self._scrub_json(v, counter) for v in value]
-        return value
-
-    def _scrub_descriptions(self, value: Any, counter: _Counter) -> Any:
-        if isinstance(value, dict):
-            return {
-                k: (
-                    self._scrub(v, counter)
-                    if k in ("description", "title") and isinstance(v, str)
-                    else self._scrub_descriptions(v, counter)
-                )
-                for k, v in value.items()
-            }
-        if isinstance(value, list):
-            return [self._scrub_descriptions(v, counter) for v in value]
-        return value
-
-    # ---------------------------------------------------------------- requests
-
-    def _parts(self, parts: Sequence[Any], counter: _Counter, prefix: str = "") -> list[dict]:
-        out: list[dict[str, Any]] = []
-        pending = prefix
-        for part in parts:
-            if isinstance(part, TextPart):
-                pending += part.text
-            elif isinstance(part, ImagePart):
-                if pending:
-                    out.append({"type": "text", "text": self._scrub(pending, counter)})
-                    pending = ""
-                url = to_data_url(part.image, max_side=self.max_image_side)
-                out.append({"type": "image_url", "image_url": {"url": url}})
-        if pending:
-            out.append({"type": "text", "text": self._scrub(pending, counter)})
-        return out
-
-    def _text(self, msg: Message, counter: _Counter, prefix: str = "") -> str:
-        return self._scrub(prefix + msg.plain_text, counter)
-
-    def _messages(self, messages: Sequence[Message], counter: _Counter) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        tool_images: list[ImagePart] = []
-
-        def flush_tool_images() -> None:
-            if tool_images:
-                content = self._parts(
-                    [TextPart("Images returned by the tool:"), *tool_images], counter
-                )
-                out.append({"role": "user", "content": content})
-                tool_images.clear()
-
-        for msg in messages:
-            images = [p for p in msg.content if isinstance(p, ImagePart)]
-            if msg.role == "tool" and msg.tool_call_id:
-                out.append(
-                    {
-                        "role": "tool",
-                        "tool_call_id": msg.tool_call_id,
-                        "content": self._text(msg, counter),
-                    }
-                )
-                tool_images.extend(images)
-                continue
-            flush_tool_images()
-            if msg.role == "tool":
-                content = self._parts(msg.content, counter, prefix="Tool result: ")
-                out.append({"role": "user", "content": _simplify(content)})
-            elif msg.role == "user":
-                out.append(
-                    {"role": "user", "content": _simplify(self._parts(msg.content, counter))}
-                )
-            elif msg.role == "assistant":
-                entry: dict[str, Any] = {"role": "assistant"}
-                text = msg.plain_text
-                if msg.tool_calls and all(c.id for c in msg.tool_calls):
-                    entry["content"] = self._scrub(text, counter) if text else None
-                    entry["tool_calls"] = [
-                        {
-                            "id": c.id,
-                            "type": "function",
-                            "function": {
-                                "name": c.name,
-                                "arguments": json.dumps(
-                                    self._scrub_json(c.arguments, counter), ensure_ascii=False
-                                ),
-                            },
-                        }
-                        for c in msg.tool_calls
-                    ]
-                else:
-                    calls = "\n".join(
-                        f"Tool call: {c.name} {json.dumps(c.arguments, ensure_ascii=False)}"
-                        for c in msg.tool_calls
-                    )
-                    joined = "\n".join(t for t in (text, calls) if t)
-                    entry["content"] = self._scrub(joined, counter)
-                out.append(entry)
-                if images:
-                    out.append({"role": "user", "content": self._parts(images, counter)})
-            else:  # system
-                out.append({"role": msg.role, "content": self._text(msg, counter)})
-                if images:
-                    out.append({"role": "user", "content": self._parts(images, counter)})
-        flush_tool_images()
-        return out
 
     def prepare_request(
         self,
@@ -315,66 +183,23 @@ class OpenAIBackend(VLMBackend):
         """
         if not messages:
             raise InputError("cannot generate from an empty conversation")
-        config = config or GenerationConfig()
-        counter = _Counter()
-        request: dict[str, Any] = {
-            "model": self.model_id,
-            "messages": self._messages(messages, counter),
-            self.max_tokens_field: max(1, config.max_new_tokens),
-            "temperature": max(0.0, config.temperature),
-        }
-        if config.top_p < 1.0:
-            request["top_p"] = config.top_p
-        if config.seed is not None:
-            request["seed"] = config.seed
-        if config.stop:
-            request["stop"] = [self._scrub(s, counter) for s in config.stop]
-        if tools:
-            request["tools"] = self._scrub_descriptions(list(tools), counter)
-        if stream:
-            request["stream"] = True
-            request["stream_options"] = {"include_usage": True}
-        if self.extra_body:
-            request["extra_body"] = dict(self.extra_body)
+        writer = ChatRequestWriter(self.scrubber, self.max_image_side)
+        request = writer.request(
+            self.model_id,
+            messages,
+            config or GenerationConfig(),
+            tools=tools,
+            stream=stream,
+            max_tokens_field=self.max_tokens_field,
+            extra_body=self.extra_body,
+        )
         with self._count_lock:
-            self.redactions_total += counter.n
-        return request, counter.n
-
-    # ---------------------------------------------------------------- errors
+            self.redactions_total += writer.redactions
+        return request, writer.redactions
 
     def _error(self, exc: Exception) -> MedM3Error:
-        openai = self._openai
-        if isinstance(exc, openai.APITimeoutError):
-            return MedM3Error(
-                f"the OpenAI-compatible server at {self.base_url} did not answer within "
-                f"{self.timeout:g} s (raise the timeout or check the server)"
-            )
-        if isinstance(exc, openai.APIConnectionError):
-            cause = exc.__cause__ or exc.__context__
-            detail = " ".join(str(cause or exc).split())[:200]
-            refused = "refused" in detail.lower() or "errno 111" in detail.lower()
-            what = "connection refused" if refused else detail
-            return MedM3Error(
-                f"cannot connect to the OpenAI-compatible server at {self.base_url} ({what}); "
-                "is it running? Set the URL with base_url or MEDM3_OPENAI_BASE_URL"
-            )
-        if isinstance(exc, openai.APIStatusError):
-            status = exc.status_code
-            message = _server_message(exc)
-            hint = ""
-            if status in (401, 403):
-                hint = " (check the API key: MEDM3_OPENAI_API_KEY or OPENAI_API_KEY)"
-            elif status == 404:
-                hint = (
-                    f" (check the model name '{self.model_id}' and the base URL; "
-                    f"GET {self.base_url}/models lists the served models)"
-                )
-            return MedM3Error(
-                f"the OpenAI-compatible server at {self.base_url} returned HTTP {status}: "
-                f"{message}{hint}"
-            )
-        return MedM3Error(
-            f"request to the OpenAI-compatible server at {self.base_url} failed: {exc}"
+        return describe_error(
+            self._openai, exc, server=self.base_url, timeout=self.timeout, model=self.model_id
         )
 
     # ---------------------------------------------------------------- generation
@@ -408,37 +233,8 @@ class OpenAIBackend(VLMBackend):
             response = self.client.chat.completions.create(**request)
         except self._openai.OpenAIError as exc:
             raise self._error(exc) from None
-        choices = getattr(response, "choices", None)
-        if not choices:
-            raise MedM3Error(
-                f"the server at {self.base_url} returned no choices: {response!r:.300}"
-            )
-        choice = choices[0]
-        message = choice.message
-        calls = [
-            ToolCall(
-                name=tc.function.name,
-                arguments=_parse_arguments(tc.function.arguments),
-                id=tc.id or "",
-            )
-            for tc in (getattr(message, "tool_calls", None) or [])
-            if getattr(tc, "function", None) is not None
-        ]
-        finish = choice.finish_reason or "stop"
-        if calls or finish == "function_call":
-            finish = "tool_calls"
-        usage = getattr(response, "usage", None)
-        return Generation(
-            text=message.content or "",
-            finish_reason=finish,
-            tool_calls=calls,
-            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-            raw={
-                "redactions": redactions,
-                "id": getattr(response, "id", "") or "",
-                "model": getattr(response, "model", "") or self.model_id,
-            },
+        return parse_completion(
+            response, redactions=redactions, model=self.model_id, server=self.base_url
         )
 
     def stream(
@@ -472,23 +268,11 @@ class OpenAIBackend(VLMBackend):
             events = self.client.chat.completions.create(**request)
         except self._openai.OpenAIError as exc:
             raise self._error(exc) from None
-        pieces: list[str] = []
-        finish = "stop"
-        usage: Any = None
-        ident, model = "", ""
+        collector = StreamCollector()
         try:
             for chunk in events:
-                usage = getattr(chunk, "usage", None) or usage
-                ident = ident or getattr(chunk, "id", "") or ""
-                model = model or getattr(chunk, "model", "") or ""
-                choices = getattr(chunk, "choices", None)
-                if not choices:
-                    continue
-                finish = getattr(choices[0], "finish_reason", None) or finish
-                delta = getattr(choices[0], "delta", None)
-                text = getattr(delta, "content", None) if delta is not None else None
+                text = collector.add(chunk)
                 if text:
-                    pieces.append(text)
                     yield text
         except self._openai.OpenAIError as exc:
             raise self._error(exc) from None
@@ -496,13 +280,7 @@ class OpenAIBackend(VLMBackend):
             close = getattr(events, "close", None)
             if close is not None:
                 close()
-        return Generation(
-            text="".join(pieces),
-            finish_reason="tool_calls" if finish == "function_call" else finish,
-            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-            raw={"redactions": redactions, "id": ident, "model": model or self.model_id},
-        )
+        return collector.result(redactions=redactions, model=self.model_id)
 
     def generate_batch(
         self,
@@ -522,49 +300,10 @@ class OpenAIBackend(VLMBackend):
             return []
         workers = min(self.max_concurrency, len(conversations))
         if workers == 1:
-            return [self.generate(c, config) for c in conversations]
+            return super().generate_batch(conversations, config)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="medm3-openai") as pool:
             return list(pool.map(lambda c: self.generate(c, config), conversations))
 
     def close(self) -> None:
         """Close the HTTP connection pool."""
         self.client.close()
-
-
-def _simplify(content: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
-    """A content list with text only becomes a plain string (widest server support)."""
-    if all(p["type"] == "text" for p in content):
-        return "".join(p["text"] for p in content)
-    return content
-
-
-def _parse_arguments(arguments: str | None) -> dict[str, Any]:
-    if not arguments:
-        return {}
-    try:
-        parsed = json.loads(arguments)
-    except json.JSONDecodeError:
-        return {"_raw": arguments}
-    return parsed if isinstance(parsed, dict) else {"_raw": arguments}
-
-
-def _server_message(exc: Any) -> str:
-    body = getattr(exc, "body", None)
-    message: Any = None
-    if isinstance(body, dict):
-        message = body.get("message") or body.get("error") or body.get("detail")
-        if isinstance(message, dict):
-            message = message.get("message") or json.dumps(message)
-        if message is None:
-            message = json.dumps(body)
-    elif isinstance(body, str) and body.strip():
-        message = body
-    if not message:
-        response = getattr(exc, "response", None)
-        try:
-            message = response.text if response is not None else ""
-        except Exception:  # a streamed body that was not read
-            message = ""
-    if not message:
-        message = getattr(exc, "message", "") or str(exc)
-    return " ".join(str(message).split())[:500]

@@ -15,18 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from medm3.errors import InputError, MedM3Error, MissingDependencyError
+from medm3.utils.paths import looks_like_local_path
 
 logger = logging.getLogger(__name__)
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-def _looks_like_path(model: str) -> bool:
-    return (
-        model.startswith((".", "/", "~", "\\"))
-        or os.sep in model.strip("/").replace("/", "", 1)
-        or bool(re.match(r"^[A-Za-z]:[\\/]", model))
-    )
 
 
 def resolve_checkpoint(
@@ -55,7 +48,7 @@ def resolve_checkpoint(
         return path
     if path.exists():
         raise InputError("expected a VILA-M3 checkpoint folder, got a file", path)
-    if _looks_like_path(text) or not HUB_ID.match(text):
+    if looks_like_local_path(text) or not HUB_ID.match(text):
         raise InputError(
             "VILA-M3 checkpoint folder not found (pass a local folder or a Hub id such as "
             "MONAI/Llama3-VILA-M3-8B)",
