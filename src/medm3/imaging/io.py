@@ -17,6 +17,7 @@ Every error names the file and fits on one line, so the CLI can print it as is.
 from __future__ import annotations
 
 import gzip
+import logging
 import os
 import zlib
 from collections.abc import Sequence
@@ -31,10 +32,13 @@ from medm3.imaging.image import MedicalImage
 from medm3.imaging.limits import ReadLimits, resolve_limits
 from medm3.imaging.modality import normalize_modality
 from medm3.imaging.readers import READERS, Head, ReadContext, Reader
+from medm3.imaging.readers.dicom_gaps import resolve_gap_policy
 from medm3.imaging.readers.dicom_series import read_dicom_files, read_dicom_folder
 from medm3.utils.atomic import atomic_path
 
 PathLike = str | os.PathLike[str]
+
+log = logging.getLogger("medm3.imaging")
 
 #: What the "unsupported format" message offers.
 SUPPORTED_TEXT = (
@@ -49,6 +53,7 @@ def load_image(
     *,
     series: int | str | None = None,
     limits: ReadLimits | None = None,
+    allow_gaps: str | None = None,
 ) -> MedicalImage:
     """Read a medical image from any supported format.
 
@@ -71,16 +76,25 @@ def load_image(
             SeriesDescription. A single file holds one series: anything but
             ``0`` is refused.
         limits: Resource limits (default: :meth:`ReadLimits.from_env`).
+        allow_gaps: A DICOM stack with missing slices is refused (``"refuse"``,
+            the default), cut to its largest evenly spaced run (``"largest"``)
+            or filled on the regular grid with marked copies of the nearest
+            slice (``"fill"``); None: ``$MEDM3_ALLOW_GAPS``, else ``"refuse"``.
+            See :mod:`medm3.imaging.readers.dicom_gaps`.
 
     Returns:
-        The image.
+        The image. After a gap policy acted, ``metadata['gaps']`` says what it
+        did (and ``metadata['filled_slices']`` lists filled slices); the same
+        note is logged as a warning on the ``medm3.imaging`` logger.
 
     Raises:
         InputError: For any input that cannot be read; the message names the
             file and says what is wrong.
     """
     wanted = normalize_modality(modality) if modality is not None else None
-    ctx = ReadContext(limits=resolve_limits(limits), series=series)
+    ctx = ReadContext(
+        limits=resolve_limits(limits), series=series, gaps=resolve_gap_policy(allow_gaps)
+    )
     if is_dicomweb_reference(path_or_paths):  # a study on a PACS: medm3.dicomweb
         from medm3.dicomweb.fetch import load_reference
 
@@ -95,6 +109,8 @@ def load_image(
     else:
         raise TypeError(f"expected a path or a list of paths, got {type(path_or_paths).__name__}")
     _check_loaded(image)
+    if image.metadata.get("gaps"):
+        log.warning("warning: %s: %s", image.source, image.metadata["gaps"]["note"])
     if wanted is not None:
         image = replace(image, modality=wanted, modality_source="caller")
     return image

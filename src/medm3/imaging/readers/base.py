@@ -18,10 +18,14 @@ class ReadContext:
         limits: Resource limits in force.
         series: Which DICOM series to read from a folder/zip holding several
             (index or SeriesInstanceUID); None when not chosen.
+        gaps: What to do with a DICOM stack that has missing slices:
+            ``refuse``, ``largest`` or ``fill`` (see
+            :mod:`medm3.imaging.readers.dicom_gaps`).
     """
 
     limits: ReadLimits
     series: int | str | None = None
+    gaps: str = "refuse"
 
 
 @dataclass(frozen=True)

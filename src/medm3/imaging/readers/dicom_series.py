@@ -23,7 +23,7 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -33,13 +33,13 @@ from medm3.errors import InputError
 from medm3.imaging.archive import ZIP_MAGIC, open_zip
 from medm3.imaging.image import MedicalImage
 from medm3.imaging.limits import ReadLimits, check_pixels
-from medm3.imaging.orientation import lps_to_ras, voxel_sizes
+from medm3.imaging.orientation import lps_to_ras
 from medm3.imaging.readers.base import Head, ReadContext, Reader
 from medm3.imaging.readers.dicom_check import bytes_per_sample
 from medm3.imaging.readers.dicom_file import (
     base_metadata,
+    finish_volume,
     image_from_dataset,
-    modality_of,
     volume_image,
 )
 from medm3.imaging.readers.dicom_geometry import SliceGeometry, Stack, stack_slices
@@ -262,7 +262,11 @@ def _geometry(src: DicomSource, ds: Any, where: str | os.PathLike[str]) -> Slice
 
 
 def read_group(
-    group: SeriesGroup, limits: ReadLimits, where: str | os.PathLike[str], container: str
+    group: SeriesGroup,
+    limits: ReadLimits,
+    where: str | os.PathLike[str],
+    container: str,
+    gaps: str = "refuse",
 ) -> MedicalImage:
     """Read one series into a volume (or a 2D image when it has a single file).
 
@@ -271,6 +275,7 @@ def read_group(
         limits: Limits in force.
         where: The folder/archive/first file, recorded as the image source.
         container: ``"folder"``, ``"zip"`` or ``"files"`` (``metadata['container']``).
+        gaps: Gap policy (see :mod:`.dicom_gaps`).
 
     Returns:
         The image.
@@ -282,7 +287,7 @@ def read_group(
     multi = [src for src, ds in group.items if frame_count(ds) > 1]
     if len(group.items) == 1:
         src = group.items[0][0]
-        image = image_from_dataset(src.dataset(), src.label, source, limits)
+        image = image_from_dataset(src.dataset(), src.label, source, limits, gaps)
         image.metadata["container"] = container
         return image
     if multi:
@@ -297,13 +302,13 @@ def read_group(
         thickness = float(first_ds.get("SliceThickness") or 0)
     except (TypeError, ValueError):
         thickness = 0.0
-    stack = stack_slices(geoms, where, thickness)
+    stack = stack_slices(geoms, where, thickness, gaps)
     per_slice, what = declared_samples(first_ds)
     check_pixels(
-        per_slice * len(geoms),
+        per_slice * len(stack.order),
         limits,
         where,
-        f"{len(geoms)} slices x {what}",
+        f"{len(stack.order)} slices x {what}",
         bytes_per_sample=bytes_per_sample(first_ds),
     )
     scales = np.array([rescale_of(group.items[i][1]) for i in stack.order]).reshape(-1, 2)
@@ -345,7 +350,9 @@ def _read_native(
     rows, cols = int(first_ds.Rows), int(first_ds.Columns)
     n = len(stack.order)
     layout = plan_layout(lps_to_ras(stack.affine_lps), (cols, rows, n))
-    refs = [ref for ref in (group.pixels[i] for i in stack.order) if ref is not None]
+    # A filled stack repeats slices: each gets its own PixelRef, so releasing an
+    # archive member's bytes after one copy does not starve the next.
+    refs = [replace(ref) for ref in (group.pixels[i] for i in stack.order) if ref is not None]
     sources = [group.items[i][0] for i in stack.order]
     paths = [None if src.in_memory else str(src.load()) for src in sources]
     labels = [src.label for src in sources]
@@ -353,18 +360,7 @@ def _read_native(
         refs, paths, labels, (rows, cols), layout, scales[:, 0].copy(), scales[:, 1].copy()
     )
     array = to_values(values, first_ds, scales[:, 0], scales[:, 1], md, rescaled=True)
-    md["original_orientation"] = layout.original
-    md["slice_spacing"] = round(float(stack.slice_spacing), 6)
-    modality, modality_source = modality_of(first_ds, array, True)
-    return MedicalImage(
-        array=array,
-        spacing=voxel_sizes(layout.affine),
-        affine=layout.affine,
-        modality=modality,
-        modality_source=modality_source,  # type: ignore[arg-type]
-        source=source,
-        metadata=md,
-    )
+    return finish_volume(array, layout.affine, layout.original, stack, first_ds, md, source)
 
 
 def _decode_each(
@@ -404,7 +400,7 @@ def _read_sources(
             f"no DICOM image files in this {kind} ({len(sources)} files examined{hint})", where
         )
     group = select_series(_group(images), ctx.series, where)
-    image = read_group(group, ctx.limits, where, container)
+    image = read_group(group, ctx.limits, where, container, ctx.gaps)
     if skipped:
         image.metadata["skipped_files"] = len(skipped)
     return image
