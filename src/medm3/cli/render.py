@@ -141,3 +141,5 @@ def render(
     )
     if note:
         click.echo(f"labels: {note}")
+    for remark in (info.get("annotations") or {}).get("notes", []):
+        click.echo(f"note: {remark}")

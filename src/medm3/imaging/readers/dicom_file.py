@@ -276,6 +276,13 @@ def image_from_dataset(
     values = to_values(arr, ds, slope, intercept, md)
     spacing, spacing_source = _pixel_spacing_2d(ds)
     md["spacing_source"] = spacing_source
+    if spacing_source == "default":
+        md["spacing_assumed"] = True
+    given = ds.get("PatientOrientation") or []
+    given = str(given).split("\\") if isinstance(given, str) else given
+    orientation = [str(v).strip().upper() for v in given]
+    if len(orientation) == 2 and all(orientation):
+        md["patient_orientation"] = orientation
     for key, keyword in (
         ("image_position", "ImagePositionPatient"),
         ("image_orientation", "ImageOrientationPatient"),
