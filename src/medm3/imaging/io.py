@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-from medm3.dicomweb.url import is_dicomweb_reference
 from medm3.errors import InputError
 from medm3.imaging.image import MedicalImage
 from medm3.imaging.limits import ReadLimits, resolve_limits
@@ -34,6 +33,7 @@ from medm3.imaging.modality import normalize_modality
 from medm3.imaging.readers import READERS, Head, ReadContext, Reader
 from medm3.imaging.readers.dicom_gaps import resolve_gap_policy
 from medm3.imaging.readers.dicom_series import read_dicom_files, read_dicom_folder
+from medm3.imaging.sources import reference_source
 from medm3.utils.atomic import atomic_path
 
 PathLike = str | os.PathLike[str]
@@ -65,9 +65,10 @@ def load_image(
     Args:
         path_or_paths: A file (NIfTI, NRRD, MetaImage, DICOM, PNG/JPEG/BMP/TIFF),
             a folder or ``.zip`` holding a DICOM series, a list of DICOM
-            files forming one series, or a DICOMweb reference
+            files forming one series, or a remote reference such as
             ``dicomweb+https://HOST/ROOT/studies/UID[/series/UID]``
-            (:mod:`medm3.dicomweb`).
+            (read by the source registered for its prefix, here
+            :mod:`medm3.dicomweb`; see :mod:`medm3.imaging.sources`).
         modality: Override the modality (``"CT"``, ``"MR"``, ``"XR"``, ...;
             aliases such as ``"MRI"`` or ``"CXR"`` are accepted). The result
             then has ``modality_source="caller"``.
@@ -95,10 +96,9 @@ def load_image(
     ctx = ReadContext(
         limits=resolve_limits(limits), series=series, gaps=resolve_gap_policy(allow_gaps)
     )
-    if is_dicomweb_reference(path_or_paths):  # a study on a PACS: medm3.dicomweb
-        from medm3.dicomweb.fetch import load_reference
-
-        image = load_reference(path_or_paths, ctx)  # type: ignore[arg-type]
+    source = reference_source(path_or_paths)  # e.g. a study on a PACS (medm3.dicomweb)
+    if source is not None:
+        image = source.load(os.fspath(path_or_paths), ctx)  # type: ignore[arg-type]
     elif isinstance(path_or_paths, (str, os.PathLike)):
         image = _read_path(Path(path_or_paths), ctx)
     elif isinstance(path_or_paths, Sequence):
