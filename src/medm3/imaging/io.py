@@ -16,10 +16,8 @@ Every error names the file and fits on one line, so the CLI can print it as is.
 
 from __future__ import annotations
 
-import gzip
 import logging
 import os
-import zlib
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -30,7 +28,8 @@ from medm3.errors import InputError
 from medm3.imaging.image import MedicalImage
 from medm3.imaging.limits import ReadLimits, resolve_limits
 from medm3.imaging.modality import normalize_modality
-from medm3.imaging.readers import READERS, Head, ReadContext, Reader
+from medm3.imaging.readers import READERS, ReadContext, Reader
+from medm3.imaging.readers.base import read_head
 from medm3.imaging.readers.dicom_gaps import resolve_gap_policy
 from medm3.imaging.readers.dicom_series import read_dicom_files, read_dicom_folder
 from medm3.imaging.sources import reference_source
@@ -148,22 +147,6 @@ def _is_zip(path: Path) -> bool:
         return False
 
 
-def _read_head(path: Path) -> Head:
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read(4096)
-    except OSError as exc:
-        raise InputError(f"cannot open the file ({exc.strerror or exc})", path) from None
-    gunzipped = None
-    if raw.startswith(b"\x1f\x8b"):
-        try:
-            with gzip.open(path, "rb") as fh:
-                gunzipped = fh.read(1024)
-        except (OSError, EOFError, zlib.error):
-            gunzipped = None
-    return Head(raw=raw, gunzipped=gunzipped)
-
-
 def _reader_for_suffix(name: str) -> tuple[Reader, str] | None:
     lower = name.lower()
     matches = [(r, s) for r in READERS for s in r.suffixes if lower.endswith(s)]
@@ -181,7 +164,7 @@ def _read_file(path: Path, ctx: ReadContext) -> MedicalImage:
             "(series selection is for a DICOM folder or .zip)",
             path,
         )
-    head = _read_head(path)
+    head = read_head(path)
     by_magic = next(((r, what) for r in READERS if (what := r.sniff(head))), None)
     by_suffix = _reader_for_suffix(path.name)
     if by_magic and by_suffix and by_magic[0] is not by_suffix[0]:

@@ -50,7 +50,12 @@ from medm3.imaging.readers.dicom_scan import (
     select_series,
 )
 from medm3.imaging.readers.dicom_tags import fast_get
-from medm3.imaging.readers.dicom_volume import plan_layout, read_native_volume
+from medm3.imaging.readers.dicom_volume import (
+    NativeSlices,
+    PixelRef,
+    plan_layout,
+    read_native_volume,
+)
 
 #: Public names, including those re-exported from :mod:`.dicom_scan` for callers that import
 #: them from here.
@@ -183,15 +188,23 @@ def _read_native(
     rows, cols = int(first_ds.Rows), int(first_ds.Columns)
     n = len(stack.order)
     layout = plan_layout(lps_to_ras(stack.affine_lps), (cols, rows, n))
-    # A filled stack repeats slices: each gets its own PixelRef, so releasing an
-    # archive member's bytes after one copy does not starve the next.
-    refs = [replace(ref) for ref in (group.pixels[i] for i in stack.order) if ref is not None]
+    # A filled stack repeats slices: a repeat gets its own PixelRef, so releasing an
+    # archive member's bytes after one copy does not starve the next (and a slice
+    # read once still frees its bytes as soon as it is copied).
+    refs: list[PixelRef] = []
+    seen: set[int] = set()
+    for i in stack.order:
+        ref = group.pixels[i]
+        assert ref is not None  # _native_series checked every slice
+        refs.append(replace(ref) if i in seen else ref)
+        seen.add(i)
     sources = [group.items[i][0] for i in stack.order]
     paths = [None if src.in_memory else str(src.load()) for src in sources]
     labels = [src.label for src in sources]
-    values = read_native_volume(
-        refs, paths, labels, (rows, cols), layout, scales[:, 0].copy(), scales[:, 1].copy()
+    slices = NativeSlices(
+        refs, paths, labels, (rows, cols), scales[:, 0].copy(), scales[:, 1].copy()
     )
+    values = read_native_volume(slices, layout)
     array = to_values(values, first_ds, scales[:, 0], scales[:, 1], md, rescaled=True)
     return finish_volume(array, layout.affine, layout.original, stack, first_ds, md, source)
 
