@@ -135,3 +135,16 @@ def test_filled_slice_is_marked_on_the_render(tmp_path: Path) -> None:
     assert render_slice(image, index=3, annotate=True).info["medm3"]["annotations"]["notes"] == []
     coronal = render_slice(image, plane="coronal", annotate=True)
     assert coronal.info["medm3"]["annotations"]["notes"] == ["1 filled slice(s) cross this view"]
+
+
+def test_corner_text_moves_off_the_centred_letters(tmp_path: Path) -> None:
+    """On a narrow image the long window text goes one line down instead of over the 'H'."""
+    path = xray(tmp_path, PatientOrientation=["L", "F"], PixelSpacing=[0.5, 0.5])
+    picture = render_slice(load_image(path), annotate=True, window="1000,500", scale=1.0)
+    grey = np.asarray(picture.convert("L"))
+    h, w = grey.shape
+    size = int(np.clip(round(min(w, h) / 28), 10, 28))
+    first_line = grey[: max(3, size // 2) + size] > 200
+    columns = np.flatnonzero(first_line.any(axis=0))
+    assert columns.size and columns.min() > w / 2 - size and columns.max() < w / 2 + size
+    assert (grey[size : 3 * size, w // 2 + size :] > 200).any()  # the window text, line two

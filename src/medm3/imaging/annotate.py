@@ -227,18 +227,30 @@ def annotate(picture: Image.Image, marks: Annotations) -> tuple[Image.Image, flo
     font = _font(size)
     draw = ImageDraw.Draw(out)
     pad = max(3, size // 2)
+    line = size + 4
+    top_letter = bottom_letter = ""
     if marks.letters:
-        top, bottom, left, right = marks.letters
-        _text(draw, (width / 2, pad), top, font, "mt")
-        _text(draw, (width / 2, height - pad), bottom, font, "mb")
+        top_letter, bottom_letter, left, right = marks.letters
+        _text(draw, (width / 2, pad), top_letter, font, "mt")
+        _text(draw, (width / 2, height - pad), bottom_letter, font, "mb")
         _text(draw, (pad, height / 2), left, font, "lm")
         _text(draw, (width - pad, height / 2), right, font, "rm")
+
+    def clear(text: str, letter: str) -> bool:
+        """Whether a corner text stays clear of the centred top/bottom letter."""
+        half = draw.textlength(letter, font=font) / 2 + size / 2
+        return not letter or draw.textlength(text, font=font) + pad < width / 2 - half
+
     if marks.heading:
-        _text(draw, (pad, pad), marks.heading, font, "lt")
+        y = pad if clear(marks.heading, top_letter) else pad + line
+        _text(draw, (pad, y), marks.heading, font, "lt")
     if marks.window_text:
-        _text(draw, (width - pad, pad), marks.window_text, font, "rt")
-    for k, note in enumerate(reversed(marks.notes)):
-        _text(draw, (width - pad, height - pad - k * (size + 4)), note, font, "rb")
+        y = pad if clear(marks.window_text, top_letter) else pad + line
+        _text(draw, (width - pad, y), marks.window_text, font, "rt")
+    notes = list(reversed(marks.notes))
+    shift = 0 if all(clear(n, bottom_letter) for n in notes) else line
+    for k, note in enumerate(notes):
+        _text(draw, (width - pad, height - pad - shift - k * line), note, font, "rb")
     if not (marks.mm_per_px and marks.mm_per_px > 0):
         return out, None
     length_mm = scale_bar_mm(width, marks.mm_per_px)
@@ -249,7 +261,7 @@ def annotate(picture: Image.Image, marks: Annotations) -> tuple[Image.Image, flo
     draw.rectangle([x0, y - 1, x0 + length_px, y + 1], fill=(255, 255, 255))
     label = f"{length_mm:g} mm" if length_mm >= 1 else f"{length_mm * 1000:g} um"
     label += f" {marks.bar_note}" if marks.bar_note else ""
-    _text(draw, (x0 + length_px / 2, y - size // 2 - 2), label, font, "mb")
+    _text(draw, (x0, y - size // 2 - 2), label, font, "lb")  # from the bar's start: never cut
     return out, length_mm
 
 
