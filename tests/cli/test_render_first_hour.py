@@ -45,3 +45,19 @@ def test_render_overlay_names_from_table_or_header(tmp_path: Path, capsys) -> No
     assert code == 0, err
     with Image.open(out) as png:
         assert "1=liver" in png.text["medm3:labels"]  # VISTA3D's names for the same ids
+
+
+def test_render_2d_says_what_is_unknown(
+    tmp_path: Path, capsys, cxr_png_path: Path, cxr_mono1_path: Path
+) -> None:
+    out = tmp_path / "x.png"
+    code, stdout, err = run(["render", str(cxr_png_path), "-o", str(out)], capsys)
+    assert code == 0, err
+    assert "note: orientation unknown" in stdout
+    assert "note: spacing unknown (assumed 1 mm)" in stdout
+    with Image.open(out) as png:
+        assert png.text["medm3:notes"] == "orientation unknown; spacing unknown (assumed 1 mm)"
+        assert "medm3:orientation" not in png.text
+    code, stdout, err = run(["render", str(cxr_mono1_path), "-o", str(out)], capsys)
+    assert code == 0, err
+    assert "note: orientation unknown" in stdout and "spacing unknown" not in stdout

@@ -168,3 +168,22 @@ def test_references_refused_without_a_server(monkeypatch: pytest.MonkeyPatch) ->
 def test_store_needs_a_dicomweb_image(ct_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(["experts", "run", "measure", str(ct_path), "--store"], capsys)
     assert_one_line_error(code, err, "storing results needs an image read from a DICOMweb server")
+
+
+@pytest.mark.parametrize(
+    ("raised", "kind", "text"),
+    [
+        ("ConnectTimeout", "PacsUnavailableError", "timed out connecting to the DICOMweb server"),
+        ("ReadTimeout", "PacsUnavailableError", "the DICOMweb server did not answer in time"),
+        ("ConnectionError", "PacsUnavailableError", "cannot reach the DICOMweb server"),
+    ],
+)
+def test_timeouts_and_unreachable_servers_are_told_apart(raised: str, kind: str, text: str) -> None:
+    import requests
+
+    from medm3.dicomweb.client import server_call
+
+    with pytest.raises(InputError) as err, server_call("https://pacs.test/dicom-web", "searching"):
+        raise getattr(requests.exceptions, raised)("boom")
+    assert type(err.value).__name__ == kind
+    assert err.value.message.startswith(text) and "while searching" in err.value.message

@@ -14,6 +14,8 @@ from typing import Any
 
 import click
 
+from medm3.cli.options import allow_gaps_option
+
 
 def _finite(value: Any) -> Any:
     """Replace NaN/inf (not valid JSON) by None, recursively."""
@@ -78,6 +80,12 @@ def format_summary(summary: dict[str, Any], metadata: dict[str, Any]) -> str:
         rows.append(("photometric", str(metadata["photometric"])))
     if metadata.get("converted_to_grayscale"):
         rows.append(("note", "RGB file with three equal channels: read as greyscale"))
+    gaps = metadata.get("gaps")
+    if gaps:
+        rows.append(("gaps", f"--allow-gaps {gaps['policy']}: {gaps['note']}"))
+    if metadata.get("filled_slices"):
+        filled = ", ".join(str(i) for i in metadata["filled_slices"])
+        rows.append(("filled slices", f"axis {gaps['axis'] if gaps else '?'} index {filled}"))
     if summary["modality"] == "SEG":
         rows.append(("note", "integer labels: read as a label map (--modality to override)"))
     width = max(len(k) for k, _ in rows)
@@ -100,6 +108,7 @@ def format_summary(summary: dict[str, Any], metadata: dict[str, Any]) -> str:
     metavar="S",
     help="For a DICOM folder/zip with several series: its index or SeriesInstanceUID.",
 )
+@allow_gaps_option
 def info(images: tuple[str, ...], as_json: bool, modality: str | None, series: str | None) -> None:
     """Show modality, shape, spacing, orientation and value range of IMAGE(s).
 

@@ -91,3 +91,30 @@ def mock_script_option(func: _F) -> _F:
         help="--backend mock: replies to give, separated by '---' lines (then it echoes); "
         "runs the whole expert loop without a model.",
     )(func)
+
+
+def _allow_gaps_callback(_ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value:
+        from medm3.imaging.readers.dicom_gaps import GAPS_ENV  # only when the option is given
+
+        os.environ[GAPS_ENV] = value
+
+
+def allow_gaps_option(func: _F) -> _F:
+    """``--allow-gaps largest|fill``: load DICOM series that have missing slices.
+
+    Giving the option sets ``MEDM3_ALLOW_GAPS`` for this process, which every
+    :func:`medm3.imaging.io.load_image` call honours (see
+    :mod:`medm3.imaging.readers.dicom_gaps`); the command itself receives no
+    argument for it, so any command that reads images can take it.
+    """
+    return click.option(
+        "--allow-gaps",
+        type=click.Choice(["largest", "fill"], case_sensitive=False),
+        default=None,
+        expose_value=False,
+        callback=_allow_gaps_callback,
+        help="DICOM series with missing slices: load the largest evenly spaced run, or fill "
+        "the missing positions with marked copies of the nearest slice (default: refuse; "
+        "sets MEDM3_ALLOW_GAPS).",
+    )(func)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from medm3.cli.options import allow_gaps_option
 from medm3.cli.outputs import check_output_location, writing
 from medm3.errors import InputError
 
@@ -66,6 +67,7 @@ from medm3.errors import InputError
     is_flag=True,
     help="No orientation letters, scale bar or slice/window text on the image.",
 )
+@allow_gaps_option
 def render(
     image_path: Path,
     output: Path,
@@ -139,3 +141,5 @@ def render(
     )
     if note:
         click.echo(f"labels: {note}")
+    for remark in (info.get("annotations") or {}).get("notes", []):
+        click.echo(f"note: {remark}")

@@ -4,7 +4,8 @@
 * :mod:`~medm3.dicomweb.config`: credentials and TLS settings (environment or config file);
 * :mod:`~medm3.dicomweb.client`: the ``dicomweb-client`` connection and one-line errors;
 * :mod:`~medm3.dicomweb.query`: searches and the choice of one image series (limits checked);
-* :mod:`~medm3.dicomweb.fetch`: the instance cache and the ``load_image`` hook;
+* :mod:`~medm3.dicomweb.fetch`: the instance cache and the ``dicomweb`` image source of
+  ``load_image`` (:mod:`medm3.imaging.sources`);
 * :mod:`~medm3.dicomweb.store`: STOW-RS of DICOM-SEG and SR results, all or nothing.
 
 Everything but :mod:`~medm3.dicomweb.url` imports ``dicomweb-client`` (the

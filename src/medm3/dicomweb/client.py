@@ -115,19 +115,18 @@ def server_call(root: str, what: str) -> Iterator[None]:
             f"{ENV_CA_BUNDLE} or ca_bundle in the config file)",
             root,
         ) from None
-    except requests.exceptions.ConnectTimeout:
-        raise PacsUnavailableError(
-            f"timed out connecting to the DICOMweb server while {what}", root
-        ) from None
+    except requests.exceptions.Timeout as exc:  # before ConnectionError: ConnectTimeout is both
+        stage = (
+            "timed out connecting to the DICOMweb server"
+            if isinstance(exc, requests.exceptions.ConnectTimeout)
+            else "the DICOMweb server did not answer in time"
+        )
+        raise PacsUnavailableError(f"{stage} while {what}", root) from None
     except requests.exceptions.ConnectionError as exc:
         raise PacsUnavailableError(
             f"cannot reach the DICOMweb server while {what}: {_short(exc)} "
             "(is it running, and are the host and port right?)",
             root,
-        ) from None
-    except requests.exceptions.Timeout:
-        raise PacsUnavailableError(
-            f"the DICOMweb server did not answer in time while {what}", root
         ) from None
     except requests.exceptions.HTTPError as exc:
         code = getattr(getattr(exc, "response", None), "status_code", None)

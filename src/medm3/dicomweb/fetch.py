@@ -26,6 +26,7 @@ from medm3.dicomweb.client import connect, server_call
 from medm3.dicomweb.query import SeriesPlan, choose_series, text
 from medm3.dicomweb.url import parse_reference
 from medm3.errors import InputError
+from medm3.imaging.sources import ImageSource
 
 
 def cache_dir() -> Path:
@@ -106,7 +107,7 @@ def fetch_series(client: Any, plan: SeriesPlan, *, progress: bool | None = None)
 
 
 def load_reference(value: str | os.PathLike[str], ctx: Any) -> Any:
-    """Read the image series a DICOMweb reference points to (hook of ``load_image``).
+    """Read the image series a DICOMweb reference points to (the ``dicomweb`` image source).
 
     Args:
         value: ``dicomweb+https://HOST/ROOT/studies/UID[/series/UID]``.
@@ -138,3 +139,8 @@ def load_reference(value: str | os.PathLike[str], ctx: Any) -> Any:
         "reference": "dicomweb+" + reference,
     }
     return image
+
+
+#: The ``dicomweb`` image source: ``load_image("dicomweb+https://...")`` comes here
+#: (registered in :data:`medm3.imaging.sources.SOURCES`).
+SOURCE = ImageSource(name="dicomweb", load=load_reference)

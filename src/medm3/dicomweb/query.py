@@ -3,7 +3,7 @@
 Search results are turned into ``pydicom`` datasets (``Dataset.from_json``)
 so the rest of medm3 reads them like headers of local files. A series is
 chosen with the same rules as for a local folder
-(:func:`medm3.imaging.readers.dicom_series.select_series`: index, UID or
+(:func:`medm3.imaging.readers.dicom_scan.select_series`: index, UID or
 description; a study with several image series and no choice is an error
 that lists them). Only image series count: SR, presentation states, SEG and
 other derived objects (:data:`NON_IMAGE_MODALITIES`) are never chosen, so a
@@ -25,7 +25,7 @@ from medm3.dicomweb.url import DicomwebRef
 from medm3.errors import InputError
 from medm3.imaging.limits import ReadLimits
 from medm3.imaging.readers.dicom_pixels import NON_IMAGE_MODALITIES, looks_like_image
-from medm3.imaging.readers.dicom_series import SeriesGroup, select_series
+from medm3.imaging.readers.dicom_scan import SeriesGroup, select_series
 
 #: Instance attributes asked for in the instance-level search.
 INSTANCE_FIELDS = (

@@ -40,6 +40,7 @@ import numpy as np
 from medm3 import prompts
 from medm3.experts import bundle
 from medm3.experts.base import Expert, ExpertError, ExpertResult, Overlay, RunContext
+from medm3.imaging.label_tables.expert_labels import BRATS_LABELS as LABEL_NAMES  # re-exported
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -49,12 +50,6 @@ if TYPE_CHECKING:  # pragma: no cover
 #: Input names, in the bundle's channel order (T1ce, T1, T2, FLAIR).
 CHANNEL_ORDER: tuple[str, ...] = ("t1ce", "t1", "t2", "flair")
 
-#: BraTS label values of the output label map.
-LABEL_NAMES: dict[int, str] = {
-    1: "necrotic / non-enhancing tumor core",
-    2: "peritumoral edema",
-    4: "enhancing tumor",
-}
 
 #: Network of the released bundle, used when ``configs/inference.json`` has no ``network_def``.
 DEFAULT_NETWORK: dict[str, Any] = {

@@ -131,7 +131,7 @@ class MedicalImage:
     def summary(self) -> dict[str, Any]:
         """Facts for `m3 info` and for the provenance trace, JSON-serialisable."""
         lo, hi = self.value_range
-        return {
+        facts = {
             "source": self.source,
             "modality": self.modality,
             "modality_source": self.modality_source,
@@ -148,3 +148,7 @@ class MedicalImage:
             "series_description": self.metadata.get("series_description"),
             "format": self.metadata.get("format"),
         }
+        for key in ("gaps", "filled_slices"):  # only after a gap policy acted (dicom_gaps)
+            if self.metadata.get(key) is not None:
+                facts[key] = self.metadata[key]
+        return facts

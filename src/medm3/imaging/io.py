@@ -16,25 +16,28 @@ Every error names the file and fits on one line, so the CLI can print it as is.
 
 from __future__ import annotations
 
-import gzip
+import logging
 import os
-import zlib
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from medm3.dicomweb.url import is_dicomweb_reference
 from medm3.errors import InputError
 from medm3.imaging.image import MedicalImage
 from medm3.imaging.limits import ReadLimits, resolve_limits
 from medm3.imaging.modality import normalize_modality
-from medm3.imaging.readers import READERS, Head, ReadContext, Reader
+from medm3.imaging.readers import READERS, ReadContext, Reader
+from medm3.imaging.readers.base import read_head
+from medm3.imaging.readers.dicom_gaps import resolve_gap_policy
 from medm3.imaging.readers.dicom_series import read_dicom_files, read_dicom_folder
+from medm3.imaging.sources import reference_source
 from medm3.utils.atomic import atomic_path
 
 PathLike = str | os.PathLike[str]
+
+log = logging.getLogger("medm3.imaging")
 
 #: What the "unsupported format" message offers.
 SUPPORTED_TEXT = (
@@ -49,6 +52,7 @@ def load_image(
     *,
     series: int | str | None = None,
     limits: ReadLimits | None = None,
+    allow_gaps: str | None = None,
 ) -> MedicalImage:
     """Read a medical image from any supported format.
 
@@ -60,9 +64,10 @@ def load_image(
     Args:
         path_or_paths: A file (NIfTI, NRRD, MetaImage, DICOM, PNG/JPEG/BMP/TIFF),
             a folder or ``.zip`` holding a DICOM series, a list of DICOM
-            files forming one series, or a DICOMweb reference
+            files forming one series, or a remote reference such as
             ``dicomweb+https://HOST/ROOT/studies/UID[/series/UID]``
-            (:mod:`medm3.dicomweb`).
+            (read by the source registered for its prefix, here
+            :mod:`medm3.dicomweb`; see :mod:`medm3.imaging.sources`).
         modality: Override the modality (``"CT"``, ``"MR"``, ``"XR"``, ...;
             aliases such as ``"MRI"`` or ``"CXR"`` are accepted). The result
             then has ``modality_source="caller"``.
@@ -71,20 +76,28 @@ def load_image(
             SeriesDescription. A single file holds one series: anything but
             ``0`` is refused.
         limits: Resource limits (default: :meth:`ReadLimits.from_env`).
+        allow_gaps: A DICOM stack with missing slices is refused (``"refuse"``,
+            the default), cut to its largest evenly spaced run (``"largest"``)
+            or filled on the regular grid with marked copies of the nearest
+            slice (``"fill"``); None: ``$MEDM3_ALLOW_GAPS``, else ``"refuse"``.
+            See :mod:`medm3.imaging.readers.dicom_gaps`.
 
     Returns:
-        The image.
+        The image. After a gap policy acted, ``metadata['gaps']`` says what it
+        did (and ``metadata['filled_slices']`` lists filled slices); the same
+        note is logged as a warning on the ``medm3.imaging`` logger.
 
     Raises:
         InputError: For any input that cannot be read; the message names the
             file and says what is wrong.
     """
     wanted = normalize_modality(modality) if modality is not None else None
-    ctx = ReadContext(limits=resolve_limits(limits), series=series)
-    if is_dicomweb_reference(path_or_paths):  # a study on a PACS: medm3.dicomweb
-        from medm3.dicomweb.fetch import load_reference
-
-        image = load_reference(path_or_paths, ctx)  # type: ignore[arg-type]
+    ctx = ReadContext(
+        limits=resolve_limits(limits), series=series, gaps=resolve_gap_policy(allow_gaps)
+    )
+    source = reference_source(path_or_paths)  # e.g. a study on a PACS (medm3.dicomweb)
+    if source is not None:
+        image = source.load(os.fspath(path_or_paths), ctx)  # type: ignore[arg-type]
     elif isinstance(path_or_paths, (str, os.PathLike)):
         image = _read_path(Path(path_or_paths), ctx)
     elif isinstance(path_or_paths, Sequence):
@@ -95,6 +108,8 @@ def load_image(
     else:
         raise TypeError(f"expected a path or a list of paths, got {type(path_or_paths).__name__}")
     _check_loaded(image)
+    if image.metadata.get("gaps"):
+        log.warning("warning: %s: %s", image.source, image.metadata["gaps"]["note"])
     if wanted is not None:
         image = replace(image, modality=wanted, modality_source="caller")
     return image
@@ -132,22 +147,6 @@ def _is_zip(path: Path) -> bool:
         return False
 
 
-def _read_head(path: Path) -> Head:
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read(4096)
-    except OSError as exc:
-        raise InputError(f"cannot open the file ({exc.strerror or exc})", path) from None
-    gunzipped = None
-    if raw.startswith(b"\x1f\x8b"):
-        try:
-            with gzip.open(path, "rb") as fh:
-                gunzipped = fh.read(1024)
-        except (OSError, EOFError, zlib.error):
-            gunzipped = None
-    return Head(raw=raw, gunzipped=gunzipped)
-
-
 def _reader_for_suffix(name: str) -> tuple[Reader, str] | None:
     lower = name.lower()
     matches = [(r, s) for r in READERS for s in r.suffixes if lower.endswith(s)]
@@ -165,7 +164,7 @@ def _read_file(path: Path, ctx: ReadContext) -> MedicalImage:
             "(series selection is for a DICOM folder or .zip)",
             path,
         )
-    head = _read_head(path)
+    head = read_head(path)
     by_magic = next(((r, what) for r in READERS if (what := r.sniff(head))), None)
     by_suffix = _reader_for_suffix(path.name)
     if by_magic and by_suffix and by_magic[0] is not by_suffix[0]:

@@ -118,9 +118,11 @@ def render_slice(
         legend_scope: List labels present in the rendered ``"slice"`` or in
             the whole ``"volume"``.
         colors: Id -> RGB of the overlay (default: the stable per-id colours).
-        annotate: Draw orientation letters, a scale bar (when the spacing is
-            known) and the slice / window text (:mod:`medm3.imaging.annotate`);
-            on for ``m3 render``, off for the view a VLM sees.
+        annotate: Draw orientation letters (2D images: from DICOM, else
+            "orientation unknown"), a scale bar (when the spacing is known,
+            else a "spacing unknown" note) and the slice / window text
+            (:mod:`medm3.imaging.annotate`); on for ``m3 render``, off for the
+            view a VLM sees.
 
     Returns:
         An RGB :class:`PIL.Image.Image`. ``info["medm3"]`` holds: ``kind``
@@ -129,77 +131,125 @@ def render_slice(
         ``image_size`` (``[width, height]`` of the image part, at the top-left
         corner), ``zoom`` (``[row_zoom, col_zoom]``:
         rendered pixel = native slice pixel * zoom), ``labels_in_slice``
-        (ids) and ``legend`` (list of ``{"id", "name", "color", "color_name"}``).
+        (ids), ``legend`` (list of ``{"id", "name", "color", "color_name"}``),
+        ``pixel_spacing_mm`` (rendered pixels) and, when annotated,
+        ``annotations`` (``letters``, ``notes``, ``scale_bar_mm``).
 
     Raises:
         InputError: Bad plane, slice, window, alpha, scale or mask.
     """
-    plane = normalize_plane(plane)
+    plane = _check_options(plane, alpha, scale, legend_scope)
+    labels = check_mask(image, mask) if mask is not None else None
+    image, win = _windowed(image, window)
+    view = extract_slice(image, plane, index, labels)
+    pixels = to_uint8_rgb(view.pixels) if win is None else apply_window(view.pixels, win)
+    pixels, size = _resize(pixels, view, scale)
+    width = contour_width if contour_width is not None else max(1, round(max(size) / 256))
+    pixels, slice_ids = _blend(pixels, view, size, float(alpha), contours, width, colors)
+    result = Image.fromarray(pixels).convert("RGB")
+    marks = None
+    if annotate:
+        result, marks = _annotate(result, image, view, win)
+    entries: list[LegendEntry] = []
+    if legend and view.mask is not None:
+        ids = slice_ids if legend_scope == "slice" else np.unique(labels)  # type: ignore[arg-type]
+        entries = recolor(legend_entries(ids, label_names), colors)
+        result = draw_legend(result, entries) if entries else result
+    result.info["medm3"] = _info(view, win, size, slice_ids, entries)
+    result.info["medm3"].update(_extra_info(image, view, colors, marks))
+    return result
+
+
+def _windowed(image: MedicalImage, window: str) -> tuple[MedicalImage, Window | None]:
+    """The image to show (first channel of a multi-channel volume) and its window (None: RGB)."""
+    parse_window(window)  # validate even when unused
+    if _is_rgb(image):
+        return image, None
+    if image.channels > 1:
+        image = image.with_array(image.array[..., 0])
+    return image, resolve_window(image, window)
+
+
+def _blend(
+    pixels: np.ndarray,
+    view: SliceView,
+    size: tuple[int, int],
+    alpha: float,
+    contours: bool,
+    width: int,
+    colors: Mapping[int, tuple[int, int, int]] | None,
+) -> tuple[np.ndarray, list[int]]:
+    """Blend the slice's labels (resized to ``size``); return the pixels and the ids shown."""
+    if view.mask is None:
+        return pixels, []
+    shown = resize_labels(view.mask, size)
+    ids = [int(i) for i in np.unique(shown) if i > 0]
+    blended = blend_labels(
+        pixels, shown, alpha=alpha, contours=contours, contour_width=width, colors=colors
+    )
+    return blended, ids
+
+
+def _check_options(plane: str, alpha: float, scale: float | None, legend_scope: str) -> str:
+    """Validate ``render_slice``'s options; return the normalised plane."""
     if not 0.0 <= float(alpha) <= 1.0:
         raise InputError(f"alpha must be between 0 and 1, not {alpha}")
     if scale is not None and not float(scale) > 0:
         raise InputError(f"scale must be > 0, not {scale}")
     if legend_scope not in ("slice", "volume"):
         raise InputError(f"legend scope must be 'slice' or 'volume', not '{legend_scope}'")
-    labels = check_mask(image, mask) if mask is not None else None
+    return normalize_plane(plane)
 
-    rgb = _is_rgb(image)
-    parse_window(window)  # validate even when unused
-    if not rgb and image.channels > 1:  # multi-channel volume: show the first channel
-        image = image.with_array(image.array[..., 0])
-    win = None if rgb else resolve_window(image, window)
 
-    view = extract_slice(image, plane, index, labels)
-    pixels = to_uint8_rgb(view.pixels) if rgb else apply_window(view.pixels, win)  # type: ignore[arg-type]
+def _resize(
+    pixels: np.ndarray, view: SliceView, scale: float | None
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """Resample to square pixels at the chosen zoom; record the zoom on ``view``."""
     native = (int(pixels.shape[0]), int(pixels.shape[1]))
     square = square_size(native, view.pixel_spacing)
     zoom_factor = auto_scale(square) if scale is None else float(scale)
     size = square_size(native, view.pixel_spacing, zoom_factor)
     view.zoom = (size[0] / native[0], size[1] / native[1])
-    pixels = resize_pixels(pixels, size)
+    return resize_pixels(pixels, size), size
 
-    slice_ids: list[int] = []
-    entries: list[LegendEntry] = []
-    if view.mask is not None:
-        shown = resize_labels(view.mask, size)
-        slice_ids = [int(i) for i in np.unique(shown) if i > 0]
-        width = contour_width if contour_width is not None else max(1, round(max(size) / 256))
-        pixels = blend_labels(
-            pixels,
-            shown,
-            alpha=float(alpha),
-            contours=contours,
-            contour_width=width,
-            colors=colors,
-        )
-        if legend:
-            ids = slice_ids if legend_scope == "slice" else np.unique(labels)  # type: ignore[arg-type]
-            entries = recolor(legend_entries(ids, label_names), colors)
-    result = Image.fromarray(pixels).convert("RGB")
-    if annotate:
-        from medm3.imaging.annotate import annotate as draw_annotations
 
-        known = not image.metadata.get("spacing_assumed")
-        result = draw_annotations(
-            result,
-            plane=view.plane if image.is_volume else None,
-            index=view.index,
-            count=view.count,
-            window_text=win.describe() if win is not None else None,
-            mm_per_px=view.pixel_spacing[1] / view.zoom[1] if known else None,
-        )
-    if entries:
-        result = draw_legend(result, entries)
-    result.info["medm3"] = _info(view, win, size, slice_ids, entries)
-    result.info["medm3"]["kind"] = "volume" if image.is_volume else "2d"
-    result.info["medm3"]["annotated"] = bool(annotate)
+def _annotate(
+    picture: Image.Image, image: MedicalImage, view: SliceView, win: Window | None
+) -> tuple[Image.Image, dict[str, Any]]:
+    """Draw the reading aids (:mod:`medm3.imaging.annotate`); return the picture and a record."""
+    from medm3.imaging.annotate import annotate, annotations_for
+
+    marks = annotations_for(image, view, win.describe() if win is not None else None)
+    picture, bar_mm = annotate(picture, marks)
+    record = {
+        "letters": list(marks.letters) if marks.letters else None,
+        "notes": list(marks.notes),
+        "scale_bar_mm": bar_mm,
+        "scale_bar_note": marks.bar_note or None,
+    }
+    return picture, record
+
+
+def _extra_info(
+    image: MedicalImage,
+    view: SliceView,
+    colors: Mapping[int, tuple[int, int, int]] | None,
+    marks: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The parts of ``info['medm3']`` beyond :func:`_info`."""
+    extra: dict[str, Any] = {
+        "kind": "volume" if image.is_volume else "2d",
+        "annotated": marks is not None,
+        "pixel_spacing_mm": [
+            view.pixel_spacing[0] / view.zoom[0],
+            view.pixel_spacing[1] / view.zoom[1],
+        ],
+    }
+    if marks is not None:
+        extra["annotations"] = marks
     if colors:
-        result.info["medm3"]["colors"] = {int(k): list(v) for k, v in colors.items()}
-    result.info["medm3"]["pixel_spacing_mm"] = [
-        view.pixel_spacing[0] / view.zoom[0],
-        view.pixel_spacing[1] / view.zoom[1],
-    ]
-    return result
+        extra["colors"] = {int(k): list(v) for k, v in colors.items()}
+    return extra
 
 
 def recolor(
@@ -221,7 +271,8 @@ def png_info(picture: Image.Image, source: str | None = None) -> Any:
     """PNG text chunks describing a rendered slice (for ``picture.save(path, pnginfo=...)``).
 
     Keys (``medm3:*``): ``source``, ``plane``, ``index``, ``num_slices``, ``window``,
-    ``pixel_spacing_mm`` (rendered pixels), ``labels`` and ``software``.
+    ``pixel_spacing_mm`` (rendered pixels), ``labels``, ``orientation`` and ``notes``
+    (when annotated) and ``software``.
     """
     from medm3 import __version__
     from medm3.imaging.annotate import png_metadata
@@ -229,6 +280,8 @@ def png_info(picture: Image.Image, source: str | None = None) -> Any:
     meta = dict(picture.info.get("medm3") or {})
     window = meta.get("window") or {}
     spacing = meta.get("pixel_spacing_mm")
+    marks = meta.get("annotations") or {}
+    letters = marks.get("letters")
     return png_metadata(
         {
             "source": source,
@@ -238,6 +291,10 @@ def png_info(picture: Image.Image, source: str | None = None) -> Any:
             "window": window.get("text"),
             "pixel_spacing_mm": None if not spacing else " x ".join(f"{v:.4g}" for v in spacing),
             "labels": ", ".join(f"{e['id']}={e['name']}" for e in meta.get("legend", [])) or None,
+            "orientation": "top {} bottom {} left {} right {}".format(*letters)
+            if letters
+            else None,
+            "notes": "; ".join(marks.get("notes") or []) or None,
             "software": f"medm3 {__version__}",
         }
     )

@@ -418,6 +418,21 @@ def deidentify_path(
     is_zip = src_path.is_file() and zipfile.is_zipfile(src_path)
     if not (src_path.is_dir() or is_zip):
         raise InputError("not a DICOM file (no DICM marker at byte 128), folder or zip", src_path)
+    _check_apart(src_path, dst_path)
+    want_zip = dst_path.suffix.lower() == ".zip"
+    _check_output(dst_path, overwrite, want_dir=not want_zip)
+    with contextlib.ExitStack() as stack:
+        entries = _entries(src_path, is_zip, read_limits, stack)
+        with _output_errors(dst_path):
+            sink = _ZipSink(dst_path) if want_zip else _FolderSink(dst_path)
+        _run_all_or_nothing(entries, sink, summary, key_bytes, rename, src_path)
+    for result in summary.files:
+        result.report.random_key = random_key
+    return summary
+
+
+def _check_apart(src_path: Path, dst_path: Path) -> None:
+    """Refuse an output that is the input, lies inside the input folder or contains it."""
     src_real, dst_real = src_path.resolve(), dst_path.resolve()
     if src_real == dst_real:
         raise InputError("the output must differ from the input", dst_path)
@@ -425,28 +440,36 @@ def deidentify_path(
         raise InputError("the output must not be inside the input folder", dst_path)
     if src_real.is_relative_to(dst_real):
         raise InputError("the output must not contain the input", dst_path)
-    want_zip = dst_path.suffix.lower() == ".zip"
-    _check_output(dst_path, overwrite, want_dir=not want_zip)
-    with contextlib.ExitStack() as stack:
-        if is_zip:
-            try:
-                archive = stack.enter_context(zipfile.ZipFile(src_path))
-            except (zipfile.BadZipFile, OSError) as exc:
-                raise InputError(f"cannot read zip archive: {_one_line(exc)}", src_path) from exc
-            entries = _zip_entries(archive, src_path, read_limits)
-        else:
-            entries = list(_folder_entries(src_path, read_limits))
-        with _output_errors(dst_path):
-            sink = _ZipSink(dst_path) if want_zip else _FolderSink(dst_path)
-        try:
-            _run(entries, sink, summary, key_bytes, rename)
-            if not summary.files:
-                raise InputError("no DICOM file found", src_path)
-            with _output_errors(dst_path):
-                sink.commit()
-        except BaseException:
-            sink.abort()
-            raise
-    for result in summary.files:
-        result.report.random_key = random_key
-    return summary
+
+
+def _entries(
+    src_path: Path, is_zip: bool, limits: ReadLimits, stack: contextlib.ExitStack
+) -> list[_Entry]:
+    """The input's entries: zip members (the archive stays open in ``stack``) or folder files."""
+    if not is_zip:
+        return list(_folder_entries(src_path, limits))
+    try:
+        archive = stack.enter_context(zipfile.ZipFile(src_path))
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise InputError(f"cannot read zip archive: {_one_line(exc)}", src_path) from exc
+    return list(_zip_entries(archive, src_path, limits))
+
+
+def _run_all_or_nothing(
+    entries: list[_Entry],
+    sink: _FolderSink | _ZipSink,
+    summary: DeidSummary,
+    key: bytes,
+    rename: bool,
+    src_path: Path,
+) -> None:
+    """De-identify every entry into ``sink`` and commit it; on any failure leave nothing."""
+    try:
+        _run(entries, sink, summary, key, rename)
+        if not summary.files:
+            raise InputError("no DICOM file found", src_path)
+        with _output_errors(summary.output):
+            sink.commit()
+    except BaseException:
+        sink.abort()
+        raise

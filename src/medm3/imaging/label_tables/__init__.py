@@ -4,9 +4,9 @@ Tables (``{id: name}``):
 
 - ``totalseg-ct``: TotalSegmentator v2, ``total`` task (CT), 117 classes;
 - ``totalseg-mr``: TotalSegmentator v2, ``total_mr`` task (MR), 50 classes;
-- ``vista3d``: VISTA3D's 132 label ids (:mod:`medm3.experts.vista3d_labels`);
+- ``vista3d``: VISTA3D's 132 label ids (:mod:`.expert_labels`, shared with the experts);
 - ``brats``: the BraTS convention (1 necrotic / non-enhancing core, 2 oedema,
-  4 enhancing tumour; :mod:`medm3.experts.brats`).
+  4 enhancing tumour; :mod:`.expert_labels`).
 
 The TotalSegmentator tables list the ids and names of TotalSegmentator's public
 class map (package ``totalsegmentator`` 2.18.0, ``map_to_binary.class_map``);
@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from medm3.errors import InputError
+from medm3.imaging.label_tables.expert_labels import BRATS_LABELS, VISTA3D_LABELS
 
 __all__ = [
     "TABLES",
@@ -67,13 +68,9 @@ def _load(name: str) -> dict[int, str]:
         doc = json.loads((_HERE / f"{name.replace('-', '_')}.json").read_text(encoding="utf-8"))
         return {int(k): str(v) for k, v in doc["labels"].items()}
     if name == "vista3d":
-        from medm3.experts.vista3d_labels import VISTA3D_LABELS
-
         return dict(sorted(VISTA3D_LABELS.items()))
     if name == "brats":
-        from medm3.experts.brats import LABEL_NAMES
-
-        return dict(sorted(LABEL_NAMES.items()))
+        return dict(sorted(BRATS_LABELS.items()))
     raise KeyError(name)
 
 

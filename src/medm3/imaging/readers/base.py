@@ -1,11 +1,17 @@
-"""What every reader shares: the read context and the reader record."""
+"""What every reader shares: the read context, the reader record, file heads, file volumes."""
 
 from __future__ import annotations
 
+import gzip
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+
+from medm3.errors import InputError
 from medm3.imaging.image import MedicalImage
 from medm3.imaging.limits import ReadLimits
 
@@ -18,10 +24,14 @@ class ReadContext:
         limits: Resource limits in force.
         series: Which DICOM series to read from a folder/zip holding several
             (index or SeriesInstanceUID); None when not chosen.
+        gaps: What to do with a DICOM stack that has missing slices:
+            ``refuse``, ``largest`` or ``fill`` (see
+            :mod:`medm3.imaging.readers.dicom_gaps`).
     """
 
     limits: ReadLimits
     series: int | str | None = None
+    gaps: str = "refuse"
 
 
 @dataclass(frozen=True)
@@ -58,3 +68,61 @@ class Reader:
     sniff: Callable[[Head], str | None]
     read: Callable[[Path, ReadContext], MedicalImage]
     probe: bool = False
+
+
+def read_head(path: Path, raw_bytes: int = 4096, gunzipped_bytes: int = 1024) -> Head:
+    """The first bytes of ``path``, and of its decompressed content when it is gzip.
+
+    Args:
+        path: The file.
+        raw_bytes: Bytes to read as stored.
+        gunzipped_bytes: Bytes to decompress when the file starts like gzip
+            (a corrupt stream gives ``gunzipped=None``).
+
+    Returns:
+        The :class:`Head`.
+
+    Raises:
+        InputError: If the file cannot be opened.
+    """
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(raw_bytes)
+    except OSError as exc:
+        raise InputError(f"cannot open the file ({exc.strerror or exc})", path) from None
+    gunzipped = None
+    if raw.startswith(b"\x1f\x8b"):
+        try:
+            with gzip.open(path, "rb") as fh:
+                gunzipped = fh.read(gunzipped_bytes)
+        except (OSError, EOFError, zlib.error):
+            gunzipped = None
+    return Head(raw=raw, gunzipped=gunzipped)
+
+
+def file_volume(
+    array: np.ndarray, affine: np.ndarray, path: Path, metadata: dict[str, Any]
+) -> MedicalImage:
+    """A RAS+ volume read from a format without a modality tag (NIfTI, NRRD, MetaImage).
+
+    Args:
+        array: The RAS+ voxel values.
+        affine: Their RAS affine.
+        path: The file (recorded as the source).
+        metadata: Format facts (``format``, ``original_orientation`` ...).
+
+    Returns:
+        The image, its modality inferred from the values.
+    """
+    from medm3.imaging.modality import infer_modality
+    from medm3.imaging.orientation import voxel_sizes
+
+    return MedicalImage(
+        array=array,
+        spacing=voxel_sizes(affine),
+        affine=affine,
+        modality=infer_modality(array, is_volume=True),
+        modality_source="inferred",
+        source=str(path),
+        metadata=metadata,
+    )

@@ -21,6 +21,7 @@ from medm3.imaging.modality import dicom_modality, infer_modality
 from medm3.imaging.orientation import affine_2d, lps_to_ras, reorient_to_ras, voxel_sizes
 from medm3.imaging.readers.base import Head, ReadContext, Reader
 from medm3.imaging.readers.dicom_check import truncation_problem
+from medm3.imaging.readers.dicom_gaps import gap_metadata
 from medm3.imaging.readers.dicom_geometry import SliceGeometry, Stack, stack_slices
 from medm3.imaging.readers.dicom_pixels import (
     decode_pixels,
@@ -115,8 +116,37 @@ def volume_image(
         values.transpose(axes), lps_to_ras(stack.affine_lps), source
     )
     del values
+    return finish_volume(array, affine, original, stack, ds, metadata, source)
+
+
+def finish_volume(
+    array: np.ndarray,
+    affine: np.ndarray,
+    original: str,
+    stack: Stack,
+    ds: Any,
+    metadata: dict[str, Any],
+    source: str,
+) -> MedicalImage:
+    """Wrap a RAS+ volume built from a stack: geometry, modality and gap metadata.
+
+    Args:
+        array: The RAS+ voxel values.
+        affine: Their RAS affine.
+        original: Axis codes of the stacked (column, row, slice) voxels.
+        stack: Geometry from :func:`stack_slices` (its gap report is recorded).
+        ds: The first dataset (modality tag).
+        metadata: Metadata so far; ``original_orientation``, ``slice_spacing``
+            and, after a gap policy, ``gaps`` / ``filled_slices`` are added.
+        source: What to record as the image source.
+
+    Returns:
+        The volume.
+    """
     metadata["original_orientation"] = original
     metadata["slice_spacing"] = round(float(stack.slice_spacing), 6)
+    if stack.gaps is not None:
+        metadata.update(gap_metadata(stack.gaps, lps_to_ras(stack.affine_lps), len(stack.order)))
     modality, modality_source = modality_of(ds, array, True)
     return MedicalImage(
         array=array,
@@ -202,7 +232,7 @@ def _pixel_spacing_2d(ds: Any) -> tuple[tuple[float, float], str]:
 
 
 def image_from_dataset(
-    ds: Any, label: str | os.PathLike[str], source: str, limits: ReadLimits
+    ds: Any, label: str | os.PathLike[str], source: str, limits: ReadLimits, gaps: str = "refuse"
 ) -> MedicalImage:
     """Build a :class:`MedicalImage` from one fully read DICOM dataset.
 
@@ -211,6 +241,7 @@ def image_from_dataset(
         label: The file (or ``zip!member``) for messages.
         source: What to record as the image source.
         limits: Limits in force.
+        gaps: Gap policy for multi-frame volumes (see :mod:`.dicom_gaps`).
 
     Returns:
         A 2D image, or a RAS+ volume for multi-frame data with geometry.
@@ -229,7 +260,7 @@ def image_from_dataset(
                 "are supported",
                 label,
             )
-        stack = stack_slices(geoms, label)
+        stack = stack_slices(geoms, label, gaps=gaps)
         frames = decode_pixels(ds, label, limits)
         per = ds.get("PerFrameFunctionalGroupsSequence")
         scales = np.asarray([rescale_of(ds, per[i] if per else None) for i in range(n)])
@@ -245,6 +276,13 @@ def image_from_dataset(
     values = to_values(arr, ds, slope, intercept, md)
     spacing, spacing_source = _pixel_spacing_2d(ds)
     md["spacing_source"] = spacing_source
+    if spacing_source == "default":
+        md["spacing_assumed"] = True
+    given = ds.get("PatientOrientation") or []
+    given = str(given).split("\\") if isinstance(given, str) else given
+    orientation = [str(v).strip().upper() for v in given]
+    if len(orientation) == 2 and all(orientation):
+        md["patient_orientation"] = orientation
     for key, keyword in (
         ("image_position", "ImagePositionPatient"),
         ("image_orientation", "ImageOrientationPatient"),
@@ -308,7 +346,7 @@ def read_dicom_file(path: Path, ctx: ReadContext) -> MedicalImage:
             raise InputError("not a DICOM file", path)
         name = getattr(sop, "name", None)
         raise InputError(f"DICOM file is not an image{f' ({name})' if name else ''}", path)
-    return image_from_dataset(ds, path, str(path), ctx.limits)
+    return image_from_dataset(ds, path, str(path), ctx.limits, ctx.gaps)
 
 
 READER = Reader(

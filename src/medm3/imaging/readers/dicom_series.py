@@ -1,31 +1,21 @@
 """DICOM series from a folder, a zip archive or a list of files.
 
-Every file is read once. Headers first (``stop_before_pixels``) to find the
-image files, group them by SeriesInstanceUID, pick the series, sort and
-validate the geometry and check the pixel limit; then the pixel data. Native
+Every file is read once. Headers first (:mod:`.dicom_scan`: find the image
+files, group them by SeriesInstanceUID, pick the series), then sort and
+validate the geometry (:mod:`.dicom_geometry`, with the gap policy of
+:mod:`.dicom_gaps`) and check the pixel limit; then the pixel data. Native
 (uncompressed) grayscale pixels are read on threads straight into the final
 RAS+ volume (:mod:`.dicom_volume`); other transfer syntaxes are decoded by
 pydicom, slice by slice, into one preallocated buffer.
-
-Series selection: when several series are present and ``series`` is None an
-:class:`~medm3.errors.InputError` lists them as ``[index] UID 'description'
-(N files)``, ordered by SeriesNumber then UID. ``series`` may be that index
-(an int, or a string of digits as the CLI passes it), a SeriesInstanceUID, or
-a SeriesDescription (case-insensitive) that names exactly one series.
-
-Files that are not DICOM (README, thumbnails) and DICOM files without pixel
-data (SR, RTSTRUCT, DICOMDIR) are skipped in folders and archives; in an
-explicit list of files a non-DICOM file is an error.
 """
 
 from __future__ import annotations
 
-import io
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
@@ -33,13 +23,13 @@ from medm3.errors import InputError
 from medm3.imaging.archive import ZIP_MAGIC, open_zip
 from medm3.imaging.image import MedicalImage
 from medm3.imaging.limits import ReadLimits, check_pixels
-from medm3.imaging.orientation import lps_to_ras, voxel_sizes
+from medm3.imaging.orientation import lps_to_ras
 from medm3.imaging.readers.base import Head, ReadContext, Reader
 from medm3.imaging.readers.dicom_check import bytes_per_sample
 from medm3.imaging.readers.dicom_file import (
     base_metadata,
+    finish_volume,
     image_from_dataset,
-    modality_of,
     volume_image,
 )
 from medm3.imaging.readers.dicom_geometry import SliceGeometry, Stack, stack_slices
@@ -47,192 +37,40 @@ from medm3.imaging.readers.dicom_pixels import (
     declared_samples,
     decode_pixels,
     frame_count,
-    looks_like_image,
-    read_dataset,
     rescale_of,
     to_values,
 )
+from medm3.imaging.readers.dicom_scan import (
+    NON_DICOM_SUFFIXES,
+    DicomSource,
+    SeriesGroup,
+    file_source,
+    group_series,
+    scan,
+    select_series,
+)
 from medm3.imaging.readers.dicom_tags import fast_get
 from medm3.imaging.readers.dicom_volume import (
+    NativeSlices,
     PixelRef,
-    locate_pixels,
     plan_layout,
     read_native_volume,
 )
 
-#: Suffixes never probed as DICOM inside folders/archives.
-NON_DICOM_SUFFIXES = frozenset(
-    {
-        *(".txt", ".md", ".json", ".xml", ".html", ".htm", ".pdf", ".csv", ".tsv", ".py"),
-        *(".nii", ".gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".zip", ".ini", ".log", ".db"),
-        *(".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".exe", ".ds_store"),
-    }
-)
-
-
-@dataclass(frozen=True)
-class DicomSource:
-    """One candidate DICOM file.
-
-    Attributes:
-        label: Name used in messages (path relative to the folder, or member name).
-        load: Returns the file's path or its bytes (an archive member).
-        head: Returns the first ``n`` bytes.
-        in_memory: ``load`` decompresses the whole member (an archive): the
-            scan calls it once and keeps the bytes of image files.
-    """
-
-    label: str
-    load: Callable[[], str | bytes]
-    head: Callable[[int], bytes]
-    in_memory: bool = False
-
-    def dataset(self, header_only: bool = False) -> Any:
-        """Parse the file.
-
-        Args:
-            header_only: Stop before the pixel data.
-
-        Returns:
-            A ``pydicom.Dataset``.
-        """
-        return read_dataset(self.load(), self.label, header_only=header_only)
-
-
-@dataclass
-class SeriesGroup:
-    """The image files of one SeriesInstanceUID."""
-
-    uid: str
-    description: str
-    number: int | None
-    items: list[tuple[DicomSource, Any]] = field(default_factory=list)
-    pixels: list[PixelRef | None] = field(default_factory=list)
-
-    def describe(self, index: int) -> str:
-        """One-line description ``[index] UID 'description' (N files)``."""
-        n = len(self.items)
-        desc = f" '{self.description}'" if self.description else ""
-        return f"[{index}] {self.uid or '(no SeriesInstanceUID)'}{desc} ({n} file{'s' * (n != 1)})"
-
-
-def _file_source(path: Path, label: str) -> DicomSource:
-    def head(n: int) -> bytes:
-        with open(path, "rb") as fh:
-            return fh.read(n)
-
-    return DicomSource(label=label, load=lambda: str(path), head=head)
-
-
-Scanned = tuple[DicomSource, Any, "PixelRef | None"]
-
-
-def _scan(
-    sources: Sequence[DicomSource], where: str | os.PathLike[str], strict: bool
-) -> tuple[list[Scanned], list[str]]:
-    """Parse the headers of DICOM image files; return them and the skipped labels."""
-    images: list[Scanned] = []
-    skipped: list[str] = []
-    for src in sources:
-        suffix = Path(src.label).suffix.lower()
-        unlikely = suffix in NON_DICOM_SUFFIXES or Path(src.label).name.startswith(".")
-        try:
-            if unlikely and src.head(132)[128:132] != b"DICM":  # never decompress a README
-                if strict:
-                    raise InputError("not a DICOM file", src.label)
-                skipped.append(src.label)
-                continue
-            fh, data = _open(src)
-        except OSError as exc:
-            raise InputError(f"cannot read {src.label}: {exc.strerror or exc}", where) from None
-        with fh:
-            preamble = fh.read(132)[128:132] == b"DICM"
-            fh.seek(0)
-            try:
-                ds = read_dataset(fh, src.label, header_only=True)
-            except InputError:
-                if preamble or strict:
-                    raise
-                skipped.append(src.label)
-                continue
-            if not preamble and not ("SOPClassUID" in ds or "Modality" in ds):
-                if strict:
-                    raise InputError("not a DICOM file", src.label)
-                skipped.append(src.label)
-                continue
-            if looks_like_image(ds):
-                images.append((src, ds, locate_pixels(fh, ds, data)))
-                ds.buffer = None  # the header is parsed; do not pin the member's bytes twice
-            else:
-                skipped.append(src.label)
-    return images, skipped
-
-
-def _open(src: DicomSource) -> tuple[BinaryIO, bytes | None]:
-    """Open a source once: the file itself, or an archive member decompressed once."""
-    if src.in_memory:
-        data = src.load()
-        assert isinstance(data, bytes)
-        return io.BytesIO(data), data
-    return open(src.load(), "rb"), None
-
-
-def _group(images: list[Scanned]) -> list[SeriesGroup]:
-    groups: dict[str, SeriesGroup] = {}
-    for src, ds, ref in images:
-        uid = str(fast_get(ds, "SeriesInstanceUID", "") or "").strip()
-        if uid not in groups:
-            try:
-                value = fast_get(ds, "SeriesNumber")
-                number = int(value) if value is not None else None
-            except (TypeError, ValueError):
-                number = None
-            desc = str(fast_get(ds, "SeriesDescription", "") or "").strip()
-            groups[uid] = SeriesGroup(uid=uid, description=desc, number=number)
-        groups[uid].items.append((src, ds))
-        groups[uid].pixels.append(ref)
-    return sorted(groups.values(), key=lambda g: (g.number is None, g.number or 0, g.uid))
-
-
-def select_series(
-    groups: list[SeriesGroup], series: int | str | None, where: str | os.PathLike[str]
-) -> SeriesGroup:
-    """Pick one series by index, UID or description (see the module docstring).
-
-    Args:
-        groups: The series found, in listing order.
-        series: The caller's choice, or None.
-        where: The folder/archive (for messages).
-
-    Returns:
-        The chosen series.
-
-    Raises:
-        InputError: If the choice is ambiguous or matches nothing; the message
-            lists every series.
-    """
-    listing = "; ".join(g.describe(i) for i, g in enumerate(groups))
-    if series is None:
-        if len(groups) == 1:
-            return groups[0]
-        raise InputError(
-            f"holds {len(groups)} DICOM series; choose one with series=INDEX or "
-            f"series=SeriesInstanceUID (CLI: --series): {listing}",
-            where,
-        )
-    choice = str(series).strip()
-    if isinstance(series, int) or choice.isdigit():
-        index = int(choice)
-        if 0 <= index < len(groups):
-            return groups[index]
-    else:
-        for g in groups:
-            if g.uid == choice:
-                return g
-        named = [g for g in groups if g.description and g.description.lower() == choice.lower()]
-        if len(named) == 1:
-            return named[0]
-    raise InputError(f"no DICOM series {choice!r} here; available: {listing}", where)
+#: Public names, including those re-exported from :mod:`.dicom_scan` for callers that import
+#: them from here.
+__all__ = [
+    "NON_DICOM_SUFFIXES",
+    "READER",
+    "DicomSource",
+    "SeriesGroup",
+    "read_dicom_files",
+    "read_dicom_folder",
+    "read_dicom_zip",
+    "read_group",
+    "select_series",
+    "sniff_zip",
+]
 
 
 def _geometry(src: DicomSource, ds: Any, where: str | os.PathLike[str]) -> SliceGeometry:
@@ -262,7 +100,11 @@ def _geometry(src: DicomSource, ds: Any, where: str | os.PathLike[str]) -> Slice
 
 
 def read_group(
-    group: SeriesGroup, limits: ReadLimits, where: str | os.PathLike[str], container: str
+    group: SeriesGroup,
+    limits: ReadLimits,
+    where: str | os.PathLike[str],
+    container: str,
+    gaps: str = "refuse",
 ) -> MedicalImage:
     """Read one series into a volume (or a 2D image when it has a single file).
 
@@ -271,6 +113,7 @@ def read_group(
         limits: Limits in force.
         where: The folder/archive/first file, recorded as the image source.
         container: ``"folder"``, ``"zip"`` or ``"files"`` (``metadata['container']``).
+        gaps: Gap policy (see :mod:`.dicom_gaps`).
 
     Returns:
         The image.
@@ -282,7 +125,7 @@ def read_group(
     multi = [src for src, ds in group.items if frame_count(ds) > 1]
     if len(group.items) == 1:
         src = group.items[0][0]
-        image = image_from_dataset(src.dataset(), src.label, source, limits)
+        image = image_from_dataset(src.dataset(), src.label, source, limits, gaps)
         image.metadata["container"] = container
         return image
     if multi:
@@ -297,13 +140,13 @@ def read_group(
         thickness = float(first_ds.get("SliceThickness") or 0)
     except (TypeError, ValueError):
         thickness = 0.0
-    stack = stack_slices(geoms, where, thickness)
+    stack = stack_slices(geoms, where, thickness, gaps)
     per_slice, what = declared_samples(first_ds)
     check_pixels(
-        per_slice * len(geoms),
+        per_slice * len(stack.order),
         limits,
         where,
-        f"{len(geoms)} slices x {what}",
+        f"{len(stack.order)} slices x {what}",
         bytes_per_sample=bytes_per_sample(first_ds),
     )
     scales = np.array([rescale_of(group.items[i][1]) for i in stack.order]).reshape(-1, 2)
@@ -345,26 +188,25 @@ def _read_native(
     rows, cols = int(first_ds.Rows), int(first_ds.Columns)
     n = len(stack.order)
     layout = plan_layout(lps_to_ras(stack.affine_lps), (cols, rows, n))
-    refs = [ref for ref in (group.pixels[i] for i in stack.order) if ref is not None]
+    # A filled stack repeats slices: a repeat gets its own PixelRef, so releasing an
+    # archive member's bytes after one copy does not starve the next (and a slice
+    # read once still frees its bytes as soon as it is copied).
+    refs: list[PixelRef] = []
+    seen: set[int] = set()
+    for i in stack.order:
+        ref = group.pixels[i]
+        assert ref is not None  # _native_series checked every slice
+        refs.append(replace(ref) if i in seen else ref)
+        seen.add(i)
     sources = [group.items[i][0] for i in stack.order]
     paths = [None if src.in_memory else str(src.load()) for src in sources]
     labels = [src.label for src in sources]
-    values = read_native_volume(
-        refs, paths, labels, (rows, cols), layout, scales[:, 0].copy(), scales[:, 1].copy()
+    slices = NativeSlices(
+        refs, paths, labels, (rows, cols), scales[:, 0].copy(), scales[:, 1].copy()
     )
+    values = read_native_volume(slices, layout)
     array = to_values(values, first_ds, scales[:, 0], scales[:, 1], md, rescaled=True)
-    md["original_orientation"] = layout.original
-    md["slice_spacing"] = round(float(stack.slice_spacing), 6)
-    modality, modality_source = modality_of(first_ds, array, True)
-    return MedicalImage(
-        array=array,
-        spacing=voxel_sizes(layout.affine),
-        affine=layout.affine,
-        modality=modality,
-        modality_source=modality_source,  # type: ignore[arg-type]
-        source=source,
-        metadata=md,
-    )
+    return finish_volume(array, layout.affine, layout.original, stack, first_ds, md, source)
 
 
 def _decode_each(
@@ -395,7 +237,7 @@ def _read_sources(
     container: str,
     strict: bool = False,
 ) -> MedicalImage:
-    images, skipped = _scan(sources, where, strict)
+    images, skipped = scan(sources, where, strict)
     if not images:
         others = ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else "")
         hint = f"; found: {others}" if others else ""
@@ -403,8 +245,8 @@ def _read_sources(
         raise InputError(
             f"no DICOM image files in this {kind} ({len(sources)} files examined{hint})", where
         )
-    group = select_series(_group(images), ctx.series, where)
-    image = read_group(group, ctx.limits, where, container)
+    group = select_series(group_series(images), ctx.series, where)
+    image = read_group(group, ctx.limits, where, container, ctx.gaps)
     if skipped:
         image.metadata["skipped_files"] = len(skipped)
     return image
@@ -434,7 +276,7 @@ def read_dicom_folder(folder: Path, ctx: ReadContext) -> MedicalImage:
                     f"folder holds more than {ctx.limits.max_files:,} files (MEDM3_MAX_FILES)",
                     folder,
                 )
-    sources = [_file_source(p, str(p.relative_to(folder))) for p in paths]
+    sources = [file_source(p, str(p.relative_to(folder))) for p in paths]
     if not sources:
         raise InputError("folder is empty", folder)
     return _read_sources(sources, ctx, folder, "folder")
@@ -461,7 +303,7 @@ def read_dicom_files(paths: Sequence[Path], ctx: ReadContext) -> MedicalImage:
         where = parents.pop()
     else:
         where = Path(os.path.commonpath([str(p.resolve()) for p in paths]))
-    sources = [_file_source(p, str(p)) for p in paths]
+    sources = [file_source(p, str(p)) for p in paths]
     return _read_sources(sources, ctx, where, "files", strict=True)
 
 

@@ -158,15 +158,28 @@ def plan_layout(affine_ras: np.ndarray, shape_crs: tuple[int, int, int]) -> Layo
 BLOCK = 8
 
 
-def read_native_volume(
-    refs: Sequence[PixelRef],
-    paths: Sequence[str | None],
-    labels: Sequence[str],
-    shape: tuple[int, int],
-    layout: Layout,
-    slopes: np.ndarray,
-    intercepts: np.ndarray,
-) -> np.ndarray:
+@dataclass(frozen=True)
+class NativeSlices:
+    """The sorted native slices of one series and how to rescale them.
+
+    Attributes:
+        refs: One :class:`PixelRef` per slice, sorted along the normal (same dtype).
+        paths: The file of each slice (None when ``ref.data`` holds it).
+        labels: Names for messages.
+        shape: ``(rows, cols)``.
+        slopes: Rescale slope per slice.
+        intercepts: Rescale intercept per slice.
+    """
+
+    refs: Sequence[PixelRef]
+    paths: Sequence[str | None]
+    labels: Sequence[str]
+    shape: tuple[int, int]
+    slopes: np.ndarray
+    intercepts: np.ndarray
+
+
+def read_native_volume(slices: NativeSlices, layout: Layout) -> np.ndarray:
     """Read sorted native slices into the RAS+ array, rescaled.
 
     The array is a transposed view of a slice-major buffer (for an axial
@@ -176,13 +189,8 @@ def read_native_volume(
     takes it as is).
 
     Args:
-        refs: One :class:`PixelRef` per slice, sorted along the normal (same dtype).
-        paths: The file of each slice (None when ``ref.data`` holds it).
-        labels: Names for messages.
-        shape: ``(rows, cols)``.
+        slices: The slices, their files and rescale values.
         layout: From :func:`plan_layout`.
-        slopes: Rescale slope per slice.
-        intercepts: Rescale intercept per slice.
 
     Returns:
         The physical values with the dtype rule of :mod:`.values`.
@@ -192,6 +200,7 @@ def read_native_volume(
     """
     from medm3.imaging.readers.values import scaled_dtype
 
+    refs, slopes, intercepts = slices.refs, slices.slopes, slices.intercepts
     stored = refs[0].dtype
     identity = bool(np.all(slopes == 1.0) and np.all(intercepts == 0.0))
     optimistic = False
@@ -207,26 +216,17 @@ def read_native_volume(
         )
         if out != np.int16 and integral and stored.kind in "iu":
             out, optimistic = np.int16, True  # checked against the real range below
-    args = (refs, paths, labels, shape, layout, slopes, intercepts)
-    array, ranges = _fill(*args, np.dtype(out), release=not optimistic)
+    array, ranges = _fill(slices, layout, np.dtype(out), release=not optimistic)
     if optimistic:
         lo, hi = ranges[:, 0].min(), ranges[:, 1].max()
         if scaled_dtype(stored, lo, hi, slopes, intercepts) != np.int16:
             del array  # rare: values outside int16; read again as float32
-            array, _ = _fill(*args, np.dtype(np.float32), release=True)
+            array, _ = _fill(slices, layout, np.dtype(np.float32), release=True)
     return array
 
 
 def _fill(
-    refs: Sequence[PixelRef],
-    paths: Sequence[str | None],
-    labels: Sequence[str],
-    shape: tuple[int, int],
-    layout: Layout,
-    slopes: np.ndarray,
-    intercepts: np.ndarray,
-    out_dtype: np.dtype,
-    release: bool,
+    slices: NativeSlices, layout: Layout, out_dtype: np.dtype, release: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """One pass over the files: read, clear unused bits, rescale, transpose into place.
 
@@ -234,6 +234,8 @@ def _fill(
     """
     from medm3.imaging.readers.values import rescale_block
 
+    refs, paths, labels, shape = slices.refs, slices.paths, slices.labels, slices.shape
+    slopes, intercepts = slices.slopes, slices.intercepts
     n = len(refs)
     dtype = refs[0].dtype
     buffer = np.empty((n, *shape), dtype=out_dtype)  # slice-major: each slice lands in one piece

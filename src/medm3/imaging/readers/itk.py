@@ -16,8 +16,8 @@ from medm3.errors import InputError
 from medm3.imaging.image import MedicalImage
 from medm3.imaging.limits import check_pixels
 from medm3.imaging.modality import infer_modality
-from medm3.imaging.orientation import affine_2d, lps_to_ras, reorient_to_ras, voxel_sizes
-from medm3.imaging.readers.base import Head, ReadContext, Reader
+from medm3.imaging.orientation import affine_2d, lps_to_ras, reorient_to_ras
+from medm3.imaging.readers.base import Head, ReadContext, Reader, file_volume
 from medm3.imaging.readers.values import native
 
 
@@ -103,15 +103,7 @@ def read_itk(path: Path, ctx: ReadContext) -> MedicalImage:
     lps[:3, :3] = direction * np.asarray(spacing[:3])
     lps[:3, 3] = np.asarray(image.GetOrigin()[:3], dtype=np.float64)
     array, affine, original = reorient_to_ras(array, lps_to_ras(lps), path)
-    return MedicalImage(
-        array=array,
-        spacing=voxel_sizes(affine),
-        affine=affine,
-        modality=infer_modality(array, is_volume=True),
-        modality_source="inferred",
-        source=str(path),
-        metadata={"format": fmt, "original_orientation": original},
-    )
+    return file_volume(array, affine, path, {"format": fmt, "original_orientation": original})
 
 
 def _short(exc: Exception) -> str:

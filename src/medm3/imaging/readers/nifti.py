@@ -18,10 +18,8 @@ check (:func:`~medm3.imaging.limits.read_gzip_capped`).
 from __future__ import annotations
 
 import contextlib
-import gzip
 import logging
 import struct
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,9 +34,8 @@ from medm3.imaging.limits import (
     check_pixels,
     read_gzip_capped,
 )
-from medm3.imaging.modality import infer_modality
-from medm3.imaging.orientation import check_affine, reorient_to_ras, voxel_sizes
-from medm3.imaging.readers.base import Head, ReadContext, Reader
+from medm3.imaging.orientation import check_affine, reorient_to_ras
+from medm3.imaging.readers.base import Head, ReadContext, Reader, file_volume, read_head
 from medm3.imaging.readers.values import apply_rescale, native
 
 _UNIT_TO_MM = {"meter": 1000.0, "mm": 1.0, "micron": 0.001}
@@ -68,20 +65,6 @@ def sniff_nifti(head: Head) -> str | None:
         ``"a NIfTI-1 image"`` / ``"a NIfTI-2 image"`` or None.
     """
     return _nifti_kind(head.raw) or _nifti_kind(head.gunzipped)
-
-
-def _head(path: Path) -> Head:
-    """The first bytes of ``path``, decompressed too when it is gzip."""
-    with open(path, "rb") as fh:
-        raw = fh.read(600)
-    gunzipped = None
-    if raw.startswith(b"\x1f\x8b"):
-        try:
-            with gzip.open(path, "rb") as fh:
-                gunzipped = fh.read(600)
-        except (OSError, EOFError, zlib.error):
-            gunzipped = None
-    return Head(raw=raw, gunzipped=gunzipped)
 
 
 def _spatial_shape(shape: tuple[int, ...], path: Path, intent: int = 0) -> tuple[int, ...]:
@@ -197,7 +180,7 @@ def read_nifti(path: Path, ctx: ReadContext) -> MedicalImage:
     """
     import nibabel as nib
 
-    head = _head(path)
+    head = read_head(path, 600, 600)
     if sniff_nifti(head) is None:
         raise InputError(
             "no NIfTI header (the file is truncated, or is not NIfTI despite its name)", path
@@ -234,15 +217,7 @@ def read_nifti(path: Path, ctx: ReadContext) -> MedicalImage:
     }
     if descrip:
         metadata["description"] = descrip
-    return MedicalImage(
-        array=array,
-        spacing=voxel_sizes(affine),
-        affine=affine,
-        modality=infer_modality(array, is_volume=True),
-        modality_source="inferred",
-        source=str(path),
-        metadata=metadata,
-    )
+    return file_volume(array, affine, path, metadata)
 
 
 READER = Reader(
