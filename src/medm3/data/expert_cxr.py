@@ -19,15 +19,7 @@ from typing import Any
 
 from medm3 import prompts
 from medm3.agent.protocol import get_protocol
-from medm3.data.base import (
-    BadRow,
-    Builder,
-    BuilderOption,
-    Item,
-    ItemContext,
-    SkipRow,
-    listing,
-)
+from medm3.data.base import BadRow, Builder, BuilderOption, Item, ItemContext, SkipRow
 from medm3.data.conversation import PROTOCOL_OPTION, ExpertConversation, expert_model_cards
 from medm3.data.cxr_labels import (
     CHEXPERT_FILES,
@@ -40,6 +32,7 @@ from medm3.data.cxr_labels import (
     read_lines,
     read_probabilities,
 )
+from medm3.data.records import listing
 from medm3.errors import InputError
 
 

@@ -15,9 +15,10 @@ from typing import Any
 
 from medm3 import prompts
 from medm3.data import templates
-from medm3.data.base import BadRow, BuilderOption, Item, ItemContext, listing
+from medm3.data.base import BadRow, BuilderOption, Item, ItemContext
 from medm3.data.conversation import save_view, slug
 from medm3.data.expert_builder import ExpertVolumeBuilder, run_measure, volume_options
+from medm3.data.records import listing
 from medm3.data.vista3d_sources import (
     VolumeResults,
     case_name,

@@ -80,6 +80,14 @@ def make_row(
     return row
 
 
+def vqa_row(
+    row_id: str, question: str, answer: str, image: str, meta: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A plain VQA row: ``<image>\\n{question}`` -> ``{answer}`` (no cards, no modality line)."""
+    turns = [(HUMAN, prompts.first_turn(question, None)), (GPT, answer)]
+    return make_row(row_id, turns, [image], meta)
+
+
 def row_images(row: Mapping[str, Any]) -> list[str]:
     """The image paths of a row (``image`` or ``images``), in order."""
     if "images" in row:
