@@ -8,7 +8,6 @@ image_path: [...]}]}``) + ``images/`` (see :class:`MimicCxrBuilder`, also
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -122,11 +121,10 @@ class MimicCxrBuilder(Builder):
             )
 
     def _load(self) -> dict[str, Any]:
+        from medm3.utils.jsonio import read_json
+
         path = self._annotation()
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise InputError(f"cannot read annotation.json: {exc}", path) from None
+        data = read_json(path, what="annotation.json")
         if not isinstance(data, dict):
             raise InputError("annotation.json must be a JSON object of split lists", path)
         return data

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from medm3.data.base import BadRow
+from medm3.data.base import BadRow, ItemContext, SkipRow
 from medm3.errors import InputError
 
 
@@ -45,6 +45,17 @@ def find_one(folder: Path, names: Sequence[str]) -> Path | None:
             if (subdirs[0] / name).exists():
                 return subdirs[0] / name
     return None
+
+
+def place_image(ctx: ItemContext, path: Path, relative: str) -> str:
+    """Put a source image under the output (copied or linked); missing: the row is skipped.
+
+    Raises:
+        SkipRow: ``image file missing``.
+    """
+    if not path.is_file():
+        raise SkipRow("image file missing")
+    return ctx.link_or_copy(path, relative)
 
 
 def record_key(record: Any, key: str, index: int) -> str:
@@ -131,12 +142,9 @@ def read_json_list(path: Path) -> list[Any]:
     Raises:
         InputError: Unreadable, invalid JSON or not a list.
     """
-    import json
+    from medm3.utils.jsonio import read_json
 
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise InputError(f"cannot read the annotation file: {exc}", path) from None
+    data = read_json(path, what="the annotation file")
     if not isinstance(data, list):
         raise InputError("the annotation file must hold a JSON list of records", path)
     return data

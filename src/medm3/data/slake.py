@@ -11,11 +11,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from medm3.data.base import Builder, Item, ItemContext, SkipRow
+from medm3.data.base import Builder, Item, ItemContext
 from medm3.data.llava import vqa_row
 from medm3.data.records import (
     find_one,
     listing,
+    place_image,
     read_json_list,
     record_key,
     relative_path,
@@ -85,10 +86,7 @@ class SlakeBuilder(Builder):
         """One VQA row; the image is copied under ``images/``."""
         record, question, answer, image_name, answer_type = vqa_fields(item.data, "img_name")
         rel = relative_path(image_name, "img_name must be relative to imgs/")
-        path = self._root() / "imgs" / rel
-        if not path.is_file():
-            raise SkipRow("image file missing")
-        image = ctx.link_or_copy(path, f"images/{rel.as_posix()}")
+        image = place_image(ctx, self._root() / "imgs" / rel, f"images/{rel.as_posix()}")
         meta = {
             "dataset": self.name,
             "qid": str(record.get("qid", "")),

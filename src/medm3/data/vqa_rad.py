@@ -15,9 +15,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from medm3.data.base import BadRow, Builder, Item, ItemContext, SkipRow
+from medm3.data.base import BadRow, Builder, Item, ItemContext
 from medm3.data.llava import vqa_row
-from medm3.data.records import listing, read_json_list, record_key, vqa_fields
+from medm3.data.records import listing, place_image, read_json_list, record_key, vqa_fields
 from medm3.errors import InputError
 
 #: The annotation file of the OSF release.
@@ -106,9 +106,7 @@ class VqaRadBuilder(Builder):
         folder = self._image_dir()
         assert folder is not None
         path = folder / Path(image_name).name
-        if not path.is_file():
-            raise SkipRow("image file missing")
-        image = ctx.link_or_copy(path, f"images/{path.name}")
+        image = place_image(ctx, path, f"images/{path.name}")
         meta = {
             "dataset": self.name,
             "qid": str(record.get("qid", "")),
