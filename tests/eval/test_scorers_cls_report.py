@@ -129,3 +129,17 @@ def test_report_score_drops_empty_predictions_without_java_when_nothing_left() -
     assert (m["n"], m["n_dropped"], m["bleu_4"]) == (0, 2, None)
     assert m["unavailable"]["green"] == "not requested"
     assert result.per_sample["1"] == {"cleaned": "", "scored": False}
+
+
+def test_scorer_notes_and_percentages() -> None:
+    from medm3.eval.scorers.common import counted_notes, percent
+
+    assert percent(1, 4) == 25.0 and percent(0, 0) is None
+    assert counted_notes((0, "none"), (2, "question(s) dropped")) == ["2 question(s) dropped"]
+    refs = [Reference("a", "yes", label="Edema"), Reference("b", "no", label="Edema")]
+    result = classification.score(refs, {"a": "maybe"})
+    assert result.notes == [
+        "1 question(s) without a prediction read as 'no'",
+        "2 answer(s) with neither yes nor no read as 'no'",
+    ]
+    assert result.metrics["f1_macro"] == 0.0

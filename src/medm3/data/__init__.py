@@ -5,10 +5,13 @@
 OUT.json`` combines built datasets with repeat counts (:mod:`medm3.data.mix`).
 
 * :mod:`medm3.data.base` -- the builder protocol.
-* :mod:`medm3.data.engine` -- sharded, resumable, atomic builds; the manifest.
+* :mod:`medm3.data.engine` -- sharded, resumable, atomic builds; the manifest
+  (the staging folder: :mod:`medm3.data.staging`).
+* :mod:`medm3.data.records` -- layout messages and source-record fields for builders.
 * :mod:`medm3.data.llava` -- the row format, reading and writing.
 * :mod:`medm3.data.conversation` -- expert-call conversations, built from
-  :mod:`medm3.prompts` and real expert results exactly as the agent builds them.
+  :mod:`medm3.prompts` and real expert results exactly as the agent builds them;
+  :mod:`medm3.data.expert_builder` -- what the volume expert builders share.
 
 Importing this package is light (no numpy, no torch).
 """

@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 import sys
 from collections import Counter
@@ -38,16 +37,20 @@ from typing import TYPE_CHECKING, Any
 
 from medm3.data.base import IMAGE_MODES, Builder, Item
 from medm3.data.llava import FORMAT, MANIFEST_NAME, sha256_file, split_counts, write_rows
+from medm3.data.staging import (
+    SHARDS_DIR,
+    STATE_NAME,
+    open_staging,
+    publish,
+    staging_path,
+    sweep_temporaries,
+)
 from medm3.errors import InputError
 from medm3.executors.base import ExecutorSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     from medm3.executors.base import Executor
 
-#: Name of the build-state file inside the staging folder.
-STATE_NAME = ".build-state.json"
-#: Folder of finished shards inside the staging folder.
-SHARDS_DIR = ".shards"
 #: Default of ``--max-bad-fraction``.
 DEFAULT_MAX_BAD_FRACTION = 0.05
 
@@ -77,11 +80,6 @@ class BuildSummary:
         bad = self.manifest["bad"]["count"]
         skipped = self.manifest["skipped"]["count"]
         return f"wrote {self.output}: {parts} ({bad} bad, {skipped} skipped)"
-
-
-def staging_path(output: Path) -> Path:
-    """The hidden staging folder of an output folder (``.NAME.partial`` beside it)."""
-    return output.parent / f".{output.name}.partial"
 
 
 def build_dataset(
@@ -138,35 +136,70 @@ def build_dataset(
         raise InputError("output already exists (pass --overwrite to replace it)", out)
     builder = cls(src, options, seed=seed)
     builder.check_source()
-    checksums = {_relative(p, src): sha256_file(p) for p in builder.annotation_files()}
-    items = list(builder.items())
-    _check_ids(items, cls.name)
-    if limit is not None:
-        items = items[:limit]
-    if not items:
-        raise InputError(f"no {cls.name} rows found in the source", src)
     size = int(shard_size or cls.shard_size)
-    state = {
-        "builder": cls.name,
-        "builder_version": cls.version,
+    state = _build_state(builder, limit, size, image_mode)
+    items = _source_items(builder, limit)
+    executor, owned = _open_executor(executor)
+    try:
+        staging = staging_path(out)
+        open_staging(staging, state, resume)
+        run = _Run(builder, staging, len(items), max_bad_fraction, image_mode)
+        shards = [items[i : i + size] for i in range(0, len(items), size)]
+        _convert(run, shards, executor, _progress(len(items), cls.name, progress))
+    finally:
+        if owned is not None:
+            owned.close()
+    manifest = run.finish(state)
+    sweep_temporaries(staging)  # left by workers or builds killed mid-write
+    publish(staging, out)
+    return BuildSummary(output=out, manifest=manifest, reused_items=run.reused)
+
+
+def _build_state(builder: Builder, limit: int | None, size: int, image_mode: str) -> dict[str, Any]:
+    """What is being built (a rerun with the same state resumes); source files checksummed."""
+    src = builder.source
+    return {
+        "builder": builder.name,
+        "builder_version": builder.version,
         "source": str(src.resolve()),
         "options": _jsonable(builder.opts),
-        "seed": int(seed),
+        "seed": builder.seed,
         "limit": limit,
         "shard_size": size,
         "image_mode": image_mode,
-        "source_checksums": checksums,
+        "source_checksums": {_relative(p, src): sha256_file(p) for p in builder.annotation_files()},
     }
-    owned = None
+
+
+def _source_items(builder: Builder, limit: int | None) -> list[Item]:
+    """The builder's items (ids checked), cut to ``limit``.
+
+    Raises:
+        InputError: Duplicate ids, or no items.
+    """
+    items = list(builder.items())
+    _check_ids(items, builder.name)
+    if limit is not None:
+        items = items[:limit]
+    if not items:
+        raise InputError(f"no {builder.name} rows found in the source", builder.source)
+    return items
+
+
+def _open_executor(
+    executor: Executor | ExecutorSpec | None,
+) -> tuple[Executor | None, Executor | None]:
+    """``(executor to use, the one to close after)``: a spec is turned into its executor."""
     if isinstance(executor, ExecutorSpec):
         from medm3.executors.factory import make_executor
 
-        executor = owned = make_executor(executor)
-    staging = staging_path(out)
-    _open_staging(staging, state, resume)
-    shards = [items[i : i + size] for i in range(0, len(items), size)]
-    run = _Run(builder, staging, len(items), max_bad_fraction, image_mode)
-    bar = _progress(len(items), cls.name, progress)
+        made = make_executor(executor)
+        return made, made
+    return executor, None
+
+
+def _convert(run: _Run, shards: list[list[Item]], executor: Executor | None, bar: Any) -> None:
+    """Convert every shard, here or on ``executor``."""
     try:
         if executor is None or executor.is_local:
             for index, shard in enumerate(shards):
@@ -175,12 +208,6 @@ def build_dataset(
             run.shards_on(executor, shards, bar)
     finally:
         bar.close()
-        if owned is not None:
-            owned.close()
-    manifest = run.finish(state)
-    sweep_temporaries(staging)  # left by workers or builds killed mid-write
-    _publish(staging, out)
-    return BuildSummary(output=out, manifest=manifest, reused_items=run.reused)
 
 
 class _Run:
@@ -393,70 +420,6 @@ def _jsonable(values: Mapping[str, Any]) -> dict[str, Any]:
         k: (v if isinstance(v, (str, int, float, bool)) or v is None else str(v))
         for k, v in sorted(values.items())
     }
-
-
-def _open_staging(staging: Path, state: Mapping[str, Any], resume: bool) -> None:
-    """Reuse the staging folder of an identical interrupted build, else start it afresh."""
-    state_file = staging / STATE_NAME
-    if staging.exists():
-        saved = None
-        if resume and state_file.is_file():
-            try:
-                saved = json.loads(state_file.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                saved = None
-        if saved == dict(state):
-            sweep_temporaries(staging)
-            return
-        shutil.rmtree(staging)
-    from medm3.utils.atomic import atomic_write_text
-
-    (staging / SHARDS_DIR).mkdir(parents=True)
-    atomic_write_text(state_file, json.dumps(state, ensure_ascii=False, sort_keys=True))
-
-
-#: Names of the temporary files of :func:`medm3.utils.atomic.atomic_path`
-#: (``.NAME.XXXXXXXX.SUFFIX``) and of :meth:`ItemContext.link_or_copy` (``.NAME.link``).
-_TEMPORARY = re.compile(r"^\..+(\.[a-z0-9_]{8}(\..*)?|\.link)$")
-
-
-def sweep_temporaries(staging: Path) -> int:
-    """Delete temporary files a killed build left in its staging folder.
-
-    ``kill -9`` skips every cleanup, so an image being written at that moment
-    stays as a hidden (often 0-byte) temporary file. Resuming, and publishing,
-    first remove them so none reaches the final output.
-
-    Args:
-        staging: The staging folder.
-
-    Returns:
-        How many files were removed.
-    """
-    removed = 0
-    for folder, _dirs, files in os.walk(staging):
-        for name in files:
-            path = Path(folder, name)
-            if name == STATE_NAME and path.parent == staging:
-                continue
-            if _TEMPORARY.match(name):
-                path.unlink(missing_ok=True)
-                removed += 1
-    return removed
-
-
-def _publish(staging: Path, output: Path) -> None:
-    """Move the finished staging folder to the output name (replacing an old output)."""
-    old = output.parent / f".{output.name}.old"
-    if old.exists():
-        shutil.rmtree(old)
-    if output.exists() or output.is_symlink():
-        os.replace(output, old)
-    os.replace(staging, output)
-    if old.is_dir() and not old.is_symlink():
-        shutil.rmtree(old, ignore_errors=True)
-    elif old.exists() or old.is_symlink():
-        old.unlink()
 
 
 class _NoBar:

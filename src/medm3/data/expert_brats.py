@@ -10,30 +10,17 @@ from __future__ import annotations
 import csv
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from medm3 import prompts
 from medm3.agent.feedback import ShownSlice
-from medm3.agent.protocol import get_protocol
 from medm3.data import templates
-from medm3.data.base import (
-    BadRow,
-    Builder,
-    BuilderOption,
-    Item,
-    ItemContext,
-    SkipRow,
-    hash_split,
-    listing,
-)
-from medm3.data.conversation import (
-    PROTOCOL_OPTION,
-    ExpertConversation,
-    expert_model_cards,
-    save_view,
-    slug,
-)
+from medm3.data.base import BadRow, BuilderOption, Item, ItemContext, SkipRow
+from medm3.data.conversation import save_view, slug
+from medm3.data.expert_builder import ExpertVolumeBuilder, run_measure, volume_options
+from medm3.data.records import listing
 from medm3.errors import InputError
 
 #: Question kinds, in the order they are offered.
@@ -89,7 +76,7 @@ def _depth(path: Path, root: Path) -> int:
     return len(path.relative_to(root).parts)
 
 
-class ExpertBratsBuilder(Builder):
+class ExpertBratsBuilder(ExpertVolumeBuilder):
     """Brain-tumour questions answered with a BRATS (and MEASURE) call, from BraTS cases.
 
     Expected layout of --source (a BraTS training release)::
@@ -122,9 +109,10 @@ class ExpertBratsBuilder(Builder):
 
     name = "expert-brats"
     summary = "BRATS expert conversations from BraTS cases (t1ce/t1/t2/flair [+ seg])"
-    shard_size = 4
-    splits = ("train", "test")
-    options = (
+    KINDS = KINDS
+    MEASURE_KINDS = ("how-large",)
+    unit = "case"
+    options = volume_options(
         BuilderOption(
             "labels",
             "choice",
@@ -132,35 +120,15 @@ class ExpertBratsBuilder(Builder):
             "Label source: auto, reference (*_seg) or brats (run the expert).",
             ("auto", "reference", "brats"),
         ),
-        BuilderOption("weights", "path", None, "BraTS bundle folder (else the cache)."),
-        BuilderOption("device", "str", None, "Device for the BraTS expert."),
-        BuilderOption("questions-per-case", "int", 3, "Rows per case."),
-        BuilderOption("kinds", "str", ",".join(KINDS), "Question kinds to draw from."),
-        BuilderOption("test-fraction", "float", 0.0, "Fraction of cases in test.json."),
-        BuilderOption("experts", "str", "", "Experts in the model cards (default: all)."),
-        BuilderOption("no-overlay", "flag", False, "Do not feed overlay images back."),
-        PROTOCOL_OPTION,
+        expert="BraTS",
+        unit="case",
+        per_unit=3,
+        kinds=KINDS,
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._cards: str | None = None
         self._grades: dict[str, str] | None = None
-
-    def kinds(self) -> list[str]:
-        """The requested question kinds (how-large needs MEASURE in the cards)."""
-        kinds = [k.strip() for k in self.opts["kinds"].split(",") if k.strip()]
-        unknown = [k for k in kinds if k not in KINDS]
-        if unknown or not kinds:
-            raise InputError(
-                f"unknown question kind(s) {', '.join(unknown) or '(none)'}; "
-                f"choose from {', '.join(KINDS)}"
-            )
-        experts = [e.strip().lower() for e in self.opts["experts"].split(",") if e.strip()]
-        released = self.opts.get("protocol", "released") == "released"
-        if released or (experts and "measure" not in experts):  # MEASURE is a medm3 card
-            kinds = [k for k in kinds if k != "how-large"]
-        return kinds
 
     def check_source(self) -> None:
         """Check that there are BraTS cases and the options make sense."""
@@ -172,11 +140,7 @@ class ExpertBratsBuilder(Builder):
                 f".nii.gz files; {listing(self.source)})",
                 self.source,
             )
-        self.kinds()
-        if self.opts["questions_per_case"] < 1:
-            raise InputError("--questions-per-case must be at least 1")
-        if not 0.0 <= self.opts["test_fraction"] < 1.0:
-            raise InputError("--test-fraction must be in [0, 1)")
+        self.check_options()
 
     def annotation_files(self) -> list[Path]:
         """name_mapping.csv when present."""
@@ -205,9 +169,8 @@ class ExpertBratsBuilder(Builder):
 
     def items(self) -> Iterable[Item]:
         """One item per case, in path order."""
-        fraction = self.opts["test_fraction"]
         for case, files in find_cases(self.source):
-            split = hash_split(case, [("test", fraction), ("train", 1.0)]) if fraction else "train"
+            split = self.split_of(case)
             data = {k: str(v) for k, v in files.items()}
             data["grade"] = self.grade(case, files["flair"].parent) or ""
             yield Item(id=f"expert-brats/{case}", split=split, data=data)
@@ -265,64 +228,53 @@ class ExpertBratsBuilder(Builder):
             save_view(ctx, named[key], index, f"images/{case}/{key}_axial_{index}.png")
             for key, _ in prompts.BRATS_SEQUENCES
         ]
-        if self._cards is None:
-            self._cards = expert_model_cards(self.opts["experts"], self.opts["protocol"])
-        protocol = get_protocol(self.opts["protocol"])
-        shown = ShownSlice(named["t1ce"], "axial", index, "auto")
-        present = [int(v) for v in result.info.get("labels_present", [])]
-        plan = self._plan(present, data["grade"], ctx)
-        rows = []
-        for k, (kind, target) in enumerate(plan):
-            name = REGION_NAMES.get(target, WHOLE_TUMOR) if target is not None else ""
-            question = templates.pick(ctx.rng, templates.BRATS[kind], name)
-            conv = ExpertConversation(
-                protocol.brats_first_turn(question, cards=self._cards),
-                views,
-                feed_overlay=not self.opts["no_overlay"],
-                protocol=protocol,
-            )
-            segment = kind == "segment" and protocol.released
-            reply = protocol.trigger_reply("BRATS", segmented=True) if segment else None
-            overlay = f"images/{case}/brats_axial_{index}.png"
-            conv.call(result, question, ctx, overlay, shown=shown, reply=reply)
-            meta: dict[str, Any] = {
-                "dataset": self.name,
-                "question_type": kind,
-                "question": question,
-                "case": case,
-                "protocol": protocol.name,
-                "slice": index,
-            }
-            if segment:  # the trained answer after "I segmented any brain tumors ..."
-                conv.answer("All tumors were segmented")
-            elif kind == "segment":
-                conv.answer(_segment_answer(present))
-            elif kind == "is-there":
-                conv.answer("yes" if target in present else "no")
-                meta.update(region=name, answer_type="CLOSED")
-            elif kind == "grade":
-                conv.answer(GRADES[data["grade"]])
-                meta["grade"] = data["grade"]
-            else:
-                measured = self._measure(named["flair"], result, target)
-                slice_no = measured.overlays[0].slice_index if measured.overlays else "none"
-                overlay = f"images/{case}/measure_{slug(name)}_{slice_no}.png"
-                conv.call(measured, question, ctx, overlay)
-                conv.answer(_volume_answer(name, measured.measurements))
-                meta["region"] = name
-            rows.append(conv.row(f"{item.id}#q{k}", meta))
-        return rows
+        case_info = _Case(case, named, result, index, views, data["grade"])
+        plan = self._plan(case_info.present, case_info.grade, ctx)
+        return [
+            self._row(f"{item.id}#q{k}", kind, target, case_info, ctx)
+            for k, (kind, target) in enumerate(plan)
+        ]
+
+    def _row(
+        self, row_id: str, kind: str, target: int | None, case: _Case, ctx: ItemContext
+    ) -> dict[str, Any]:
+        """One question about a case: the BRATS call, maybe MEASURE, the answer."""
+        protocol = self.protocol()
+        name = REGION_NAMES.get(target, WHOLE_TUMOR) if target is not None else ""
+        question = templates.pick(ctx.rng, templates.BRATS[kind], name)
+        conv = self.conversation(
+            protocol.brats_first_turn(question, cards=self.cards()), case.views
+        )
+        segment = kind == "segment" and protocol.released
+        reply = protocol.trigger_reply("BRATS", segmented=True) if segment else None
+        overlay = f"images/{case.name}/brats_axial_{case.index}.png"
+        shown = ShownSlice(case.named["t1ce"], "axial", case.index, "auto")
+        conv.call(case.result, question, ctx, overlay, shown=shown, reply=reply)
+        meta = self.row_meta(kind, question, ("case", case.name), case.index)
+        if segment:  # the trained answer after "I segmented any brain tumors ..."
+            conv.answer("All tumors were segmented")
+        elif kind == "segment":
+            conv.answer(_segment_answer(case.present))
+        elif kind == "is-there":
+            conv.answer("yes" if target in case.present else "no")
+            meta.update(region=name, answer_type="CLOSED")
+        elif kind == "grade":
+            conv.answer(GRADES[case.grade])
+            meta["grade"] = case.grade
+        else:
+            measured = self._measure(case.named["flair"], case.result, target)
+            slice_no = measured.overlays[0].slice_index if measured.overlays else "none"
+            overlay = f"images/{case.name}/measure_{slug(name)}_{slice_no}.png"
+            conv.call(measured, question, ctx, overlay)
+            conv.answer(_volume_answer(name, measured.measurements))
+            meta["region"] = name
+        return conv.row(row_id, meta)
 
     def _measure(self, flair: Any, previous: Any, target: int | None) -> Any:
         """MEASURE on the BraTS label map (``all`` for the whole tumour), as the agent chains it."""
-        from medm3.experts.base import RunContext
         from medm3.experts.brats import LABEL_NAMES
-        from medm3.experts.registry import get_expert
 
-        args = "all" if target is None else LABEL_NAMES[target]
-        return get_expert("measure").run(
-            {"image": flair}, args, context=RunContext(previous=[previous]), use_cache=False
-        )
+        return run_measure(flair, previous, "all" if target is None else LABEL_NAMES[target])
 
     def _plan(self, present: list[int], grade: str, ctx: ItemContext) -> list[tuple[str, Any]]:
         candidates: dict[str, list[Any]] = {
@@ -332,18 +284,24 @@ class ExpertBratsBuilder(Builder):
             "how-large": ([None] if present else [])
             + [v for v in sorted(REGION_NAMES) if v in present],
         }
-        available = [k for k in self.kinds() if candidates[k]]
-        if not available:
-            raise SkipRow("no question of the requested kinds applies")
-        plan: list[tuple[str, Any]] = []
-        pool: list[str] = []
-        for _ in range(self.opts["questions_per_case"]):
-            if not pool:
-                pool = list(available)
-            kind = pool.pop(ctx.rng.randrange(len(pool)))
-            options = candidates[kind]
-            plan.append((kind, options[ctx.rng.randrange(len(options))]))
-        return plan
+        return self.draw_plan(candidates, ctx, "no question of the requested kinds applies")
+
+
+@dataclass
+class _Case:
+    """One converted case: its sequences, the BraTS result and the shown views."""
+
+    name: str
+    named: dict[str, Any]
+    result: Any
+    index: int | None
+    views: list[str]
+    grade: str
+
+    @property
+    def present(self) -> list[int]:
+        """BraTS labels present in the result."""
+        return [int(v) for v in self.result.info.get("labels_present", [])]
 
 
 def _segment_answer(present: list[int]) -> str:

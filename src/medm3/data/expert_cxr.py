@@ -5,128 +5,35 @@ Layouts: CheXpert (``train.csv``/``valid.csv`` + JPEGs), NIH ChestX-ray14
 build`` (its rows get the expert turns in front); see :class:`ExpertCxrBuilder`
 and ``m3 data build expert-cxr --help``. Conversation: model cards + image +
 "This is a CXR image." + question -> ``<CXR()>`` -> the CXR expert's text ->
-the answer from the labels.
+the answer from the labels. Label tables, questions and probabilities:
+:mod:`medm3.data.cxr_labels`.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from medm3 import prompts
 from medm3.agent.protocol import get_protocol
-from medm3.data import templates
-from medm3.data.base import (
-    BadRow,
-    Builder,
-    BuilderOption,
-    Item,
-    ItemContext,
-    SkipRow,
-    listing,
-)
+from medm3.data.base import BadRow, Builder, BuilderOption, Item, ItemContext, SkipRow
 from medm3.data.conversation import PROTOCOL_OPTION, ExpertConversation, expert_model_cards
+from medm3.data.cxr_labels import (
+    CHEXPERT_FILES,
+    CHEXPERT_LABELS,
+    NIH_FILES,
+    chexpert_labels,
+    csv_columns,
+    draw_questions,
+    nih_labels,
+    read_lines,
+    read_probabilities,
+)
+from medm3.data.records import listing
 from medm3.errors import InputError
-
-#: CheXpert label files -> output split.
-CHEXPERT_FILES: tuple[tuple[str, str], ...] = (
-    ("train.csv", "train"),
-    ("valid.csv", "val"),
-    ("test.csv", "test"),
-)
-#: CheXpert observation columns (values 1.0 / 0.0 / -1.0 uncertain / blank).
-CHEXPERT_LABELS: tuple[str, ...] = (
-    "No Finding",
-    "Enlarged Cardiomediastinum",
-    "Cardiomegaly",
-    "Lung Opacity",
-    "Lung Lesion",
-    "Edema",
-    "Consolidation",
-    "Pneumonia",
-    "Atelectasis",
-    "Pneumothorax",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Fracture",
-    "Support Devices",
-)
-#: NIH ChestX-ray14 label files (newest first).
-NIH_FILES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
-#: NIH ChestX-ray14 findings.
-NIH_LABELS: tuple[str, ...] = (
-    "Atelectasis",
-    "Cardiomegaly",
-    "Effusion",
-    "Infiltration",
-    "Mass",
-    "Nodule",
-    "Pneumonia",
-    "Pneumothorax",
-    "Consolidation",
-    "Edema",
-    "Emphysema",
-    "Fibrosis",
-    "Pleural_Thickening",
-    "Hernia",
-)
-NO_FINDING = "No Finding"
-#: Labels that are not abnormalities (never listed as findings, still asked about).
-NOT_ABNORMAL = frozenset({NO_FINDING, "Support Devices"})
-#: Question kinds of this builder.
-KINDS = ("is-there", "findings")
-
-
-def finding_name(label: str) -> str:
-    """``Pleural_Thickening`` -> ``pleural thickening``."""
-    return label.replace("_", " ").lower()
-
-
-def read_probabilities(path: Path) -> dict[str, dict[str, float]]:
-    """Precomputed CXR-expert probabilities by image key.
-
-    Accepts JSON ``{key: {label: probability}}`` or a CSV whose first column
-    (or a ``Path`` / ``Image Index`` / ``image`` column) holds the key and
-    whose other columns are labels.
-
-    Raises:
-        InputError: Unreadable file, non-numeric values, or labels the CXR
-            expert does not have.
-    """
-    from medm3.experts.cxr import LABELS
-
-    try:
-        if path.suffix.lower() == ".json":
-            raw = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(raw, dict):
-                raise ValueError("expected a JSON object {image: {label: probability}}")
-            table = {str(k): {str(a): float(b) for a, b in v.items()} for k, v in raw.items()}
-        else:
-            with open(path, newline="", encoding="utf-8") as handle:
-                rows = list(csv.DictReader(handle))
-            if not rows:
-                raise ValueError("no rows")
-            columns = list(rows[0])
-            key = next((c for c in ("Path", "Image Index", "image", "path") if c in columns), None)
-            key = key or columns[0]
-            table = {
-                r[key]: {c: float(r[c]) for c in columns if c != key and r[c] not in ("", None)}
-                for r in rows
-            }
-    except (OSError, UnicodeDecodeError, ValueError, TypeError, AttributeError) as exc:
-        raise InputError(f"cannot read the probabilities: {exc}", path) from None
-    unknown = sorted({lab for probs in table.values() for lab in probs} - set(LABELS))
-    if unknown:
-        raise InputError(
-            f"probabilities name labels the CXR expert does not have: {', '.join(unknown[:5])} "
-            f"(its labels: {', '.join(LABELS)})",
-            path,
-        )
-    return table
 
 
 class ExpertCxrBuilder(Builder):
@@ -206,14 +113,14 @@ class ExpertCxrBuilder(Builder):
         layout = self.layout()
         if layout == "chexpert":
             for path in self._chexpert_files():
-                columns = _csv_columns(path)
+                columns = csv_columns(path)
                 missing = [c for c in ("Path", *CHEXPERT_LABELS) if c not in columns]
                 if missing:
                     raise InputError(
                         f"not a CheXpert label file: missing {', '.join(missing[:3])}", path
                     )
         elif layout == "nih":
-            columns = _csv_columns(self._nih_file())
+            columns = csv_columns(self._nih_file())
             missing = [c for c in ("Image Index", "Finding Labels") if c not in columns]
             if missing:
                 raise InputError(
@@ -276,7 +183,7 @@ class ExpertCxrBuilder(Builder):
                     yield Item(id=f"expert-cxr/{split}/{key}", split=split, data=dict(row))
 
     def _nih_items(self) -> Iterator[Item]:
-        test = _read_lines(self.source / "test_list.txt")
+        test = read_lines(self.source / "test_list.txt")
         with open(self._nih_file(), newline="", encoding="utf-8") as handle:
             for index, row in enumerate(csv.DictReader(handle)):
                 key = (row.get("Image Index") or "").strip() or f"row{index}"
@@ -383,8 +290,9 @@ class ExpertCxrBuilder(Builder):
         if layout == "built":
             questions = [self._built_question(item)]
         else:
-            labels = self._labels(item)
-            questions = self._questions(labels, ctx)
+            row = item.data
+            labels = nih_labels(row) if layout == "nih" else chexpert_labels(row)
+            questions = draw_questions(labels, self.opts["questions_per_image"], ctx.rng)
         image, probs, _, path = self._image_and_probs(item)
         result = FixedCXR(probs).run(image, "", use_cache=False)
         rel = _image_rel(layout, path, self.source)
@@ -417,77 +325,6 @@ class ExpertCxrBuilder(Builder):
             rows.append(conv.row(row_id, meta))
         return rows
 
-    def _labels(self, item: Item) -> dict[str, bool]:
-        """Definite labels of an X-ray: finding -> present."""
-        row = item.data
-        if self.layout() == "nih":
-            raw = (row.get("Finding Labels") or "").strip()
-            if not raw:
-                raise BadRow("missing 'Finding Labels'")
-            found = {p.strip() for p in raw.split("|") if p.strip()}
-            unknown = found - set(NIH_LABELS) - {NO_FINDING}
-            if unknown:
-                raise BadRow(f"unknown finding(s) {', '.join(sorted(unknown))}")
-            labels = {lab: lab in found for lab in NIH_LABELS}
-            labels[NO_FINDING] = not any(labels.values())
-            return labels
-        labels = {}
-        for lab in CHEXPERT_LABELS:
-            value = (row.get(lab) or "").strip()
-            if value == "":
-                continue
-            try:
-                number = float(value)
-            except ValueError:
-                raise BadRow(f"{lab!r} is not a number: {value!r}") from None
-            if number not in (1.0, 0.0, -1.0):
-                raise BadRow(f"{lab!r} must be 1, 0, -1 or blank, not {value!r}")
-            if number != -1.0:
-                labels[lab] = number == 1.0
-        return labels
-
-    def _questions(
-        self, labels: Mapping[str, bool], ctx: ItemContext
-    ) -> list[tuple[str, str, str, dict[str, Any]]]:
-        """``(kind, question, answer, meta)`` for the configured number of questions."""
-        findings = {k: v for k, v in labels.items() if k != NO_FINDING}
-        positives = [k for k, v in findings.items() if v and k not in NOT_ABNORMAL]
-        out: list[tuple[str, str, str, dict[str, Any]]] = []
-        asked: set[str] = set()
-        for _ in range(self.opts["questions_per_image"]):
-            kinds = [k for k in KINDS if k != "findings" or "findings" not in asked]
-            if not (positives or labels.get(NO_FINDING)):
-                kinds = [k for k in kinds if k != "findings"]
-            if not findings:
-                kinds = [k for k in kinds if k != "is-there"]
-            if not kinds:
-                break
-            kind = kinds[ctx.rng.randrange(len(kinds))]
-            if kind == "findings":
-                asked.add("findings")
-                question = templates.pick(ctx.rng, templates.CXR["findings"])
-                names = [finding_name(p) for p in positives]
-                answer = (
-                    f"The findings are: {templates.join_names(names)}."
-                    if names
-                    else "There are no abnormal findings."
-                )
-                out.append((kind, question, answer, {"findings": names}))
-                continue
-            pool = [k for k in findings if k not in asked] or list(findings)
-            pos = [k for k in pool if findings[k]]
-            neg = [k for k in pool if not findings[k]]
-            group = pos if pos and (not neg or ctx.rng.random() < 0.5) else neg
-            label = group[ctx.rng.randrange(len(group))]
-            asked.add(label)
-            name = finding_name(label)
-            question = templates.pick(ctx.rng, templates.CXR["is-there"], name)
-            answer = "yes" if findings[label] else "no"
-            out.append((kind, question, answer, {"finding": name, "answer_type": "CLOSED"}))
-        if not out:
-            raise SkipRow("no definite labels to ask about")
-        return out
-
     def _built_question(self, item: Item) -> tuple[str, str, str, dict[str, Any]]:
         row = item.data
         convs = row["conversations"]
@@ -508,20 +345,6 @@ class ExpertCxrBuilder(Builder):
 
 
 # ------------------------------------------------------------------ helpers
-def _csv_columns(path: Path) -> list[str]:
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            return next(csv.reader(handle), [])
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read the label file: {exc}", path) from None
-
-
-def _read_lines(path: Path) -> set[str]:
-    if not path.is_file():
-        return set()
-    return {line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
-
-
 def _load_xray(path: Path) -> Any:
     from medm3.imaging.io import load_image
 

@@ -15,17 +15,9 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
-from medm3.data.base import (
-    BadRow,
-    Builder,
-    BuilderOption,
-    Item,
-    ItemContext,
-    SkipRow,
-    hash_split,
-    listing,
-)
+from medm3.data.base import BadRow, Builder, BuilderOption, Item, ItemContext, SkipRow, hash_split
 from medm3.data.mimic_cxr import clean_report, report_row
+from medm3.data.records import listing
 from medm3.errors import InputError
 
 #: Deterministic split of the reports (R2Gen's 7:1:2 proportions), by report id.

@@ -32,6 +32,7 @@ from typing import Any
 
 from medm3 import prompts
 from medm3.errors import InputError
+from medm3.utils.jsonio import read_json
 
 #: Format tag written into manifests.
 FORMAT = "medm3-llava/1"
@@ -78,6 +79,14 @@ def make_row(
         row[key] = value
     validate_row(row)
     return row
+
+
+def vqa_row(
+    row_id: str, question: str, answer: str, image: str, meta: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A plain VQA row: ``<image>\\n{question}`` -> ``{answer}`` (no cards, no modality line)."""
+    turns = [(HUMAN, prompts.first_turn(question, None)), (GPT, answer)]
+    return make_row(row_id, turns, [image], meta)
 
 
 def row_images(row: Mapping[str, Any]) -> list[str]:
@@ -157,10 +166,7 @@ def read_rows(path: str | os.PathLike[str], *, validate: bool = True) -> list[di
     file = Path(path)
     if not file.is_file():
         raise InputError("dataset JSON not found", file)
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise InputError(f"not a valid JSON file: {exc}", file) from None
+    data = read_json(file, what="the dataset JSON")
     if not isinstance(data, list):
         raise InputError("expected a JSON list of rows", file)
     if validate:
@@ -198,10 +204,7 @@ def read_manifest(folder: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(folder) / MANIFEST_NAME
     if not path.is_file():
         raise InputError(f"no {MANIFEST_NAME} (not a folder built by `m3 data build`)", folder)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise InputError(f"unreadable manifest: {exc}", path) from None
+    data = read_json(path, what="the manifest")
     if not isinstance(data, dict):
         raise InputError("manifest is not a JSON object", path)
     return data

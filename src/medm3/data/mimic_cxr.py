@@ -8,23 +8,14 @@ image_path: [...]}]}``) + ``images/`` (see :class:`MimicCxrBuilder`, also
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from medm3 import prompts
-from medm3.data.base import (
-    BadRow,
-    Builder,
-    BuilderOption,
-    Item,
-    ItemContext,
-    SkipRow,
-    listing,
-    text_field,
-)
+from medm3.data.base import BadRow, Builder, BuilderOption, Item, ItemContext, SkipRow
 from medm3.data.llava import GPT, HUMAN, make_row
+from medm3.data.records import json_record, listing, record_key, relative_path, text_field
 from medm3.errors import InputError
 
 #: Annotation split key -> output split.
@@ -130,11 +121,10 @@ class MimicCxrBuilder(Builder):
             )
 
     def _load(self) -> dict[str, Any]:
+        from medm3.utils.jsonio import read_json
+
         path = self._annotation()
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise InputError(f"cannot read annotation.json: {exc}", path) from None
+        data = read_json(path, what="annotation.json")
         if not isinstance(data, dict):
             raise InputError("annotation.json must be a JSON object of split lists", path)
         return data
@@ -149,24 +139,19 @@ class MimicCxrBuilder(Builder):
         for key, split in SPLITS:
             entries = data.get(key) or []
             for index, entry in enumerate(entries):
-                ident = entry.get("id") if isinstance(entry, dict) else None
-                name = str(ident).strip() if ident not in (None, "") else f"row{index}"
+                name = record_key(entry, "id", index)
                 yield Item(id=f"mimic-cxr/{split}/{name}", split=split, data=entry)
 
     def convert(self, item: Item, ctx: ItemContext) -> list[dict[str, Any]]:
         """One report row."""
-        entry = item.data
-        if not isinstance(entry, dict):
-            raise BadRow("entry is not a JSON object")
+        entry = json_record(item.data, "entry")
         report = clean_report(text_field(entry, "report"))
         paths = entry.get("image_path")
         if isinstance(paths, str):
             paths = [paths]
         if not isinstance(paths, list) or not paths or not all(isinstance(p, str) for p in paths):
             raise BadRow("missing 'image_path' list")
-        rel = Path(paths[0])
-        if rel.is_absolute() or ".." in rel.parts:
-            raise BadRow(f"image_path must be relative: {paths[0]!r}")
+        rel = relative_path(paths[0], "image_path must be relative")
         root = self._image_root()
         image = None
         if root is not None and (root / rel).is_file():

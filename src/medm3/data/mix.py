@@ -188,12 +188,44 @@ def mix(
     Raises:
         InputError: Existing output, missing datasets, invalid rows.
     """
-    from medm3.data.llava import read_rows, row_images, write_rows
+    from medm3.data.llava import write_rows
 
     out = Path(output)
     if out.exists() and not overwrite:
         raise InputError("output already exists (pass --overwrite to replace it)", out)
     base = Path(root) if root is not None else Path.cwd()
+    resolved, missing = _resolve_all(mixture, base, allow_missing)
+    out_dir = out.resolve().parent
+    mixed: list[dict[str, Any]] = []
+    report = []
+    for entry, path in resolved:
+        n_rows, rows = _entry_rows(entry, path, out_dir)
+        mixed += rows
+        report.append(
+            {
+                "name": entry.name,
+                "file": str(path),
+                "rows": n_rows,
+                "repeat": entry.repeat,
+                "total": len(rows),
+            }
+        )
+    if not mixed:
+        raise InputError("the mixture produced no rows", mixture.file)
+    if mixture.shuffle if shuffle is None else shuffle:
+        random.Random(seed).shuffle(mixed)
+    write_rows(out, mixed)
+    return {"output": str(out), "rows": len(mixed), "datasets": report, "missing": missing}
+
+
+def _resolve_all(
+    mixture: Mixture, base: Path, allow_missing: bool
+) -> tuple[list[tuple[MixEntry, Path]], list[str]]:
+    """The JSON file of each used entry, and the names of the missing ones (``allow_missing``).
+
+    Raises:
+        InputError: A missing dataset without ``allow_missing``.
+    """
     resolved: list[tuple[MixEntry, Path]] = []
     missing: list[str] = []
     for entry in mixture.entries:
@@ -216,35 +248,29 @@ def mix(
             missing.append(entry.name)
             continue
         resolved.append((entry, path))
-    out_dir = out.resolve().parent
-    mixed: list[dict[str, Any]] = []
-    report = []
-    for entry, path in resolved:
-        rows = read_rows(path)
-        folder = path.resolve().parent
-        for row in rows:
-            moved = _relocate(row, folder, out_dir, row_images(row))
-            moved["mixture"] = entry.name
-            for k in range(entry.repeat):
-                copy = dict(moved)
-                suffix = f"#r{k}" if k else ""
-                copy["id"] = f"{entry.name}/{row['id']}{suffix}"
-                mixed.append(copy)
-        report.append(
-            {
-                "name": entry.name,
-                "file": str(path),
-                "rows": len(rows),
-                "repeat": entry.repeat,
-                "total": len(rows) * entry.repeat,
-            }
-        )
-    if not mixed:
-        raise InputError("the mixture produced no rows", mixture.file)
-    if mixture.shuffle if shuffle is None else shuffle:
-        random.Random(seed).shuffle(mixed)
-    write_rows(out, mixed)
-    return {"output": str(out), "rows": len(mixed), "datasets": report, "missing": missing}
+    return resolved, missing
+
+
+def _entry_rows(entry: MixEntry, path: Path, out_dir: Path) -> tuple[int, list[dict[str, Any]]]:
+    """How many rows an entry's file has, and the rows it adds to the mixture.
+
+    Each row appears ``repeat`` times, renamed ``NAME/ID[#rK]``, its images
+    relocated to be relative to ``out_dir``.
+    """
+    from medm3.data.llava import read_rows, row_images
+
+    folder = path.resolve().parent
+    rows = read_rows(path)
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        moved = _relocate(row, folder, out_dir, row_images(row))
+        moved["mixture"] = entry.name
+        for k in range(entry.repeat):
+            copy = dict(moved)
+            suffix = f"#r{k}" if k else ""
+            copy["id"] = f"{entry.name}/{row['id']}{suffix}"
+            out.append(copy)
+    return len(rows), out
 
 
 def _relocate(

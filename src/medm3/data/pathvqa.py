@@ -12,16 +12,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from medm3 import prompts
-from medm3.data.base import (
-    BadRow,
-    Builder,
-    Item,
-    ItemContext,
-    closed_answer_type,
-    listing,
-)
-from medm3.data.llava import GPT, HUMAN, make_row
+from medm3.data.base import BadRow, Builder, Item, ItemContext
+from medm3.data.llava import vqa_row
+from medm3.data.records import closed_answer_type, listing
 from medm3.errors import InputError, MissingDependencyError
 
 #: File-name prefixes of the parquet shards -> output split.
@@ -175,5 +168,4 @@ class PathVqaBuilder(Builder):
             "source_file": Path(file).name,
             "source_row": row,
         }
-        turns = [(HUMAN, prompts.first_turn(question, None)), (GPT, answer.strip())]
-        return [make_row(item.id, turns, [rel], meta)]
+        return [vqa_row(item.id, question, answer.strip(), rel, meta)]

@@ -11,20 +11,17 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from medm3 import prompts
-from medm3.data.base import (
-    BadRow,
-    Builder,
-    Item,
-    ItemContext,
-    SkipRow,
-    answer_type_field,
+from medm3.data.base import Builder, Item, ItemContext
+from medm3.data.llava import vqa_row
+from medm3.data.records import (
     find_one,
     listing,
+    place_image,
     read_json_list,
-    text_field,
+    record_key,
+    relative_path,
+    vqa_fields,
 )
-from medm3.data.llava import GPT, HUMAN, make_row
 from medm3.errors import InputError
 
 #: Annotation file -> output split.
@@ -82,26 +79,14 @@ class SlakeBuilder(Builder):
             for index, record in enumerate(records):
                 if isinstance(record, dict) and str(record.get("q_lang", "en")).strip() != "en":
                     continue
-                qid = record.get("qid") if isinstance(record, dict) else None
-                key = str(qid).strip() if qid not in (None, "") else f"row{index}"
+                key = record_key(record, "qid", index)
                 yield Item(id=f"slake/{split}/{key}", split=split, data=record)
 
     def convert(self, item: Item, ctx: ItemContext) -> list[dict[str, Any]]:
         """One VQA row; the image is copied under ``images/``."""
-        record = item.data
-        if not isinstance(record, dict):
-            raise BadRow("record is not a JSON object")
-        question = text_field(record, "question")
-        answer = text_field(record, "answer")
-        image_name = text_field(record, "img_name")
-        answer_type = answer_type_field(record)
-        rel = Path(image_name)
-        if rel.is_absolute() or ".." in rel.parts:
-            raise BadRow(f"img_name must be relative to imgs/: {image_name!r}")
-        path = self._root() / "imgs" / rel
-        if not path.is_file():
-            raise SkipRow("image file missing")
-        image = ctx.link_or_copy(path, f"images/{rel.as_posix()}")
+        record, question, answer, image_name, answer_type = vqa_fields(item.data, "img_name")
+        rel = relative_path(image_name, "img_name must be relative to imgs/")
+        image = place_image(ctx, self._root() / "imgs" / rel, f"images/{rel.as_posix()}")
         meta = {
             "dataset": self.name,
             "qid": str(record.get("qid", "")),
@@ -111,5 +96,4 @@ class SlakeBuilder(Builder):
             "location": str(record.get("location", "")).strip(),
             "q_lang": "en",
         }
-        turns = [(HUMAN, prompts.first_turn(question, None)), (GPT, answer)]
-        return [make_row(item.id, turns, [image], meta)]
+        return [vqa_row(item.id, question, answer, image, meta)]

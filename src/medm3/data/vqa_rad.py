@@ -15,19 +15,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from medm3 import prompts
-from medm3.data.base import (
-    BadRow,
-    Builder,
-    Item,
-    ItemContext,
-    SkipRow,
-    answer_type_field,
-    listing,
-    read_json_list,
-    text_field,
-)
-from medm3.data.llava import GPT, HUMAN, make_row
+from medm3.data.base import BadRow, Builder, Item, ItemContext
+from medm3.data.llava import vqa_row
+from medm3.data.records import listing, place_image, read_json_list, record_key, vqa_fields
 from medm3.errors import InputError
 
 #: The annotation file of the OSF release.
@@ -99,8 +89,7 @@ class VqaRadBuilder(Builder):
         records = read_json_list(self._annotation())
         seen: dict[str, int] = {}
         for index, record in enumerate(records):
-            qid = record.get("qid") if isinstance(record, dict) else None
-            key = str(qid).strip() if qid not in (None, "") else f"row{index}"
+            key = record_key(record, "qid", index)
             seen[key] = seen.get(key, 0) + 1
             if seen[key] > 1:  # the release repeats a few qids: keep them apart
                 key = f"{key}-{seen[key]}"
@@ -110,22 +99,14 @@ class VqaRadBuilder(Builder):
 
     def convert(self, item: Item, ctx: ItemContext) -> list[dict[str, Any]]:
         """One VQA row; the image is copied under ``images/``."""
-        record = item.data
-        if not isinstance(record, dict):
-            raise BadRow("record is not a JSON object")
-        question = text_field(record, "question")
-        answer = text_field(record, "answer")
-        image_name = text_field(record, "image_name")
-        answer_type = answer_type_field(record)
+        record, question, answer, image_name, answer_type = vqa_fields(item.data, "image_name")
         phrase = str(record.get("phrase_type", "")).strip()
         if phrase not in PHRASES:
             raise BadRow(f"unknown phrase_type {phrase!r}")
         folder = self._image_dir()
         assert folder is not None
         path = folder / Path(image_name).name
-        if not path.is_file():
-            raise SkipRow("image file missing")
-        image = ctx.link_or_copy(path, f"images/{path.name}")
+        image = place_image(ctx, path, f"images/{path.name}")
         meta = {
             "dataset": self.name,
             "qid": str(record.get("qid", "")),
@@ -134,5 +115,4 @@ class VqaRadBuilder(Builder):
             "answer_type": answer_type,
             "organ": str(record.get("image_organ", "")).strip(),
         }
-        turns = [(HUMAN, prompts.first_turn(question, None)), (GPT, answer)]
-        return [make_row(item.id, turns, [image], meta)]
+        return [vqa_row(item.id, question, answer, image, meta)]

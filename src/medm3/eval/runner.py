@@ -47,6 +47,7 @@ from medm3.utils.atomic import atomic_write_text
 from medm3.vlm.base import GenerationConfig, VLMBackend
 
 if TYPE_CHECKING:  # pragma: no cover
+    from medm3.eval.scorers.common import ScoreResult
     from medm3.executors.base import Executor
 
 __all__ = ["PREDICTIONS", "RUN_CONFIG", "RUN_LOG", "EvalRun", "PreparedRun", "prepare", "run_eval"]
@@ -169,25 +170,10 @@ def prepare(
     """
     chosen_task = get_task(task)
     chosen = chosen_task.check(protocol, experts)
-    if limit is not None and limit < 1:
-        raise InputError(f"--limit must be at least 1, got {limit}")
-    if batch_size < 1:
-        raise InputError(f"--batch-size must be at least 1, got {batch_size}")
-    root = Path(image_root).expanduser() if image_root is not None else None
-    if root is not None and not root.is_dir():
-        raise InputError("image folder not found", root)
+    root = _check_options(limit, batch_size, image_root)
     loaded = chosen_task.load(Path(data).expanduser(), chosen, root)
     chosen_task.require()  # the kind's dependencies: fail now, not after hours of generation
-    generation = chosen_task.generation(chosen)
-    overrides: dict[str, Any] = {}
-    if max_new_tokens is not None and max_new_tokens != generation.max_new_tokens:
-        if max_new_tokens < 1:
-            raise InputError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
-        overrides["max_new_tokens"] = {
-            "protocol": generation.max_new_tokens,
-            "used": max_new_tokens,
-        }
-        generation = replace(generation, max_new_tokens=max_new_tokens)
+    generation, overrides = _generation(chosen_task.generation(chosen), max_new_tokens)
     fingerprint: dict[str, Any] = {
         "task": chosen_task.name,
         "protocol": chosen,
@@ -225,6 +211,32 @@ def prepare(
         fingerprint,
         config,
     )
+
+
+def _check_options(
+    limit: int | None, batch_size: int, image_root: str | Path | None
+) -> Path | None:
+    """Check ``--limit`` and ``--batch-size``; the image folder (must exist when given)."""
+    if limit is not None and limit < 1:
+        raise InputError(f"--limit must be at least 1, got {limit}")
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {batch_size}")
+    root = Path(image_root).expanduser() if image_root is not None else None
+    if root is not None and not root.is_dir():
+        raise InputError("image folder not found", root)
+    return root
+
+
+def _generation(
+    generation: GenerationConfig, max_new_tokens: int | None
+) -> tuple[GenerationConfig, dict[str, Any]]:
+    """The protocol's decoding with ``--max-new-tokens`` applied, and the overrides to log."""
+    if max_new_tokens is None or max_new_tokens == generation.max_new_tokens:
+        return generation, {}
+    if max_new_tokens < 1:
+        raise InputError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
+    overrides = {"max_new_tokens": {"protocol": generation.max_new_tokens, "used": max_new_tokens}}
+    return replace(generation, max_new_tokens=max_new_tokens), overrides
 
 
 def _check_folder(folder: Path, fingerprint: dict[str, Any]) -> None:
@@ -306,15 +318,7 @@ def execute(
     t_start = time.perf_counter()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     folder = prepared.out_dir
-    folder.mkdir(parents=True, exist_ok=True)
-    config_path = folder / RUN_CONFIG
-    if not config_path.exists():
-        payload = {"fingerprint": prepared.fingerprint, "created": started}
-        atomic_write_text(config_path, json.dumps(payload, indent=1) + "\n")
-    pred_path = folder / PREDICTIONS
-    done: dict[str, dict[str, Any]] = {}
-    for record in read_predictions(pred_path, repair=True):
-        done.setdefault(str(record["question_id"]), record)
+    done = _open_run(prepared, started)
     samples = prepared.samples
     resumed = sum(s.id in done for s in samples)
     generated, gen_seconds = _generate(prepared, backend, done, expert, progress, executor)
@@ -333,7 +337,47 @@ def execute(
         "generation_seconds_all_runs": sum(float(done[s.id].get("seconds", 0.0)) for s in samples),
         "scoring_seconds": score_seconds,
     }
-    log = {
+    log = _run_log(prepared, backend, result, notes, timings, started, done)
+    atomic_write_text(folder / RUN_LOG, json.dumps(log, indent=1, ensure_ascii=False) + "\n")
+    return EvalRun(
+        prepared.task.name,
+        prepared.protocol,
+        prepared.experts,
+        result.metrics,
+        log["primary_metric"],
+        folder,
+        len(samples),
+        generated,
+        notes,
+    )
+
+
+def _open_run(prepared: PreparedRun, started: str) -> dict[str, dict[str, Any]]:
+    """Create the run folder (config written once); the predictions already made, by id."""
+    folder = prepared.out_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    config_path = folder / RUN_CONFIG
+    if not config_path.exists():
+        payload = {"fingerprint": prepared.fingerprint, "created": started}
+        atomic_write_text(config_path, json.dumps(payload, indent=1) + "\n")
+    done: dict[str, dict[str, Any]] = {}
+    for record in read_predictions(folder / PREDICTIONS, repair=True):
+        done.setdefault(str(record["question_id"]), record)
+    return done
+
+
+def _run_log(
+    prepared: PreparedRun,
+    backend: VLMBackend | BackendRef,
+    result: ScoreResult,
+    notes: list[str],
+    timings: dict[str, Any],
+    started: str,
+    done: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """The run log (``run.json``): settings, metrics, timings, versions and every sample."""
+    samples = prepared.samples
+    return {
         "medm3_eval_log": LOG_VERSION,
         "task": prepared.task.name,
         "title": prepared.task.title,
@@ -355,18 +399,6 @@ def execute(
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "samples": [_sample_entry(s, done[s.id], result.per_sample.get(s.id, {})) for s in samples],
     }
-    atomic_write_text(folder / RUN_LOG, json.dumps(log, indent=1, ensure_ascii=False) + "\n")
-    return EvalRun(
-        prepared.task.name,
-        prepared.protocol,
-        prepared.experts,
-        result.metrics,
-        log["primary_metric"],
-        folder,
-        len(samples),
-        generated,
-        notes,
-    )
 
 
 def _sample_entry(sample: Sample, record: dict[str, Any], scored: dict[str, Any]) -> dict[str, Any]:

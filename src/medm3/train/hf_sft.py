@@ -34,10 +34,11 @@ from medm3.train.collate import causal_lm_loss, collate_hf
 from medm3.train.dataset import IGNORE_INDEX, common_prefix
 from medm3.train.recipe import (
     Recipe,
-    apply_lora,
     enable_checkpointing,
-    lora_targets,
+    lora_if_enabled,
+    pad_token_id,
     part_of,
+    recipe_info,
     set_trainable,
     weight_dtype,
 )
@@ -274,29 +275,18 @@ def build(config: Config, mixed_precision: str) -> Recipe:
         raise MedM3Error(f"'{path}' has no chat template/tokenizer in its processor")
     if config.train.gradient_checkpointing:
         enable_checkpointing(model)
-    scaling = None
-    if config.lora.enabled:
-        targets = lora_targets(model, config.lora.target_modules, part_of)
-        model = apply_lora(model, config, targets)
-        scaling = config.lora.alpha / config.lora.r
+    model, scaling = lora_if_enabled(model, config, part_of)
     module = HFForTraining(model)
     counts = set_trainable(module, part_of, config)
     module.train()
     tokenizer = processor.tokenizer
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     encoder = HFEncoder(
         processor,
         config.data.max_length,
         _stop_ids(model, tokenizer),
         _image_ids(processor, model),
     )
-    info = {
-        "kind": "hf",
-        "base": str(path),
-        "architecture": type(module.model).__name__,
-        "trainable": counts,
-        "weight_dtype": str(dtype).removeprefix("torch."),
-    }
+    info = recipe_info("hf", path, counts, dtype, architecture=type(module.model).__name__)
 
     def save_adapter(state: dict[str, Any], folder: Path) -> None:
         export.save_peft_adapter(model, export.sub_state(state, "model."), folder)
@@ -304,7 +294,7 @@ def build(config: Config, mixed_precision: str) -> Recipe:
     return Recipe(
         module=module,
         encode=encoder,
-        collate=partial(collate_examples, pad_id=pad or 0),
+        collate=partial(collate_examples, pad_id=pad_token_id(tokenizer)),
         export=partial(
             export.export_hf,
             model=model,

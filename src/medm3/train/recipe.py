@@ -126,6 +126,48 @@ def apply_lora(model: nn.Module, config: Config, targets: list[str]) -> nn.Modul
         return get_peft_model(model, peft_config)
 
 
+def lora_if_enabled(
+    model: nn.Module, config: Config, part: Callable[[str], str]
+) -> tuple[nn.Module, float | None]:
+    """``model`` with LoRA adapters when ``lora.enabled``, and the scaling to merge them with.
+
+    Args:
+        model: The module to adapt.
+        config: The run configuration (``lora`` section).
+        part: Parameter name -> model part (``llm`` ...), to pick the targets.
+
+    Returns:
+        ``(adapted model, alpha / r)``, or ``(model, None)`` without LoRA.
+
+    Raises:
+        InputError: Bad LoRA targets.
+    """
+    if not config.lora.enabled:
+        return model, None
+    targets = lora_targets(model, config.lora.target_modules, part)
+    return apply_lora(model, config, targets), config.lora.alpha / config.lora.r
+
+
+def pad_token_id(tokenizer: Any) -> int:
+    """The tokenizer's pad id, else its EOS id, else 0."""
+    if tokenizer.pad_token_id is not None:
+        return int(tokenizer.pad_token_id)
+    return int(tokenizer.eos_token_id or 0)
+
+
+def recipe_info(
+    kind: str, base: Any, trainable: dict[str, int], dtype: torch.dtype, **facts: Any
+) -> dict[str, Any]:
+    """The facts of a training run kept with its exports (``facts`` follow ``base``)."""
+    return {
+        "kind": kind,
+        "base": str(base),
+        **facts,
+        "trainable": trainable,
+        "weight_dtype": str(dtype).removeprefix("torch."),
+    }
+
+
 def set_trainable(module: nn.Module, part: Callable[[str], str], config: Config) -> dict[str, int]:
     """Freeze/unfreeze parameters by part; LoRA weights always train.
 

@@ -59,6 +59,23 @@ class TrainResult:
     main_process: bool = True
 
 
+@dataclass
+class _Run:
+    """The state of one training run between setup and export."""
+
+    acc: Any
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    recipe: Any
+    dataset: Any
+    factor: Callable[[int], float]
+    per_epoch: int
+    total: int
+    extra: dict[str, Any]
+    step: int
+
+
 def resolve_mixed_precision(value: str) -> str:
     """``auto`` -> ``bf16`` on CUDA GPUs that support it, else ``no``."""
     if value != "auto":
@@ -238,6 +255,22 @@ class Trainer:
     # -- loop ----------------------------------------------------------------------------
     def run(self) -> TrainResult:
         """Train, checkpoint and export; returns the :class:`TrainResult`."""
+        run = self._start()
+        last_loss = self._train(run)
+        export_dir = self._export(run.acc, run.model, run.recipe, run.step)
+        run.acc.wait_for_everyone()
+        run.acc.free_memory()
+        return TrainResult(
+            self.output_dir,
+            run.step,
+            export_dir,
+            last_loss,
+            self.output_dir / LOG_NAME,
+            run.acc.is_main_process,
+        )
+
+    def _start(self) -> _Run:
+        """Read the data, build the model and optimizer, and resume from a checkpoint if any."""
         import torch
         from accelerate.utils import set_seed
 
@@ -248,8 +281,7 @@ class Trainer:
         samples = read_samples(config.data.train, config.data.image_folder)
         resume_dir = checkpoints.resume_from(self.output_dir, train.resume)
         acc = self._accelerator()
-        world = acc.num_processes
-        per_epoch, total = plan_steps(len(samples), config, world)
+        per_epoch, total = plan_steps(len(samples), config, acc.num_processes)
         if acc.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.output_dir / "config.yaml", dump_config(config))
@@ -267,70 +299,89 @@ class Trainer:
         load_kwargs = self._checkpoint_hooks(acc, module)
         model, optimizer = acc.prepare(module, optimizer)
         acc.register_for_checkpointing(scheduler)
-
-        step = 0
-        if resume_dir is not None:
-            state = checkpoints.read_state(resume_dir)
-            self._check_resume(state, len(samples), world)
-            acc.load_state(str(resume_dir), **load_kwargs)
-            step = state["step"]
-            if acc.is_main_process:
-                logger.info("resumed from %s (step %d)", resume_dir, step)
-        log = _JsonLog(self.output_dir / LOG_NAME, step, acc.is_main_process)
+        step = self._resume(acc, resume_dir, len(samples), load_kwargs)
         extra = {
             "total_steps": total,
-            "world_size": world,
+            "world_size": acc.num_processes,
             "batch_size": train.batch_size,
             "gradient_accumulation_steps": train.gradient_accumulation_steps,
             "seed": train.seed,
             "examples": len(samples),
         }
-        bar = self._progress_bar(acc, total, step)
+        return _Run(
+            acc, model, optimizer, scheduler, recipe, dataset, factor, per_epoch, total, extra, step
+        )
+
+    def _resume(
+        self, acc: Any, resume_dir: Path | None, n: int, load_kwargs: dict[str, Any]
+    ) -> int:
+        """Load the checkpoint to resume from (checked against this run); the step it reached."""
+        if resume_dir is None:
+            return 0
+        state = checkpoints.read_state(resume_dir)
+        self._check_resume(state, n, acc.num_processes)
+        acc.load_state(str(resume_dir), **load_kwargs)
+        if acc.is_main_process:
+            logger.info("resumed from %s (step %d)", resume_dir, state["step"])
+        return int(state["step"])
+
+    def _train(self, run: _Run) -> float | None:
+        """The optimizer steps from ``run.step`` to the end; returns the last loss."""
+        acc = run.acc
+        log = _JsonLog(self.output_dir / LOG_NAME, run.step, acc.is_main_process)
+        bar = self._progress_bar(acc, run.total, run.step)
         last_loss: float | None = None
-        last_saved = step
+        last_saved = run.step
         try:
-            while step < total:
-                epoch, done = divmod(step, per_epoch)
-                micro_batches, n_steps = self._epoch(dataset, recipe, epoch, done, per_epoch, acc)
+            while run.step < run.total:
+                epoch, done = divmod(run.step, run.per_epoch)
+                micro_batches, n_steps = self._epoch(
+                    run.dataset, run.recipe, epoch, done, run.per_epoch, acc
+                )
                 for _ in range(n_steps):
                     started = time.perf_counter()
-                    loss, grad_norm = self._step(acc, model, optimizer, scheduler, micro_batches)
-                    step += 1
+                    loss, grad_norm = self._step(
+                        acc, run.model, run.optimizer, run.scheduler, micro_batches
+                    )
+                    run.step += 1
                     last_loss = loss
-                    record = {
-                        "step": step,
-                        "epoch": round(step / per_epoch, 4),
-                        "loss": round(loss, 6),
-                        "lr": train.learning_rate * factor(step - 1),
-                        "grad_norm": grad_norm,
-                        "seconds": round(time.perf_counter() - started, 4),
-                    }
-                    if step % train.logging_steps == 0 or step == total:
-                        log.write(record)
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss:.4f}", lr=f"{record['lr']:.2e}")
-                    if train.save_steps and step % train.save_steps == 0:
-                        self._save(acc, step, epoch, extra)
-                        last_saved = step
-                    if self.on_step is not None:
-                        self.on_step(step, record)
-                    if step >= total:
+                    record = self._record(run, loss, grad_norm, started)
+                    if self._after_step(run, record, loss, log, bar, epoch):
+                        last_saved = run.step
+                    if run.step >= run.total:
                         break
-            if train.save_steps and step > last_saved:
-                self._save(acc, step, step // per_epoch, extra)
+            if self.config.train.save_steps and run.step > last_saved:
+                self._save(acc, run.step, run.step // run.per_epoch, run.extra)
         finally:
             bar.close()
-        export_dir = self._export(acc, model, recipe, step)
-        acc.wait_for_everyone()
-        acc.free_memory()
-        return TrainResult(
-            self.output_dir,
-            step,
-            export_dir,
-            last_loss,
-            self.output_dir / LOG_NAME,
-            acc.is_main_process,
-        )
+        return last_loss
+
+    def _record(self, run: _Run, loss: float, grad_norm: Any, started: float) -> dict[str, Any]:
+        """The log record of the step just taken."""
+        return {
+            "step": run.step,
+            "epoch": round(run.step / run.per_epoch, 4),
+            "loss": round(loss, 6),
+            "lr": self.config.train.learning_rate * run.factor(run.step - 1),
+            "grad_norm": grad_norm,
+            "seconds": round(time.perf_counter() - started, 4),
+        }
+
+    def _after_step(
+        self, run: _Run, record: dict[str, Any], loss: float, log: _JsonLog, bar: Any, epoch: int
+    ) -> bool:
+        """Log, show progress, checkpoint and call ``on_step``; True when a checkpoint was saved."""
+        train, step = self.config.train, run.step
+        if step % train.logging_steps == 0 or step == run.total:
+            log.write(record)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{record['lr']:.2e}")
+        saved = bool(train.save_steps) and step % train.save_steps == 0
+        if saved:
+            self._save(run.acc, step, epoch, run.extra)
+        if self.on_step is not None:
+            self.on_step(step, record)
+        return saved
 
     def _epoch(
         self, dataset: Any, recipe: Any, epoch: int, done: int, per_epoch: int, acc: Any

@@ -31,9 +31,10 @@ from medm3.train.collate import causal_lm_loss, collate_vila
 from medm3.train.dataset import IGNORE_INDEX, spans_to_labels
 from medm3.train.recipe import (
     Recipe,
-    apply_lora,
     enable_checkpointing,
-    lora_targets,
+    lora_if_enabled,
+    pad_token_id,
+    recipe_info,
     set_trainable,
     weight_dtype,
 )
@@ -247,24 +248,12 @@ def build(config: Config, mixed_precision: str) -> Recipe:
         enable_checkpointing(vila.llm)
         if config.tune.vision_tower:
             enable_checkpointing(vila.vision_tower)
-    scaling = None
-    if config.lora.enabled:
-        targets = lora_targets(vila.llm, config.lora.target_modules, lambda _: "llm")
-        vila.llm = apply_lora(vila.llm, config, targets)
-        scaling = config.lora.alpha / config.lora.r
+    vila.llm, scaling = lora_if_enabled(vila.llm, config, lambda _: "llm")
     module = VilaForTraining(vila, config.data.max_length)
     counts = set_trainable(module, _part, config)
     module.train()
-    pad = tokenizer.pad_token_id
-    pad_id = pad if pad is not None else (tokenizer.eos_token_id or 0)
     encoder = VilaEncoder(tokenizer, template, config.data.max_length, _ImagePrep(vila))
-    info = {
-        "kind": "vila",
-        "base": str(root),
-        "template": template,
-        "trainable": counts,
-        "weight_dtype": str(dtype).removeprefix("torch."),
-    }
+    info = recipe_info("vila", root, counts, dtype, template=template)
 
     def save_adapter(state: dict[str, Any], folder: Path) -> None:
         export.save_peft_adapter(vila.llm, export.sub_state(state, "vila.llm."), folder)
@@ -272,7 +261,7 @@ def build(config: Config, mixed_precision: str) -> Recipe:
     return Recipe(
         module=module,
         encode=encoder,
-        collate=partial(collate_vila, pad_id=pad_id),
+        collate=partial(collate_vila, pad_id=pad_token_id(tokenizer)),
         export=partial(
             export.export_vila,
             base=root,

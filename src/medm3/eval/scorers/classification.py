@@ -24,7 +24,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from medm3.eval.scorers.common import Reference, ScoreResult
+from medm3.eval.scorers.common import Reference, ScoreResult, counted_notes, percent
 
 __all__ = ["binary_f1", "parse_yes_no", "score", "truth_is_positive"]
 
@@ -110,15 +110,14 @@ def score(references: Iterable[Reference], predictions: Mapping[str, str]) -> Sc
         per_sample[ref.id] = {"class": ref.label, "parsed": parsed, "truth": truth}
     f1 = {c: binary_f1(truths[c], preds[c]) for c in truths}
     metrics: dict[str, Any] = {
-        "f1_macro": 100.0 * sum(f1.values()) / len(f1) if f1 else None,
+        "f1_macro": percent(sum(f1.values()), len(f1)),
         **{f"f1/{c}": 100.0 * v for c, v in f1.items()},
         "n": len(per_sample),
         "n_missing": missing,
         "n_unparsed": unparsed,
     }
-    notes = []
-    if missing:
-        notes.append(f"{missing} question(s) without a prediction read as 'no'")
-    if unparsed:
-        notes.append(f"{unparsed} answer(s) with neither yes nor no read as 'no'")
+    notes = counted_notes(
+        (missing, "question(s) without a prediction read as 'no'"),
+        (unparsed, "answer(s) with neither yes nor no read as 'no'"),
+    )
     return ScoreResult(metrics, per_sample, notes)

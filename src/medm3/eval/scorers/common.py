@@ -1,4 +1,4 @@
-"""Types shared by the scorers: ground-truth references and score results."""
+"""What the scorers share: ground-truth references, score results, percentages and notes."""
 
 from __future__ import annotations
 
@@ -64,3 +64,13 @@ def normalize_answer_type(value: Any, answer: str = "") -> str:
     if not text and answer:
         return "CLOSED" if answer.strip().lower() in ("yes", "no") else "OPEN"
     return ""
+
+
+def percent(part: float, whole: float) -> float | None:
+    """``100 * part / whole``, or ``None`` when there is nothing to divide by."""
+    return 100.0 * part / whole if whole else None
+
+
+def counted_notes(*remarks: tuple[int, str]) -> list[str]:
+    """``"{count} {text}"`` for each ``(count, text)`` remark whose count is not zero."""
+    return [f"{count} {text}" for count, text in remarks if count]

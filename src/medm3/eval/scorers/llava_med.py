@@ -34,7 +34,13 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from medm3.eval.scorers._glossary import ARTICLES, CONTRACTIONS, NUMBER_WORDS, PUNCTUATION
-from medm3.eval.scorers.common import Reference, ScoreResult, normalize_answer_type
+from medm3.eval.scorers.common import (
+    Reference,
+    ScoreResult,
+    counted_notes,
+    normalize_answer_type,
+    percent,
+)
 
 __all__ = ["normalize_word", "open_recall", "score", "score_closed"]
 
@@ -155,17 +161,16 @@ def score(references: Iterable[Reference], predictions: Mapping[str, str]) -> Sc
             ignored += 1
         per_sample[ref.id] = item
     metrics: dict[str, Any] = {
-        "closed": 100.0 * closed_hits / closed_total if closed_total else None,
-        "open_recall": 100.0 * sum(recalls) / len(recalls) if recalls else None,
-        "closed_legacy": 100.0 * closed_hits / legacy_total if legacy_total else None,
+        "closed": percent(closed_hits, closed_total),
+        "open_recall": percent(sum(recalls), len(recalls)),
+        "closed_legacy": percent(closed_hits, legacy_total),
         "n_closed": closed_total,
         "n_open": len(recalls),
         "n_missing": missing,
         "n_ignored": ignored,
     }
-    notes = []
-    if missing:
-        notes.append(f"{missing} question(s) without a prediction scored as empty answers")
-    if ignored:
-        notes.append(f"{ignored} question(s) of unknown answer type ignored")
+    notes = counted_notes(
+        (missing, "question(s) without a prediction scored as empty answers"),
+        (ignored, "question(s) of unknown answer type ignored"),
+    )
     return ScoreResult(metrics, per_sample, notes)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from medm3.eval.scorers.common import Reference, ScoreResult
+from medm3.eval.scorers.common import Reference, ScoreResult, counted_notes, percent
 
 __all__ = ["normalize", "score"]
 
@@ -57,12 +57,12 @@ def score(references: Iterable[Reference], predictions: Mapping[str, str]) -> Sc
     n = len(truth)
     n_correct = sum(s["correct"] for s in per_sample.values())
     metrics: dict[str, Any] = {
-        "accuracy": 100.0 * n_correct / n if n else None,
+        "accuracy": percent(n_correct, n),
         "n": n,
         "n_correct": n_correct,
         "n_missing": missing,
     }
     for kind, hits in sorted(by_type.items()):
         metrics[f"accuracy_{kind}"] = 100.0 * sum(hits) / len(hits)
-    notes = [f"{missing} question(s) without a prediction counted wrong"] if missing else []
+    notes = counted_notes((missing, "question(s) without a prediction counted wrong"))
     return ScoreResult(metrics, per_sample, notes)
