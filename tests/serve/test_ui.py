@@ -112,3 +112,41 @@ def test_library_scans_are_listed_and_opened(client_for: Any, ct_path: Path) -> 
     assert [v for _, v in h.choices()] == [rec.id]
     with pytest.raises(Exception, match="no such library scan"):
         h.open("library:../medm3.sqlite3", "axial", "auto")
+
+
+def test_handlers_mask_is_measured_in_a_new_conversation(
+    client_for: Any, ct_path: Path, ct_labels_path: Path, tmp_path: Path
+) -> None:
+    """The UI's mask box: uploaded through the same checks, checked against the open scan,
+    named by the chosen table, and measured by MEASURE in the conversation it starts."""
+    from tests.serve.test_mask import measure_then_answer
+
+    from medm3.serve.ui import _Handlers
+
+    client = client_for(MockBackend("mock", script=measure_then_answer), protocol="medm3")
+    h = _Handlers(client.app.state.service)
+
+    def dropped(path: Path) -> str:
+        copy_path = tmp_path / "gradio" / path.name
+        copy_path.parent.mkdir(exist_ok=True)
+        copy_path.write_bytes(path.read_bytes())
+        return str(copy_path)
+
+    with pytest.raises(Exception, match="open the scan the mask labels first"):
+        h.upload_mask(dropped(ct_labels_path), None, "auto")
+    file_id = h.upload(dropped(ct_path), "axial", "auto")[0]
+    with pytest.raises(Exception, match="is not a label map"):
+        h.upload_mask(dropped(ct_path), file_id, "auto")
+    mask_id, note, box, chat, session_id, _trace, _dl = h.upload_mask(
+        dropped(ct_labels_path), file_id, "totalseg-ct"
+    )
+    assert mask_id.startswith("file-") and box is None and chat == [] and session_id is None
+    assert "built-in table 'totalseg-ct'" in note
+    assert "header" in h.labels_changed(mask_id, file_id, "auto")[0]
+    assert all(v != mask_id for _, v in h.choices())  # masks are not offered as scans
+    args = ("Right kidney?", [], file_id, None, "axial", 15, "auto", mask_id, "totalseg-ct")
+    _history, session_id, _, trace, _ = list(h.ask(*args))[-1]
+    (step,) = [s for s in trace if s["step"] == "expert"]
+    assert step["expert"] == "measure"
+    assert step["result"]["measurements"][0]["name"] == "kidney_right"
+    assert client.get(f"/v1/sessions/{session_id}").json()["images"]["mask"] == mask_id

@@ -24,6 +24,7 @@ from medm3.errors import MedM3Error
 from medm3.serve import memory
 from medm3.serve.errors import APIError, bad_request, from_medm3_error, not_found
 from medm3.serve.files import FileStore, new_id
+from medm3.serve.mask import MASK, session_mask, split_mask
 from medm3.serve.plan import ChatPlan, build_plan
 from medm3.serve.protocol import (
     ChatCompletionRequest,
@@ -31,6 +32,7 @@ from medm3.serve.protocol import (
     ExpertRunResponse,
     FileObject,
     Health,
+    MaskInfo,
     ModelCard,
     ModelList,
     OutputFile,
@@ -65,6 +67,7 @@ class ChatOutcome:
         trace: The question's trace with file paths replaced by URLs.
         files: Every file written (URLs).
         usage: Token counts.
+        mask: The session's label map (``medm3.mask``), if any.
     """
 
     session_id: str
@@ -73,6 +76,7 @@ class ChatOutcome:
     trace: list[dict[str, Any]]
     files: list[OutputFile]
     usage: Usage
+    mask: MaskInfo | None = None
 
     @property
     def overlays(self) -> list[OutputFile]:
@@ -91,6 +95,7 @@ class LiveSession:
     lock: threading.Lock = field(default_factory=threading.Lock)
     listener: Listener | None = None
     owner: str | None = None
+    mask: MaskInfo | None = None
     chat: ChatSession = field(init=False)
 
     def dispatch(self, step: dict[str, Any]) -> None:
@@ -318,6 +323,9 @@ class Service:
             session_images=lambda sid: self._session_record_images(sid),
         )
         plan.owner = owner
+        scans, mask_id = split_mask(plan.images)
+        if mask_id is not None and not plan.resumed:  # refused now, not in the worker
+            plan.mask = session_mask(self.files, scans["image"], mask_id, plan.labels)
         return plan
 
     def _session_exists(self, sid: str, owner: str | None = None) -> bool:
@@ -365,17 +373,21 @@ class Service:
         backend = self._ready_backend()
         record = self.store.get_session(plan.session_id)
         if record is not None:
-            images = {k: self.files.image(v) for k, v in record.images.items()}
             options = dict(record.state.get("options", {}))
             results = list(record.state.get("results", []))
             file_ids = record.images
+            prepared = None
         else:
-            images = {k: self.files.image(v) for k, v in plan.images.items()}
             options = {k: v for k, v in plan.agent.items() if k in ("experts", "use_experts")}
+            if plan.labels is not None:
+                options["labels"] = plan.labels
             results = []
             file_ids = dict(plan.images)
+            prepared = plan.mask
+        images, mask_info = self._study(file_ids, options.get("labels"), prepared)
         owner = record.state.get("owner") if record is not None else plan.owner
         live = LiveSession(plan.session_id, file_ids, results, options, owner=owner)
+        live.mask = mask_info
         # experts/use_experts are fixed at creation: the stored options win
         config = self._agent_config(plan.session_id, {**plan.agent, **options})
         live.chat = ChatSession(
@@ -390,6 +402,19 @@ class Service:
             while len(self._sessions) > self.settings.session_cache:
                 self._sessions.popitem(last=False)
         return live
+
+    def _study(
+        self, file_ids: dict[str, str], labels: str | None, prepared: Any = None
+    ) -> tuple[dict[str, Any], MaskInfo | None]:
+        """The loaded images of a session (its mask named, see :mod:`.mask`)."""
+        scans, mask_id = split_mask(file_ids)
+        images = {k: self.files.image(v) for k, v in scans.items()}
+        if mask_id is None:
+            return images, None
+        if prepared is None:
+            prepared = session_mask(self.files, scans["image"], mask_id, labels)
+        images[MASK], info = prepared
+        return images, info
 
     def _inside(self, rel: str) -> Path:
         return self.files.inside(self.root / rel)
@@ -469,6 +494,7 @@ class Service:
             usage=Usage(
                 prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
             ),
+            mask=live.mask,
         )
 
     async def chat(self, plan: ChatPlan) -> ChatOutcome:

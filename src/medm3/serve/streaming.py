@@ -54,6 +54,7 @@ def medm3_result(service: Service, out: ChatOutcome) -> Medm3Result:
         files=out.files,
         trace=out.trace,
         archive_url=f"/v1/outputs/{out.session_id}/archive.zip",
+        mask=out.mask,
     )
 
 
