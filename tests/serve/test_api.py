@@ -139,7 +139,7 @@ def test_session_memory_survives_restart(make_app: Any, fake_experts: None, ct_p
         assert seen[1].plain_text == "<FAKESEG(bright)>"
         assert seen[-1].plain_text == "And now?"
         service = client.app.state.service
-        live = service._sessions[session_id]
+        live = service.conversations._sessions[session_id]
         assert [r.expert for r in live.chat.results] == ["fakeseg"]
         assert live.chat.results[0].label_map is not None  # measure could use it
         stored = client.get(f"/v1/sessions/{session_id}").json()

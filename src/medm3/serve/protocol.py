@@ -400,6 +400,7 @@ class SessionObject(BaseModel):
     created_at: int
     updated_at: int
     images: dict[str, str]
+    labels: str | None = None
     messages: list[SessionMessage]
     archive_url: str
 
