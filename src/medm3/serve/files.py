@@ -36,12 +36,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medm3.serve.errors import (
-    APIError,
-    PayloadTooLargeError,
-    bad_request,
-    not_found,
-)
+from medm3.serve.errors import APIError, PayloadTooLargeError, bad_request, not_found
 from medm3.serve.sniff import read_error, server_limits, sniff
 from medm3.serve.store import FileRecord, Store
 

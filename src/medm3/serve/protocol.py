@@ -233,17 +233,22 @@ class MaskInfo(BaseModel):
     note: str
 
 
-class Medm3Result(BaseModel):
+class RunOutputs(BaseModel):
+    """What a question or an expert run wrote: overlays, every file, and one zip of all."""
+
+    overlays: list[OutputFile] = Field(default_factory=list)
+    files: list[OutputFile] = Field(default_factory=list)
+    archive_url: str
+
+
+class Medm3Result(RunOutputs):
     """The ``medm3`` response extension of a chat completion."""
 
     session_id: str
     answer: str
     rounds: int
     round_limit_reached: bool
-    overlays: list[OutputFile] = Field(default_factory=list)
-    files: list[OutputFile] = Field(default_factory=list)
     trace: list[dict[str, Any]] = Field(default_factory=list)
-    archive_url: str
     mask: MaskInfo | None = None
 
 
@@ -369,7 +374,7 @@ class ExpertList(BaseModel):
     data: list[dict[str, Any]]
 
 
-class ExpertRunResponse(BaseModel):
+class ExpertRunResponse(RunOutputs):
     """``POST /v1/experts/{name}/run``."""
 
     id: str
@@ -377,9 +382,6 @@ class ExpertRunResponse(BaseModel):
     created: int
     expert: str
     result: dict[str, Any]
-    overlays: list[OutputFile]
-    files: list[OutputFile]
-    archive_url: str
 
 
 class SessionMessage(BaseModel):

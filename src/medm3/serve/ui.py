@@ -358,13 +358,7 @@ def _scan_column(w: SimpleNamespace, h: _Handlers) -> None:
     """The scan side: upload or open a scan, the user's mask, plane, window, slice, view."""
     import gradio as gr
 
-    w.upload = gr.File(
-        label="Upload a scan (NIfTI, DICOM, DICOM zip, PNG/JPEG)",
-        file_types=list(_SCAN_TYPES),
-        type="filepath",
-        elem_id="m3-upload",
-        height=110,
-    )
+    w.upload = _file_box("Upload a scan (NIfTI, DICOM, DICOM zip, PNG/JPEG)", "m3-upload", 110)
     with gr.Row():
         w.existing = gr.Dropdown(
             choices=h.choices(),
@@ -377,14 +371,7 @@ def _scan_column(w: SimpleNamespace, h: _Handlers) -> None:
     w.info = gr.Markdown("No scan yet.", elem_id="m3-info")
     with gr.Accordion("Your label mask (optional; MEASURE measures it)", open=False):
         with gr.Row():
-            w.mask = gr.File(
-                label="Label map on the scan's grid",
-                file_types=list(_SCAN_TYPES),
-                type="filepath",
-                elem_id="m3-mask",
-                height=90,
-                scale=3,
-            )
+            w.mask = _file_box("Label map on the scan's grid", "m3-mask", 90, scale=3)
             w.labels = gr.Dropdown(
                 list(LABEL_CHOICES), value="auto", label="Labels", elem_id="m3-labels", scale=2
             )
@@ -395,6 +382,20 @@ def _scan_column(w: SimpleNamespace, h: _Handlers) -> None:
     w.index = gr.Slider(0, 1, value=0, step=1, label="Slice", elem_id="m3-slice", interactive=False)
     w.view = gr.Image(
         label="View", type="pil", format="png", elem_id="m3-view", interactive=False, height=420
+    )
+
+
+def _file_box(label: str, elem_id: str, height: int, **extra: Any) -> Any:
+    """A drop box for a scan file (the types the server reads), handed over as a path."""
+    import gradio as gr
+
+    return gr.File(
+        label=label,
+        file_types=list(_SCAN_TYPES),
+        type="filepath",
+        elem_id=elem_id,
+        height=height,
+        **extra,
     )
 
 
