@@ -150,3 +150,32 @@ def test_handlers_mask_is_measured_in_a_new_conversation(
     assert step["expert"] == "measure"
     assert step["result"]["measurements"][0]["name"] == "kidney_right"
     assert client.get(f"/v1/sessions/{session_id}").json()["images"]["mask"] == mask_id
+
+
+def test_ui_sessions_belong_to_the_key_that_signed_in(client_for: Any, png_bytes: bytes) -> None:
+    """With several keys, a UI session is bound to the signed-in key as API sessions are:
+    the other key can neither read it through the API nor continue it in the UI."""
+    from types import SimpleNamespace
+
+    from medm3.serve.ui import _Handlers
+
+    client = client_for(ui=True, api_keys=("k1", "k2"))
+    # Gradio's own login: a user name belongs to the key that first signed in with it
+    assert client.post("/ui/login", data={"username": "ann", "password": "k1"}).status_code == 200
+    assert client.post("/ui/login", data={"username": "ann", "password": "k2"}).status_code == 400
+    assert client.post("/ui/login", data={"username": "bob", "password": "k2"}).status_code == 200
+    svc = client.app.state.service
+    h = _Handlers(svc, client.app.state.ui_logins)  # the sign-ins the mounted UI checked
+    ann, bob = SimpleNamespace(username="ann"), SimpleNamespace(username="bob")
+    final = list(h.ask("hello", [], None, None, "axial", 0, "auto", request=ann))[-1]
+    session_id, archive = final[1], final[4]
+    assert session_id.startswith("sess-") and archive is not None
+    k1, k2 = {"Authorization": "Bearer k1"}, {"Authorization": "Bearer k2"}
+    assert client.get(f"/v1/sessions/{session_id}", headers=k1).status_code == 200
+    assert client.get(f"/v1/sessions/{session_id}", headers=k2).status_code == 404
+    with pytest.raises(Exception, match="no session with id"):
+        list(h.ask("more", [], None, session_id, "axial", 0, "auto", request=bob))
+    assert h.archive(session_id, h.owner(bob)) is None
+    assert len(list(h.ask("more", [], None, session_id, "axial", 0, "auto", request=ann))) > 1
+    with pytest.raises(Exception, match="sign in again"):
+        h.owner(SimpleNamespace(username="mallory"))  # never signed in

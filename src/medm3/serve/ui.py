@@ -10,7 +10,8 @@ The UI is a client of :class:`~medm3.serve.service.Service` like the HTTP API:
 uploads go through the same checks (sniffing, size cap, de-identification),
 questions through the same request checks and the same bounded model queue.
 With API keys configured, Gradio asks for a login: any user name, the API key
-as password.
+as password; with several keys, the UI's sessions belong to the key that
+signed in, as the API's do (:class:`~medm3.serve.auth.UiLogins`).
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from medm3.serve.auth import key_is_valid
+from medm3.serve.auth import UiLogins
 from medm3.serve.errors import APIError
+from medm3.serve.gradio_import import gr
 from medm3.serve.protocol import LABEL_CHOICES
 
 if TYPE_CHECKING:  # pragma: no cover
-    import gradio as gr
     from fastapi import FastAPI
 
     from medm3.serve.service import Service
@@ -38,25 +39,15 @@ _LIBRARY = "library:"
 _SCAN_TYPES = (".nii", ".gz", ".dcm", ".zip", ".png", ".jpg", ".jpeg")
 
 
-def _no_analytics() -> None:
-    """Turn Gradio's usage analytics off (set before Gradio is imported)."""
-    import os
-
-    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-
-
 def mount_ui(app: FastAPI, svc: Service, path: str = "/ui") -> None:
     """Mount the UI on ``app`` at ``path`` (Gradio analytics off)."""
-    _no_analytics()
-    import gradio as gr
-
     keys = svc.settings.api_keys
-    auth = (lambda _user, password: key_is_valid(password, keys)) if keys else None
+    logins = app.state.ui_logins = UiLogins(keys)
     gr.mount_gradio_app(
         app,
-        build_ui(svc),
+        build_ui(svc, logins),
         path=path,
-        auth=auth,
+        auth=logins.check if keys else None,
         auth_message="Sign in with any user name and the server's API key as password."
         if keys
         else None,
@@ -68,8 +59,6 @@ def mount_ui(app: FastAPI, svc: Service, path: str = "/ui") -> None:
 
 
 def _fail(exc: BaseException) -> gr.Error:
-    import gradio as gr
-
     if isinstance(exc, APIError):
         return gr.Error(exc.message)
     return gr.Error(f"{type(exc).__name__}: {exc}")
@@ -78,8 +67,13 @@ def _fail(exc: BaseException) -> gr.Error:
 class _Handlers:
     """The UI's event handlers (plain methods, so they can be tested without a browser)."""
 
-    def __init__(self, svc: Service) -> None:
+    def __init__(self, svc: Service, logins: UiLogins | None = None) -> None:
         self.svc = svc
+        self.logins = logins or UiLogins(svc.settings.api_keys)
+
+    def owner(self, request: gr.Request | None) -> str | None:
+        """The key fingerprint a signed-in request acts for (see :class:`UiLogins`)."""
+        return self.logins.owner(getattr(request, "username", None))
 
     # ------------------------------------------------------------- scans
     def choices(self) -> list[tuple[str, str]]:
@@ -98,8 +92,6 @@ class _Handlers:
         return out
 
     def _opened(self, file_id: str, plane: str, window: str) -> tuple[Any, ...]:
-        import gradio as gr
-
         rec = self.svc.files.record(file_id)
         meta = rec.meta
         info = (
@@ -152,8 +144,6 @@ class _Handlers:
 
     def plane_changed(self, file_id: str | None, plane: str, window: str) -> tuple[Any, Any]:
         """New plane: the slider's range changes and the view jumps to the middle slice."""
-        import gradio as gr
-
         if not file_id:
             return gr.update(), None
         count = self.svc.files.record(file_id).meta.get("slices", {}).get(plane, 1)
@@ -200,8 +190,6 @@ class _Handlers:
 
     def labels_changed(self, mask_id: str | None, file_id: str | None, labels: str) -> Any:
         """Another label table for the mask (a new conversation); nothing without a mask."""
-        import gradio as gr
-
         if not (mask_id and file_id):
             return (gr.update(), *(gr.update() for _ in range(4)))
         try:
@@ -233,6 +221,7 @@ class _Handlers:
         window: str,
         mask_id: str | None = None,
         labels: str = "auto",
+        request: gr.Request | None = None,
     ) -> Any:
         """Stream the answer into the chat; overlays, trace and archive follow.
 
@@ -260,7 +249,8 @@ class _Handlers:
                 stream=True,
                 medm3=options,
             )
-            plan = self.svc.plan(req)
+            owner = self.owner(request)
+            plan = self.svc.plan(req, owner)
         except Exception as exc:
             raise _fail(exc) from None
         history = [*history, {"role": "user", "content": question}]
@@ -293,23 +283,26 @@ class _Handlers:
                 elif kind == "error":
                     raise _fail(self.svc.api_error(payload))
                 else:
-                    yield self._finish(history, answer, payload)
+                    yield self._finish(history, answer, payload, owner)
                     return
         finally:
             job.cancel()
 
-    def _finish(self, history: list[dict[str, Any]], answer: dict[str, Any], out: Any) -> Any:
+    def _finish(
+        self, history: list[dict[str, Any]], answer: dict[str, Any], out: Any, owner: str | None
+    ) -> Any:
         answer["content"] = out.answer
         for f in out.overlays:
             path = self.svc.root / f.url.removeprefix("/v1/")
             label = f"{(f.expert or 'expert').upper()}: {f.caption or f.name}"
             history.append({"role": "assistant", "content": f"*{label}*"})
             history.append({"role": "assistant", "content": {"path": str(path), "alt_text": label}})
-        return history, out.session_id, "", out.trace, self.archive(out.session_id)
+        return history, out.session_id, "", out.trace, self.archive(out.session_id, owner)
 
-    def archive(self, session_id: str | None) -> str | None:
-        """A zip of the session's outputs in a temporary folder Gradio may serve."""
-        if not session_id:
+    def archive(self, session_id: str | None, owner: str | None = None) -> str | None:
+        """A zip of the session's outputs in a temporary folder Gradio may serve
+        (None for another key's session)."""
+        if not session_id or not self.svc.check_owner(session_id, owner):
             return None
         try:
             built = self.svc.archive(session_id)
@@ -326,12 +319,9 @@ class _Handlers:
         return [], None, None, None
 
 
-def build_ui(svc: Service) -> gr.Blocks:
-    """The Gradio Blocks of the UI, bound to ``svc``."""
-    _no_analytics()
-    import gradio as gr
-
-    h = _Handlers(svc)
+def build_ui(svc: Service, logins: UiLogins | None = None) -> gr.Blocks:
+    """The Gradio Blocks of the UI, bound to ``svc`` (``logins``: who signed in with which key)."""
+    h = _Handlers(svc, logins)
     # Gradio's cache (its copies of shown overlays and archives): files older than a day go.
     with gr.Blocks(title="medm3", delete_cache=(3600, 86400), analytics_enabled=False) as ui:
         gr.Markdown(
@@ -356,8 +346,6 @@ def build_ui(svc: Service) -> gr.Blocks:
 
 def _scan_column(w: SimpleNamespace, h: _Handlers) -> None:
     """The scan side: upload or open a scan, the user's mask, plane, window, slice, view."""
-    import gradio as gr
-
     w.upload = _file_box("Upload a scan (NIfTI, DICOM, DICOM zip, PNG/JPEG)", "m3-upload", 110)
     with gr.Row():
         w.existing = gr.Dropdown(
@@ -387,8 +375,6 @@ def _scan_column(w: SimpleNamespace, h: _Handlers) -> None:
 
 def _file_box(label: str, elem_id: str, height: int, **extra: Any) -> Any:
     """A drop box for a scan file (the types the server reads), handed over as a path."""
-    import gradio as gr
-
     return gr.File(
         label=label,
         file_types=list(_SCAN_TYPES),
@@ -401,8 +387,6 @@ def _file_box(label: str, elem_id: str, height: int, **extra: Any) -> Any:
 
 def _chat_column(w: SimpleNamespace) -> None:
     """The conversation side: chat, question box, new conversation, download, trace."""
-    import gradio as gr
-
     w.chat = gr.Chatbot(label="Conversation", elem_id="m3-chat", height=520, layout="panel")
     w.question = gr.Textbox(
         placeholder="Ask about the scan, e.g. 'Segment the liver and measure it.'",
@@ -421,8 +405,6 @@ def _chat_column(w: SimpleNamespace) -> None:
 
 def _wire(w: SimpleNamespace, h: _Handlers) -> None:
     """Connect the widgets' events to the handlers."""
-    import gradio as gr
-
     w.opened = [
         w.file_id, w.session_id, w.info, w.index, w.view, w.chat, w.trace, w.download, w.existing,
     ]  # fmt: skip
