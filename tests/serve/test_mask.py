@@ -60,8 +60,7 @@ def test_measure_measures_the_sessions_mask_as_m3_chat_does(
     body = r.json()
     assert body["choices"][0]["message"]["content"] == "The right kidney was measured."
     (row,) = _measured(body)
-    truth = np.asarray(__import__("nibabel").load(ct_labels_path).dataobj)
-    assert row["name"] == "kidney_right" and row["voxels"] == int((truth == 2).sum())
+    assert row["name"] == "kidney_right" and row["voxels"] == _measured_voxels(ct_labels_path, 2)
     assert body["medm3"]["mask"] == {
         "file_id": labels,
         "labels": "totalseg-ct",
@@ -118,6 +117,25 @@ def _measured_voxels(path: Path, label: int) -> int:
     import nibabel as nib
 
     return int((np.asarray(nib.load(path).dataobj) == label).sum())
+
+
+def test_ambiguous_ids_are_said_in_the_servers_words(
+    client_for: Any, ct_path: Path, tmp_path: Path
+) -> None:
+    """Ids that fit two CT tables (no table in the header): the note asks for medm3.labels."""
+    import nibabel as nib
+
+    ct = nib.load(ct_path)
+    data = np.zeros(ct.shape, np.uint8)
+    data[10:20, 10:20, 5:10], data[30:40, 30:40, 5:10], data[50:60, 50:60, 5:10] = 1, 2, 3
+    path = tmp_path / "three_labels.nii.gz"
+    nib.save(nib.Nifti1Image(data, ct.affine), path)
+    client = client_for(protocol="medm3")  # the echo model: no expert call needed
+    r = _ask(client, {"mask": _upload(client, path)}, _upload(client, ct_path))
+    assert r.status_code == 200, r.text
+    note = r.json()["medm3"]["mask"]["note"]
+    assert note.startswith("label ids fit several built-in tables (totalseg-ct, ")
+    assert note.endswith("; pass medm3.labels NAME to choose") and "--labels" not in note
 
 
 @pytest.fixture

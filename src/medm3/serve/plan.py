@@ -51,7 +51,8 @@ class ChatPlan:
         owner: Fingerprint of the API key that sent the request (several keys).
         resumed: The session exists (its images and mask are the stored ones).
         labels: Label table of a new session's mask (``medm3.labels``).
-        mask: A new session's mask, checked and named (set by the service).
+        mask: A new session's mask, checked and named, with what the client is told
+            (``(image, MaskInfo)``, set by the service; see :mod:`.mask`).
     """
 
     session_id: str
