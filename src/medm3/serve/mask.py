@@ -92,7 +92,8 @@ def session_mask(
 
 
 def new_study(images: dict[str, str], labels: str | None) -> dict[str, str]:
-    """The inputs of a new session: with a mask, ``{"image": scan, "mask": mask}``.
+    """A study's inputs as the agent takes them: with a mask, ``{"image": scan, "mask": mask}``
+    (as ``m3 chat --image --mask`` gives them), else as they are.
 
     Raises:
         APIError: 400 for a mask without exactly one scan, or labels without a mask.
