@@ -120,6 +120,64 @@ def _with_image(url: str, text: str = "what is it?") -> bytes:
     return _chat([{"type": "text", "text": text}, g.image_part(url)])
 
 
+Route = tuple[str, str, Body, str | None]
+
+
+def _routes(file: str, session: str) -> list[Route]:
+    """The routes every guard must hold (``file``/``session``: the ids' tokens)."""
+    return [
+        ("GET", "/v1/models", None, None),
+        ("GET", "/v1/files", None, None),
+        ("GET", f"/v1/files/{file}/content", None, None),
+        ("GET", f"/v1/sessions/{session}", None, None),
+        ("POST", "/v1/chat/completions", _CHAT_OK, "application/json"),
+        ("POST", "/v1/files", _PNG_UPLOAD, _MULTIPART),
+        ("DELETE", f"/v1/files/{file}", None, None),
+    ]
+
+
+def _across(
+    variants: dict[str, dict[str, Any]], routes: list[Route], status: int, **fixed: Any
+) -> list[ServerCase]:
+    """Each variant (``name prefix: case fields``, such as a bad ``Host``) on every route:
+    ``PREFIX-METHOD/PATH`` cases; a variant's fields win over the route's content type."""
+    return [
+        ServerCase(
+            f"{prefix}-{method.lower()}{path}",
+            method,
+            path,
+            (status,),
+            **{"body": body, "content_type": ctype, **fixed, **fields},
+        )
+        for prefix, fields in variants.items()
+        for method, path, body, ctype in routes
+    ]
+
+
+def _table(
+    prefix: str,
+    path: str,
+    table: dict[str, tuple[Body, int | tuple[int, ...]]],
+    *,
+    method: str = "POST",
+    content_type: str | None = "application/json",
+    **fixed: Any,
+) -> list[ServerCase]:
+    """One case per ``name: (body, status)`` of ``table``, each sent to ``method path``."""
+    return [
+        ServerCase(
+            f"{prefix}{name}",
+            method,
+            path,
+            status if isinstance(status, tuple) else (status,),
+            body=body,
+            content_type=content_type,
+            **fixed,
+        )
+        for name, (body, status) in table.items()
+    ]
+
+
 # -------------------------------------------------------------------- cases
 def _host_cases() -> list[ServerCase]:
     bad_hosts = [
@@ -134,30 +192,9 @@ def _host_cases() -> list[ServerCase]:
         "127.0.0.1:abc",
         "user@127.0.0.1",
     ]
-    routes: list[tuple[str, str, Body, str | None]] = [
-        ("GET", "/health", None, None),
-        ("GET", "/v1/models", None, None),
-        ("GET", "/v1/files", None, None),
-        ("GET", "/v1/files/@FILE@/content", None, None),
-        ("GET", "/v1/sessions/@SESS@", None, None),
-        ("POST", "/v1/chat/completions", _CHAT_OK, "application/json"),
-        ("POST", "/v1/files", _PNG_UPLOAD, _MULTIPART),
-        ("DELETE", "/v1/files/@FILE@", None, None),
-    ]
-    cases = [
-        ServerCase(
-            f"host/{i}-{method.lower()}{path}",
-            method,
-            path,
-            (400,),
-            body=body,
-            content_type=ctype,
-            host=host,
-            code="invalid_host",
-        )
-        for i, host in enumerate(bad_hosts)
-        for method, path, body, ctype in routes
-    ]
+    routes = [("GET", "/health", None, None), *_routes("@FILE@", "@SESS@")]
+    variants = {f"host/{i}": {"host": host} for i, host in enumerate(bad_hosts)}
+    cases = _across(variants, routes, 400, code="invalid_host")
     cases.append(
         ServerCase(
             "host/duplicate",
@@ -174,7 +211,7 @@ def _host_cases() -> list[ServerCase]:
 
 
 def _csrf_cases() -> list[ServerCase]:
-    unsafe: list[tuple[str, str, Body, str | None]] = [
+    unsafe: list[Route] = [
         ("POST", "/v1/chat/completions", _CHAT_OK, "application/json"),
         ("POST", "/v1/files", _PNG_UPLOAD, _MULTIPART),
         ("POST", "/v1/experts/measure/run", _json({"file_id": "@CT@"}), "application/json"),
@@ -188,37 +225,20 @@ def _csrf_cases() -> list[ServerCase]:
         "http://localhost.evil.com",
         "file://",
     ]
-    cases = [
-        ServerCase(
-            f"origin/{i}-{method.lower()}{path}",
-            method,
-            path,
-            (403,),
-            body=body,
-            content_type=ctype,
-            headers=(("Origin", origin),),
-            code="cross_origin",
-        )
-        for i, origin in enumerate(origins)
-        for method, path, body, ctype in unsafe
-    ]
+    cases = _across(
+        {f"origin/{i}": {"headers": (("Origin", o),)} for i, o in enumerate(origins)},
+        unsafe,
+        403,
+        code="cross_origin",
+    )
     # a page's <form> or no-cors fetch: simple content types, no custom header
     simple = [None, "text/plain", "application/x-www-form-urlencoded", _MULTIPART]
-    for j, ctype in enumerate(simple):
-        for method, path, body, _ in unsafe:
-            cases.append(
-                ServerCase(
-                    f"csrf/{j}-{method.lower()}{path}",
-                    method,
-                    path,
-                    (403,),
-                    body=body if method == "POST" else None,
-                    content_type=ctype,
-                    script=False,
-                    headers=(("Origin", "http://127.0.0.1:@PORT@"),) if j == 3 else (),
-                    code="csrf_check_failed",
-                )
-            )
+    same_origin = (("Origin", "http://127.0.0.1:@PORT@"),)
+    forms = {
+        f"csrf/{j}": {"content_type": ctype, "headers": same_origin if j == 3 else ()}
+        for j, ctype in enumerate(simple)
+    }
+    cases += _across(forms, unsafe, 403, script=False, code="csrf_check_failed")
     cases += [
         ServerCase("csrf/json-ok", "POST", "/v1/chat/completions", (200,), body=_CHAT_OK,
                    content_type="application/json", script=False),
@@ -244,32 +264,16 @@ def _auth_cases() -> list[ServerCase]:
         ("latin1", (("Authorization", b"Bearer \xff\xfe\xfd"),)),
         ("x-api-key-wrong", (("X-API-Key", "nope"),)),
     ]
-    routes: list[tuple[str, str, Body, str | None]] = [
-        ("GET", "/v1/models", None, None),
-        ("GET", "/v1/files", None, None),
-        ("GET", "/v1/files/@FILE_K@/content", None, None),
-        ("GET", "/v1/sessions/@SESS_K1@", None, None),
+    core = _routes("@FILE_K@", "@SESS_K1@")
+    routes = [
+        *core[:4],
         ("GET", "/v1/outputs/@SESS_K1@/archive.zip", None, None),
-        ("POST", "/v1/chat/completions", _CHAT_OK, "application/json"),
-        ("POST", "/v1/files", _PNG_UPLOAD, _MULTIPART),
+        *core[4:6],
         ("POST", "/v1/experts/measure/run", _json({"file_id": "@FILE_K@"}), "application/json"),
-        ("DELETE", "/v1/files/@FILE_K@", None, None),
+        core[6],
     ]
-    cases = [
-        ServerCase(
-            f"auth/{cname}-{method.lower()}{path}",
-            method,
-            path,
-            (401,),
-            server="keyed",
-            body=body,
-            content_type=ctype,
-            headers=headers,
-            code="invalid_api_key",
-        )
-        for cname, headers in creds
-        for method, path, body, ctype in routes
-    ]
+    variants = {f"auth/{name}": {"headers": headers} for name, headers in creds}
+    cases = _across(variants, routes, 401, server="keyed", code="invalid_api_key")
     big = 120 * _MiB
     cases += [
         ServerCase("auth/query-key", "GET", f"/v1/models?api_key={KEYS['k1']}", (401,),
@@ -384,18 +388,19 @@ def _protocol_cases() -> list[ServerCase]:
                                       g.image_part("medm3://file/@FILE@"),
                                       g.image_part("medm3://file/@CT@")]), 400),
         "over-json-cap": (lambda: _chat("x" * (5 * _MiB)), 413),
+        # a session's own label map: an uploaded file id and a built-in table name only
+        "mask-traversal-id": (_chat("x", medm3={"mask": "../../medm3.sqlite3"}), 400),
+        "mask-unknown-id": (_chat("x", medm3={"mask": "file-0123456789abcdef01234567"}), 404),
+        "mask-surrogate": (_chat("x", medm3={"mask": "\ud800"}), 400),
+        "mask-without-image": (_chat("x", medm3={"mask": "@CT@"}), 400),
+        "mask-not-a-label-map": (_chat([{"type": "text", "text": "x"},
+                                        g.image_part("medm3://file/@CT@")],
+                                       medm3={"mask": "@CT@"}), 400),
+        "labels-path": (_chat("x", medm3={"labels": "/etc/passwd"}), 400),
+        "labels-json-file": (_chat("x", medm3={"labels": "labels.json"}), 400),
+        "labels-without-mask": (_chat("x", medm3={"labels": "vista3d"}), 400),
     }  # fmt: skip
-    cases = [
-        ServerCase(
-            f"protocol/{name}",
-            "POST",
-            "/v1/chat/completions",
-            (status,),
-            body=body,
-            content_type="application/json",
-        )
-        for name, (body, status) in bodies.items()
-    ]
+    cases = _table("protocol/", "/v1/chat/completions", bodies)
     # streamed requests are checked the same way, before the stream starts
     streamed: dict[str, tuple[Callable[[], bytes], int]] = {
         "surrogate": (lambda: _chat([{"type": "text", "text": "\ud800"}], stream=True), 400),
@@ -420,19 +425,10 @@ def _protocol_cases() -> list[ServerCase]:
         ),
         "stream-options-bad": (lambda: _chat("x", stream=True, stream_options=[1]), 400),
     }  # fmt: skip
-    cases += [
-        ServerCase(
-            f"protocol/stream-{name}",
-            "POST",
-            "/v1/chat/completions",
-            (status,),
-            body=body,
-            content_type="application/json",
-        )
-        for name, (body, status) in streamed.items()
-    ]
-    runs: dict[str, tuple[bytes, int]] = {
-        "run-unknown-expert": (_json({"file_id": "@CT@"}), 404),
+    cases += _table("protocol/stream-", "/v1/chat/completions", streamed)
+    cases += _table("protocol/", "/v1/experts/nosuch/run",
+                    {"run-unknown-expert": (_json({"file_id": "@CT@"}), 404)})  # fmt: skip
+    runs: dict[str, tuple[Body, int]] = {
         "run-no-file": (_json({}), 400),
         "run-bad-file-id": (_json({"file_id": "../../etc/passwd"}), 400),
         "run-surrogate-args": (_json({"file_id": "@CT@", "args": "\ud800"}), 400),
@@ -442,19 +438,7 @@ def _protocol_cases() -> list[ServerCase]:
         "run-inputs-many": (_json({"inputs": {f"i{i}": "@CT@" for i in range(50)}}), 400),
         "run-bad-plane": (_json({"file_id": "@CT@", "plane": "x"}), 400),
     }  # fmt: skip
-    for name, (body, status) in runs.items():
-        expert = "nosuch" if name == "run-unknown-expert" else "measure"
-        cases.append(
-            ServerCase(
-                f"protocol/{name}",
-                "POST",
-                f"/v1/experts/{expert}/run",
-                (status,),
-                body=body,
-                content_type="application/json",
-            )
-        )
-    return cases
+    return cases + _table("protocol/", "/v1/experts/measure/run", runs)
 
 
 @functools.cache
@@ -514,18 +498,11 @@ def _upload_cases() -> list[ServerCase]:
         "elf-binary": (lambda: b"\x7fELF" + bytes(2000), (415,)),
         "html": (lambda: b"<html><script>alert(1)</script></html>", (415,)),
     }  # fmt: skip
-    cases = [
-        ServerCase(
-            f"upload/{name}",
-            "POST",
-            "/v1/files",
-            status,
-            body=_upload(data, name),
-            content_type=_MULTIPART,
-            code="image_too_large" if status == (413,) else None,
-        )
-        for name, (data, status) in uploads.items()
-    ]
+    cases: list[ServerCase] = []
+    for name, (data, status) in uploads.items():
+        bomb = "image_too_large" if status == (413,) else None  # refused from declared sizes
+        one = {name: (_upload(data, name), status)}
+        cases += _table("upload/", "/v1/files", one, content_type=_MULTIPART, code=bomb)
     names = {
         "traversal": "../../../etc/passwd",
         "absolute": "/etc/passwd",
@@ -533,17 +510,8 @@ def _upload_cases() -> list[ServerCase]:
         "control-chars": "a\x01\x1b[31mred.png",
         "surrogate": "\ud800.png",
     }
-    for name, filename in names.items():
-        cases.append(
-            ServerCase(
-                f"upload/filename-{name}",
-                "POST",
-                "/v1/files",
-                (200,),
-                body=lambda f=filename: g.multipart((f, _png()))[0],
-                content_type=_MULTIPART,
-            )
-        )
+    named = {k: (lambda f=f: g.multipart((f, _png()))[0], 200) for k, f in names.items()}
+    cases += _table("upload/filename-", "/v1/files", named, content_type=_MULTIPART)
     raw: dict[str, tuple[Body, str | None, tuple[int, ...]]] = {
         "not-multipart": (_png, "image/png", (400,)),
         "json-instead": (_json({"file": "x"}), "application/json", (400,)),
@@ -562,9 +530,7 @@ def _upload_cases() -> list[ServerCase]:
                             _MULTIPART, (413,)),
     }  # fmt: skip
     for name, (body, ctype, status) in raw.items():
-        cases.append(
-            ServerCase(f"upload/{name}", "POST", "/v1/files", status, body=body, content_type=ctype)
-        )
+        cases += _table("upload/", "/v1/files", {name: (body, status)}, content_type=ctype)
     cases.append(
         ServerCase(
             "upload/declared-over-cap",
@@ -641,47 +607,17 @@ def _reference_cases() -> list[ServerCase]:
         "dotdot": "dicomweb+http://127.0.0.1:@PORT@/dicom-web/../v1/studies/1.2.3",
         "file": "file:///etc/passwd",
     }
-    cases = [
-        ServerCase(
-            f"reference/{name}",
-            "POST",
-            "/v1/files",
-            (400,),
-            body=_json({"dicomweb": ref}),
-            content_type="application/json",
-            code="dicomweb_not_configured",
-        )
-        for name, ref in refs.items()
-    ]
-    bodies: dict[str, Body] = {
-        "not-json": b"{dicomweb:",
-        "list": _json(["dicomweb+http://127.0.0.1/dicom-web/studies/1"]),
-        "number": _json({"dicomweb": 7}),
-        "extra-key": _json({"dicomweb": refs["loopback"], "auth": "u:p"}),
-        "bool-series": _json({"dicomweb": refs["loopback"], "series": True}),
+    by_ref = {name: (_json({"dicomweb": ref}), 400) for name, ref in refs.items()}
+    cases = _table("reference/", "/v1/files", by_ref, code="dicomweb_not_configured")
+    bodies: dict[str, tuple[Body, int]] = {
+        "not-json": (b"{dicomweb:", 400),
+        "list": (_json(["dicomweb+http://127.0.0.1/dicom-web/studies/1"]), 400),
+        "number": (_json({"dicomweb": 7}), 400),
+        "extra-key": (_json({"dicomweb": refs["loopback"], "auth": "u:p"}), 400),
+        "bool-series": (_json({"dicomweb": refs["loopback"], "series": True}), 400),
+        "oversized": (lambda: _json({"dicomweb": "1" * 40000}), 413),
     }
-    cases += [
-        ServerCase(
-            f"reference/{name}",
-            "POST",
-            "/v1/files",
-            (400,),
-            body=body,
-            content_type="application/json",
-        )
-        for name, body in bodies.items()
-    ]
-    cases.append(
-        ServerCase(
-            "reference/oversized",
-            "POST",
-            "/v1/files",
-            (413,),
-            body=lambda: _json({"dicomweb": "1" * 40000}),
-            content_type="application/json",
-        )
-    )
-    return cases  # fmt: skip
+    return cases + _table("reference/", "/v1/files", bodies)
 
 
 def all_cases() -> list[ServerCase]:

@@ -139,7 +139,7 @@ def test_session_memory_survives_restart(make_app: Any, fake_experts: None, ct_p
         assert seen[1].plain_text == "<FAKESEG(bright)>"
         assert seen[-1].plain_text == "And now?"
         service = client.app.state.service
-        live = service._sessions[session_id]
+        live = service.conversations._sessions[session_id]
         assert [r.expert for r in live.chat.results] == ["fakeseg"]
         assert live.chat.results[0].label_map is not None  # measure could use it
         stored = client.get(f"/v1/sessions/{session_id}").json()
@@ -292,19 +292,19 @@ def test_backend_loaded_at_startup_or_reported(tmp_path: Path) -> None:
 
     from medm3.serve import ServeSettings, create_app
 
-    ok = create_app(ServeSettings(backend="mock", model="m", data_dir=tmp_path / "a", ui=False))
-    with TestClient(ok, base_url="http://127.0.0.1", headers=SCRIPT) as client:
+    def wait_for(client: Any, status: str) -> None:
         deadline = time.monotonic() + 10
-        while client.get("/health").json()["status"] != "ok":
+        while client.get("/health").json()["status"] != status:
             assert time.monotonic() < deadline
             time.sleep(0.01)
+
+    ok = create_app(ServeSettings(backend="mock", model="m", data_dir=tmp_path / "a", ui=False))
+    with TestClient(ok, base_url="http://127.0.0.1", headers=SCRIPT) as client:
+        wait_for(client, "ok")
         assert client.get("/v1/models").json()["data"][0]["id"] == "m"
     bad = create_app(ServeSettings(backend="nosuch", model="m", data_dir=tmp_path / "b", ui=False))
     with TestClient(bad, base_url="http://127.0.0.1", headers=SCRIPT) as client:
-        deadline = time.monotonic() + 10
-        while client.get("/health").json()["status"] != "error":
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_for(client, "error")
         r = _ask(client, "hi")
         assert r.status_code == 503 and r.json()["error"]["code"] == "model_unavailable"
 

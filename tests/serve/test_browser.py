@@ -91,3 +91,39 @@ def test_upload_slide_ask_and_see_overlay(make_app: Any, fake_experts: None, ct_
         # the model saw the slice chosen with the slider (axial 22 of 30)
         assert session.state["messages"][0]["content"]
         assert service.backend.calls[0][0].images
+
+
+def test_signed_in_browser_session_belongs_to_its_key(make_app: Any) -> None:
+    """Several keys: a question asked in a signed-in browser makes a session of that key
+    (Gradio hands the signed-in request to the handler), which the other key cannot read."""
+    import httpx
+
+    from medm3.serve.auth import key_owner
+
+    app = make_app(ui=True, api_keys=("k1", "k2"))
+    executable = str(CHROMIUM) if CHROMIUM.exists() else shutil.which("chromium")
+    with LiveServer(app) as server, sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=executable, headless=True, args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            context = browser.new_context()
+            login = context.request.post(
+                f"{server.url}/ui/login", form={"username": "ann", "password": "k2"}
+            )
+            assert login.status == 200, login.text()
+            page = context.new_page()
+            page.set_default_timeout(30_000)
+            page.goto(f"{server.url}/ui/")
+            question = page.locator("#m3-question textarea")
+            question.fill("Who owns this conversation?")
+            question.press("Enter")
+            chat = page.locator("#m3-chat")
+            sync_api.expect(chat).to_contain_text("echo: Who owns", timeout=60_000)
+        finally:
+            browser.close()
+        (session,) = app.state.service.store.list_sessions()
+        assert session.state["owner"] == key_owner("k2")
+        url = f"{server.url}/v1/sessions/{session.id}"
+        assert httpx.get(url, headers={"Authorization": "Bearer k2"}).status_code == 200
+        assert httpx.get(url, headers={"Authorization": "Bearer k1"}).status_code == 404

@@ -37,7 +37,7 @@ def test_root_redirects(client_for, monkeypatch, ui: bool, target: str) -> None:
 
 def test_server_weights_setting_reaches_the_experts(tmp_path: Path) -> None:
     """An expert run is refused (503) without weights, accepted with --weights NAME=DIR."""
-    from medm3.serve import service
+    from medm3.serve import expert_runs
 
     bundle = tmp_path / "brats_bundle" / "models"
     bundle.mkdir(parents=True)
@@ -47,10 +47,10 @@ def test_server_weights_setting_reaches_the_experts(tmp_path: Path) -> None:
         name, weights_name = "brats", "brats"
 
     with pytest.raises(Exception, match="not installed"):
-        service._check_weights(Brats)
-    service._check_weights(Brats, bundle.parent)  # the configured folder is enough
+        expert_runs.check_weights(Brats)
+    expert_runs.check_weights(Brats, bundle.parent)  # the configured folder is enough
     with pytest.raises(Exception, match="not installed"):
-        service._check_weights(Brats, tmp_path)  # a folder without the files is not
+        expert_runs.check_weights(Brats, tmp_path)  # a folder without the files is not
 
 
 def test_cli_serve_options(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:

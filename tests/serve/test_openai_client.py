@@ -143,3 +143,38 @@ def test_errors_map_to_client_exceptions(client: Any, server: str) -> None:
     anonymous = openai.OpenAI(base_url=f"{server}/v1", api_key="wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         anonymous.models.list()
+
+
+def test_session_mask_with_the_openai_client(
+    client: Any, ct_path: Path, ct_labels_path: Path
+) -> None:
+    """docs/server-api.md's example: a mask and its table in ``extra_body``."""
+    with open(ct_path, "rb") as fh:
+        scan = client.files.create(file=fh, purpose="user_data")
+    with open(ct_labels_path, "rb") as fh:
+        mask = client.files.create(file=fh, purpose="mask")
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image_url", "image_url": {"url": f"medm3://file/{scan.id}"}},
+                {"type": "text", "text": "How big is the right kidney?"},
+            ],
+        }
+    ]
+    reply = client.chat.completions.create(
+        model="mock",
+        messages=messages,
+        extra_body={"medm3": {"mask": mask.id, "labels": "totalseg-ct"}},
+    )
+    info = reply.model_extra["medm3"]["mask"]
+    assert info == {
+        "file_id": mask.id,
+        "labels": "totalseg-ct",
+        "note": "label names from the built-in table 'totalseg-ct'",
+    }
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.chat.completions.create(
+            model="mock", messages=messages, extra_body={"medm3": {"mask": scan.id}}
+        )
+    assert bad.value.code == "not_a_label_map" and bad.value.param == "medm3.mask"

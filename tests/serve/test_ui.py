@@ -112,3 +112,70 @@ def test_library_scans_are_listed_and_opened(client_for: Any, ct_path: Path) -> 
     assert [v for _, v in h.choices()] == [rec.id]
     with pytest.raises(Exception, match="no such library scan"):
         h.open("library:../medm3.sqlite3", "axial", "auto")
+
+
+def test_handlers_mask_is_measured_in_a_new_conversation(
+    client_for: Any, ct_path: Path, ct_labels_path: Path, tmp_path: Path
+) -> None:
+    """The UI's mask box: uploaded through the same checks, checked against the open scan,
+    named by the chosen table, and measured by MEASURE in the conversation it starts."""
+    from tests.serve.test_mask import measure_then_answer
+
+    from medm3.serve.ui import _Handlers
+
+    client = client_for(MockBackend("mock", script=measure_then_answer), protocol="medm3")
+    h = _Handlers(client.app.state.service)
+
+    def dropped(path: Path) -> str:
+        copy_path = tmp_path / "gradio" / path.name
+        copy_path.parent.mkdir(exist_ok=True)
+        copy_path.write_bytes(path.read_bytes())
+        return str(copy_path)
+
+    with pytest.raises(Exception, match="open the scan the mask labels first"):
+        h.upload_mask(dropped(ct_labels_path), None, "auto")
+    file_id = h.upload(dropped(ct_path), "axial", "auto")[0]
+    with pytest.raises(Exception, match="is not a label map"):
+        h.upload_mask(dropped(ct_path), file_id, "auto")
+    mask_id, note, box, chat, session_id, _trace, _dl = h.upload_mask(
+        dropped(ct_labels_path), file_id, "totalseg-ct"
+    )
+    assert mask_id.startswith("file-") and box is None and chat == [] and session_id is None
+    assert "built-in table 'totalseg-ct'" in note
+    assert "header" in h.labels_changed(mask_id, file_id, "auto")[0]
+    assert all(v != mask_id for _, v in h.choices())  # masks are not offered as scans
+    args = ("Right kidney?", [], file_id, None, "axial", 15, "auto", mask_id, "totalseg-ct")
+    _history, session_id, _, trace, _ = list(h.ask(*args))[-1]
+    (step,) = [s for s in trace if s["step"] == "expert"]
+    assert step["expert"] == "measure"
+    assert step["result"]["measurements"][0]["name"] == "kidney_right"
+    assert client.get(f"/v1/sessions/{session_id}").json()["images"]["mask"] == mask_id
+
+
+def test_ui_sessions_belong_to_the_key_that_signed_in(client_for: Any, png_bytes: bytes) -> None:
+    """With several keys, a UI session is bound to the signed-in key as API sessions are:
+    the other key can neither read it through the API nor continue it in the UI."""
+    from types import SimpleNamespace
+
+    from medm3.serve.ui import _Handlers
+
+    client = client_for(ui=True, api_keys=("k1", "k2"))
+    # Gradio's own login: a user name belongs to the key that first signed in with it
+    assert client.post("/ui/login", data={"username": "ann", "password": "k1"}).status_code == 200
+    assert client.post("/ui/login", data={"username": "ann", "password": "k2"}).status_code == 400
+    assert client.post("/ui/login", data={"username": "bob", "password": "k2"}).status_code == 200
+    svc = client.app.state.service
+    h = _Handlers(svc, client.app.state.ui_logins)  # the sign-ins the mounted UI checked
+    ann, bob = SimpleNamespace(username="ann"), SimpleNamespace(username="bob")
+    final = list(h.ask("hello", [], None, None, "axial", 0, "auto", request=ann))[-1]
+    session_id, archive = final[1], final[4]
+    assert session_id.startswith("sess-") and archive is not None
+    k1, k2 = {"Authorization": "Bearer k1"}, {"Authorization": "Bearer k2"}
+    assert client.get(f"/v1/sessions/{session_id}", headers=k1).status_code == 200
+    assert client.get(f"/v1/sessions/{session_id}", headers=k2).status_code == 404
+    with pytest.raises(Exception, match="no session with id"):
+        list(h.ask("more", [], None, session_id, "axial", 0, "auto", request=bob))
+    assert h.archive(session_id, h.owner(bob)) is None
+    assert len(list(h.ask("more", [], None, session_id, "axial", 0, "auto", request=ann))) > 1
+    with pytest.raises(Exception, match="sign in again"):
+        h.owner(SimpleNamespace(username="mallory"))  # never signed in

@@ -69,12 +69,47 @@ def create_app(settings: ServeSettings, *, service: Service | None = None) -> Fa
         InputError: Invalid settings.
     """
     from fastapi import FastAPI
-    from fastapi.exceptions import RequestValidationError
-    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     from medm3.serve.service import Service
 
     svc = service or Service(settings)
+    app = FastAPI(
+        title="medm3",
+        summary="VILA-M3 with expert models, behind an OpenAI-compatible API",
+        lifespan=_lifespan(svc),
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.service = svc
+    _add_error_handlers(app, svc)
+    from medm3.serve.routes import build_router
+
+    app.include_router(build_router(svc))
+
+    @app.get("/", include_in_schema=False)
+    async def _home() -> Any:
+        from fastapi.responses import RedirectResponse
+
+        return RedirectResponse("/ui/" if settings.ui else "/docs", status_code=307)
+
+    from medm3.serve.guard import RequestGuard
+
+    app.add_middleware(
+        RequestGuard,
+        api_keys=settings.api_keys,
+        allowed_hosts=settings.host_allow_list(),
+        json_limit=settings.max_json_bytes,
+        upload_limit=settings.max_upload_bytes + 1024 * 1024,
+    )
+    if settings.ui:
+        from medm3.serve.ui import mount_ui
+
+        mount_ui(app, svc)
+    return app
+
+
+def _lifespan(svc: Service) -> Any:
+    """Load the backend in a thread at startup (unless ready); close the service at the end."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -89,14 +124,13 @@ def create_app(settings: ServeSettings, *, service: Service | None = None) -> Fa
                     await loader
             svc.close()
 
-    app = FastAPI(
-        title="medm3",
-        summary="VILA-M3 with expert models, behind an OpenAI-compatible API",
-        lifespan=lifespan,
-        docs_url="/docs",
-        redoc_url=None,
-    )
-    app.state.service = svc
+    return lifespan
+
+
+def _add_error_handlers(app: FastAPI, svc: Service) -> None:
+    """Every error becomes an OpenAI-style error body (see :mod:`.errors`)."""
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     @app.exception_handler(APIError)
     async def _api_error(_request: Any, exc: APIError) -> Any:
@@ -132,31 +166,6 @@ def create_app(settings: ServeSettings, *, service: Service | None = None) -> Fa
         if isinstance(exc, ClientDisconnect):  # not a server error: nobody is listening
             return _error_response(APIError(499, "the client went away", code="cancelled"))
         return _error_response(svc.api_error(exc))
-
-    from medm3.serve.routes import build_router
-
-    app.include_router(build_router(svc))
-
-    @app.get("/", include_in_schema=False)
-    async def _home() -> Any:
-        from fastapi.responses import RedirectResponse
-
-        return RedirectResponse("/ui/" if settings.ui else "/docs", status_code=307)
-
-    from medm3.serve.guard import RequestGuard
-
-    app.add_middleware(
-        RequestGuard,
-        api_keys=settings.api_keys,
-        allowed_hosts=settings.host_allow_list(),
-        json_limit=settings.max_json_bytes,
-        upload_limit=settings.max_upload_bytes + 1024 * 1024,
-    )
-    if settings.ui:
-        from medm3.serve.ui import mount_ui
-
-        mount_ui(app, svc)
-    return app
 
 
 def _load_quietly(svc: Service) -> None:

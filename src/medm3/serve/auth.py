@@ -126,3 +126,53 @@ def host_allowed(name: str | None, allowed: Sequence[str]) -> bool:
         if entry.startswith("*.") and name.endswith(entry[1:]):
             return True
     return False
+
+
+class UiLogins:
+    """Sign-ins of the web UI: any user name, an API key as password.
+
+    With several keys, a user name belongs to the key that first signed in with
+    it (until the server restarts, as Gradio's own sign-ins do), so the name of
+    a signed-in request tells which key it acts for, and the UI's sessions are
+    bound to that key exactly as the HTTP API binds them (:func:`key_owner`).
+    Another key signing in with a taken name is refused.
+
+    Args:
+        api_keys: The server's keys (none: no sign-in; one: no binding needed).
+    """
+
+    def __init__(self, api_keys: Sequence[str]) -> None:
+        import threading
+
+        self.api_keys = tuple(api_keys)
+        self._owners: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def check(self, user: str, password: str) -> bool:
+        """Gradio's ``auth`` callback: a valid key, and the name not taken by another key."""
+        index = key_index(password, self.api_keys)
+        if index is None:
+            return False
+        if len(self.api_keys) < 2:
+            return True
+        owner = key_owner(self.api_keys[index])
+        with self._lock:
+            return self._owners.setdefault(user, owner) == owner
+
+    def owner(self, user: str | None) -> str | None:
+        """The session owner of a signed-in user (None with fewer than two keys).
+
+        Raises:
+            APIError: 401 for a user name no key signed in with (sign in again).
+        """
+        if len(self.api_keys) < 2:
+            return None
+        with self._lock:
+            found = self._owners.get(user or "")
+        if found is None:
+            from medm3.serve.errors import APIError
+
+            raise APIError(
+                401, "sign in again", type="authentication_error", code="invalid_api_key"
+            )
+        return found

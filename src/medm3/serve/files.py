@@ -36,15 +36,8 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medm3.errors import MedM3Error
-from medm3.serve.errors import (
-    APIError,
-    PayloadTooLargeError,
-    bad_request,
-    from_medm3_error,
-    not_found,
-)
-from medm3.serve.sniff import server_limits, sniff, unreadable
+from medm3.serve.errors import APIError, PayloadTooLargeError, bad_request, not_found
+from medm3.serve.sniff import read_error, server_limits, sniff
 from medm3.serve.store import FileRecord, Store
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -259,18 +252,9 @@ class FileStore:
                 if image.array.size == 0:
                     raise bad_request("the image is empty (a dimension of length 0)", param="file")
                 meta.update(image_facts(image))
-            except MedM3Error as exc:
+            except BaseException as exc:  # a reader failing on hostile content: bad input
                 shutil.rmtree(folder, ignore_errors=True)
-                raise from_medm3_error(exc) from None
-            except APIError:
-                shutil.rmtree(folder, ignore_errors=True)
-                raise
-            except Exception as exc:  # a reader failing on hostile content: still bad input
-                shutil.rmtree(folder, ignore_errors=True)
-                raise unreadable(exc) from None
-            except BaseException:
-                shutil.rmtree(folder, ignore_errors=True)
-                raise
+                raise read_error(exc) from None
             finally:
                 tmp.unlink(missing_ok=True)
         record = FileRecord(
@@ -291,50 +275,11 @@ class FileStore:
     def ingest_reference(
         self, reference: str, series: int | str | None, purpose: str, *, root: str | None
     ) -> FileRecord:
-        """Retrieve a DICOMweb series and store it like an uploaded zip of its files.
+        """Retrieve a DICOMweb series and store it like an uploaded zip of its files
+        (see :func:`medm3.serve.references.ingest_reference`)."""
+        from medm3.serve.references import ingest_reference
 
-        The series goes through the instance cache, series choice and read
-        limits of :mod:`medm3.dicomweb` (with this store's limits), then
-        :meth:`ingest` (sniffing, de-identification, checks) as ``pacs-series.zip``.
-        The web UI's PACS panel and ``POST /v1/files`` with a ``dicomweb``
-        reference both come here.
-
-        Args:
-            reference: ``dicomweb+https://HOST/ROOT/studies/UID[/series/UID]``.
-            series: Series choice for a study reference (index, UID or description).
-            purpose: The file's purpose.
-            root: The server's allowed DICOMweb root; the reference must lie under it
-                (checked before any request). None: no PACS configured (refused).
-
-        Raises:
-            APIError: 400 (no PACS configured, malformed reference, unusable series),
-                403 (another server or path), 404 (unknown study/series), 413 (over
-                the limits), 502 (the PACS refused), 503 (the PACS is unreachable).
-        """
-        import tempfile
-        import zipfile
-
-        from medm3.dicomweb.url import reference_under_root
-        from medm3.imaging.io import load_image
-
-        if not root:
-            raise bad_request(
-                "this server has no PACS configured (start it with m3 serve --dicomweb URL)",
-                param="dicomweb",
-                code="dicomweb_not_configured",
-            )
-        try:
-            ref = reference_under_root(reference, root)
-            image = load_image(ref.reference, series=series, limits=self.limits)
-        except MedM3Error as exc:
-            raise pacs_error(exc) from None
-        files = image.metadata.get("source_files") or [image.source]
-        with tempfile.TemporaryDirectory(prefix="m3-pacs-", dir=self.root / "tmp") as tmp:
-            archive = Path(tmp) / "series.zip"
-            with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
-                for i, path in enumerate(files):
-                    zf.write(path, f"{i:05d}.dcm")
-            return self.ingest_copy(archive, "pacs-series.zip", purpose)
+        return ingest_reference(self, reference, series, purpose, root=root)
 
     def _deidentify(self, src: Path, dst: Path) -> dict[str, Any]:
         from medm3.imaging.deid import deidentify_path
@@ -385,12 +330,8 @@ class FileStore:
         try:
             kind = sniff(path, self.limits, self.max_image_bytes)
             image = self._load(path)
-        except MedM3Error as exc:
-            raise from_medm3_error(exc) from None
-        except APIError:
-            raise
         except Exception as exc:
-            raise unreadable(exc) from None
+            raise read_error(exc) from None
         record = FileRecord(
             id=new_id("file"),
             filename=display_name(path.name),
@@ -458,40 +399,10 @@ class FileStore:
         path = self.resolve(file_id, param=param)
         try:
             image = self._load(path)
-        except MedM3Error as exc:
-            raise from_medm3_error(exc) from None
         except Exception as exc:
-            raise unreadable(exc) from None
+            raise read_error(exc) from None
         self._remember(file_id, image)
         return image
-
-
-def pacs_error(exc: MedM3Error) -> APIError:
-    """The HTTP error of a failed DICOMweb retrieval: one line, no URL, path or credential."""
-    from medm3.dicomweb.client import PacsNotFoundError, PacsRefusedError, PacsUnavailableError
-    from medm3.dicomweb.url import ForeignReferenceError
-    from medm3.errors import InputError
-
-    message = exc.message
-    with contextlib.suppress(Exception):
-        from medm3.dicomweb.fetch import cache_dir
-
-        message = message.replace(str(cache_dir()), "<cache>")
-    message = " ".join(message.split())[:500]
-    param = "dicomweb"
-    if isinstance(exc, ForeignReferenceError):
-        return APIError(403, message, code="dicomweb_forbidden", param=param)
-    if isinstance(exc, PacsUnavailableError):
-        return APIError(503, f"PACS: {message}", type="server_error", code="pacs_unavailable")
-    if isinstance(exc, PacsRefusedError):
-        return APIError(502, f"PACS: {message}", type="server_error", code="pacs_error")
-    if isinstance(exc, PacsNotFoundError):
-        return not_found(f"PACS: {message}", code="dicomweb_not_found", param=param)
-    if isinstance(exc, InputError):
-        err = from_medm3_error(InputError(message))
-        err.param = param
-        return err
-    return from_medm3_error(exc)
 
 
 def _sha256(path: Path) -> str:

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from medm3.serve import mask
 from medm3.serve.errors import bad_request, not_found
 from medm3.serve.files import FILE_ID_RE, OWNER_ID_RE, new_id
 from medm3.serve.protocol import (
@@ -48,6 +49,10 @@ class ChatPlan:
         include_usage: Send a usage chunk at the end of a stream.
         model: The model name to report.
         owner: Fingerprint of the API key that sent the request (several keys).
+        resumed: The session exists (its images and mask are the stored ones).
+        labels: Label table of a new session's mask (``medm3.labels``).
+        mask: A new session's mask, checked and named, with what the client is told
+            (``(image, MaskInfo)``, set by the service; see :mod:`.mask`).
     """
 
     session_id: str
@@ -60,6 +65,9 @@ class ChatPlan:
     include_usage: bool = False
     model: str = ""
     owner: str | None = None
+    resumed: bool = False
+    labels: str | None = None
+    mask: Any = None
 
 
 def _decode_data_url(url: str, param: str) -> bytes:
@@ -197,6 +205,44 @@ def build_plan(
         raise bad_request("only n=1 is supported", param="n")
     if req.session_id is not None and not OWNER_ID_RE.match(req.session_id):
         raise bad_request("session_id must be 1-64 letters, digits, '_' or '-'", param="session_id")
+    turns, images = _turns(req, files)
+    named = _named_images(req, images, files)
+    labels = req.medm3.labels if req.medm3 is not None else None
+    session_id = req.session_id or new_id("sess")
+    exists = session_exists(session_id)
+    if req.session_id is not None and not exists:  # ids are made here, never by clients
+        raise not_found(
+            f"no session with id {req.session_id}; omit session_id to start one",
+            code="session_not_found",
+            param="session_id",
+        )
+    history = [] if exists else turns[:-1]
+    if history and history[0][0] != "user":
+        raise bad_request("the conversation must start with a user message", param="messages")
+    if "mask" in named or not exists:  # labels are fixed when the session is created
+        named = mask.new_study(named, None if exists else labels)
+    if exists and not mask.same_study(named, session_images(session_id)):
+        raise bad_request(
+            f"session {session_id} is about another study; start a new session for new images",
+            param="session_id",
+        )
+    return ChatPlan(
+        session_id=session_id,
+        question=turns[-1][1].strip(),
+        history=history,
+        images=named,
+        generation=generation_config(req, settings),
+        agent=_agent_options(req, settings),
+        stream=req.stream,
+        include_usage=bool(req.stream_options and req.stream_options.include_usage),
+        model=req.model,
+        resumed=exists,
+        labels=labels if not exists else None,
+    )
+
+
+def _turns(req: ChatCompletionRequest, files: FileStore) -> tuple[list[tuple[str, str]], list[str]]:
+    """The ``(role, text)`` turns of a request (system turns dropped), and its image ids."""
     turns: list[tuple[str, str]] = []
     images: list[str] = []
     for i, message in enumerate(req.messages):
@@ -215,6 +261,13 @@ def build_plan(
             )
     if not turns or turns[-1][0] != "user" or not turns[-1][1].strip():
         raise bad_request("the last message must be a user message with text", param="messages")
+    return turns, images
+
+
+def _named_images(
+    req: ChatCompletionRequest, images: list[str], files: FileStore
+) -> dict[str, str]:
+    """Input name -> file id (``medm3.images``, one unnamed image, ``medm3.mask``), checked."""
     named: dict[str, str] = {}
     if req.medm3 is not None and req.medm3.images:
         for name, file_id in req.medm3.images.items():
@@ -227,32 +280,12 @@ def build_plan(
             "(e.g. t1ce, t1, t2, flair for BraTS)",
             param="messages",
         )
+    if req.medm3 is not None and req.medm3.mask is not None:
+        mask_id = _file_id(req.medm3.mask, "medm3.mask")
+        if named.get("mask", mask_id) != mask_id:
+            raise bad_request("medm3.mask and medm3.images.mask differ", param="medm3.mask")
+        named["mask"] = mask_id
     for name, file_id in named.items():
-        files.record(file_id, param=f"image {name}")  # 404 now rather than in the worker
-    session_id = req.session_id or new_id("sess")
-    exists = session_exists(session_id)
-    if req.session_id is not None and not exists:  # ids are made here, never by clients
-        raise not_found(
-            f"no session with id {req.session_id}; omit session_id to start one",
-            code="session_not_found",
-            param="session_id",
-        )
-    history = [] if exists else turns[:-1]
-    if history and history[0][0] != "user":
-        raise bad_request("the conversation must start with a user message", param="messages")
-    if exists and named and named != session_images(session_id):
-        raise bad_request(
-            f"session {session_id} is about another study; start a new session for new images",
-            param="session_id",
-        )
-    return ChatPlan(
-        session_id=session_id,
-        question=turns[-1][1].strip(),
-        history=history,
-        images=named,
-        generation=generation_config(req, settings),
-        agent=_agent_options(req, settings),
-        stream=req.stream,
-        include_usage=bool(req.stream_options and req.stream_options.include_usage),
-        model=req.model,
-    )
+        param = "medm3.mask" if name == "mask" else f"image {name}"
+        files.record(file_id, param=param)  # 404 now rather than in the worker
+    return named

@@ -21,7 +21,9 @@ Extensions (ignored by other servers; with the ``openai`` client pass them in
   Without it a new session is created from the request's messages and its id
   is returned in ``medm3.session_id``.
 * ``medm3`` (request, :class:`Medm3Options`) -- plane/slice/window of the view
-  the model sees, experts offered, named inputs (BraTS sequences).
+  the model sees, experts offered, named inputs (BraTS sequences), and the
+  user's label map (``mask``, an uploaded file) with its label table
+  (``labels``) for the MEASURE expert, as ``m3 chat --mask --labels``.
 * ``medm3`` (response, :class:`Medm3Result`) -- the session id, the final
   answer, the expert trace and the URLs of the overlays and other files
   written (``GET`` them with the same API key). In streams, chunks with an
@@ -35,6 +37,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from medm3.imaging.label_tables import TABLES
+
 #: Sizes and counts a request may hold; checked while parsing, before any work.
 MAX_MESSAGES = 512
 MAX_PARTS = 64
@@ -43,6 +47,9 @@ MAX_IMAGES = 16
 MAX_OPTIONS = 32
 _Name = Annotated[str, StringConstraints(max_length=128)]
 _Id = Annotated[str, StringConstraints(max_length=64)]
+#: ``medm3.labels`` values: a built-in label table, or ``auto`` (the mask's header or fit).
+LABEL_CHOICES = ("auto", *TABLES)
+LabelTable = Literal[LABEL_CHOICES]  # type: ignore[valid-type]
 
 # ------------------------------------------------------------------ requests
 
@@ -119,6 +126,11 @@ class Medm3Options(_Lenient):
         max_rounds: Most expert calls for this question (<= the server's limit).
         images: Input name -> file id, for studies of several named images
             (``t1ce``, ``t1``, ``t2``, ``flair`` for BraTS).
+        mask: File id of the user's label map on the image's grid (uploaded with
+            ``POST /v1/files``): what MEASURE measures. Fixed when the session is created.
+        labels: Names of the mask's labels: a built-in table (``totalseg-ct``,
+            ``totalseg-mr``, ``vista3d``, ``brats``) or ``auto`` (default: the table
+            embedded in the file's header, else the table its ids fit).
     """
 
     plane: Literal["axial", "coronal", "sagittal"] | None = None
@@ -128,6 +140,16 @@ class Medm3Options(_Lenient):
     use_experts: bool | None = None
     max_rounds: int | None = Field(default=None, ge=0, le=10)
     images: dict[_Name, _Id] | None = Field(default=None, max_length=MAX_IMAGES)
+    mask: _Id | None = Field(
+        default=None,
+        description="File id of your label map on the image's grid: what MEASURE measures "
+        "(m3 chat --mask). Fixed when the session is created.",
+    )
+    labels: LabelTable | None = Field(
+        default=None,
+        description="Label table of the mask (m3 chat --labels); auto: from the file's "
+        "header or the table its ids fit.",
+    )
 
 
 class ChatCompletionRequest(_Lenient):
@@ -203,17 +225,31 @@ class OutputFile(BaseModel):
     caption: str | None = None
 
 
-class Medm3Result(BaseModel):
+class MaskInfo(BaseModel):
+    """The session's label map (``medm3.mask``) and where its label names came from."""
+
+    file_id: str
+    labels: str
+    note: str
+
+
+class RunOutputs(BaseModel):
+    """What a question or an expert run wrote: overlays, every file, and one zip of all."""
+
+    overlays: list[OutputFile] = Field(default_factory=list)
+    files: list[OutputFile] = Field(default_factory=list)
+    archive_url: str
+
+
+class Medm3Result(RunOutputs):
     """The ``medm3`` response extension of a chat completion."""
 
     session_id: str
     answer: str
     rounds: int
     round_limit_reached: bool
-    overlays: list[OutputFile] = Field(default_factory=list)
-    files: list[OutputFile] = Field(default_factory=list)
     trace: list[dict[str, Any]] = Field(default_factory=list)
-    archive_url: str
+    mask: MaskInfo | None = None
 
 
 class AssistantMessage(BaseModel):
@@ -338,7 +374,7 @@ class ExpertList(BaseModel):
     data: list[dict[str, Any]]
 
 
-class ExpertRunResponse(BaseModel):
+class ExpertRunResponse(RunOutputs):
     """``POST /v1/experts/{name}/run``."""
 
     id: str
@@ -346,9 +382,6 @@ class ExpertRunResponse(BaseModel):
     created: int
     expert: str
     result: dict[str, Any]
-    overlays: list[OutputFile]
-    files: list[OutputFile]
-    archive_url: str
 
 
 class SessionMessage(BaseModel):
@@ -369,6 +402,7 @@ class SessionObject(BaseModel):
     created_at: int
     updated_at: int
     images: dict[str, str]
+    labels: str | None = None
     messages: list[SessionMessage]
     archive_url: str
 

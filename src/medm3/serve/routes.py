@@ -53,6 +53,17 @@ def build_router(svc: Service) -> APIRouter:
     async def models() -> ModelList:
         return svc.models()
 
+    _chat_routes(api, svc)
+    _file_routes(api, svc)
+    _expert_routes(api, svc)
+    _session_routes(api, svc)
+    root.include_router(api)
+    return root
+
+
+def _chat_routes(api: APIRouter, svc: Service) -> None:
+    """``POST /v1/chat/completions`` (streamed or not)."""
+
     @api.post("/chat/completions", response_model=None)
     async def chat_completions(req: ChatCompletionRequest, request: Request) -> Any:
         _check_unicode(req)
@@ -65,24 +76,22 @@ def build_router(svc: Service) -> APIRouter:
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
-        try:
-            out = await _unless_disconnected(request, svc.chat(plan))
-        except BaseException as exc:
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            raise svc.api_error(exc) from None
+        out = await _answered(request, svc, svc.chat(plan))
+        choice = Choice(
+            message=AssistantMessage(content=out.answer), finish_reason=finish_reason(out)
+        )
         return ChatCompletion(
             id=completion_id,
             created=_now(),
             model=plan.model,
-            choices=[
-                Choice(
-                    message=AssistantMessage(content=out.answer), finish_reason=finish_reason(out)
-                )
-            ],
+            choices=[choice],
             usage=out.usage,
             medm3=medm3_result(svc, out),
         )
+
+
+def _file_routes(api: APIRouter, svc: Service) -> None:
+    """``/v1/files``: upload (a file, or a PACS series by reference), list, read, delete."""
 
     @api.post("/files", response_model=FileObject)
     async def upload_file(request: Request) -> FileObject:
@@ -123,6 +132,10 @@ def build_router(svc: Service) -> APIRouter:
         svc.files.delete(file_id)
         return FileDeleted(id=file_id)
 
+
+def _expert_routes(api: APIRouter, svc: Service) -> None:
+    """``GET /v1/experts`` and ``POST /v1/experts/{name}/run``."""
+
     @api.get("/experts", response_model=ExpertList)
     async def experts() -> ExpertList:
         return ExpertList(data=svc.experts())
@@ -131,12 +144,11 @@ def build_router(svc: Service) -> APIRouter:
     async def run_expert(name: str, req: ExpertRunRequest, request: Request) -> ExpertRunResponse:
         _check_unicode(req)
         job = svc.expert_run_job(name, req)
-        try:
-            return await _unless_disconnected(request, svc.runner.run(job))
-        except BaseException as exc:
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            raise svc.api_error(exc) from None
+        return await _answered(request, svc, svc.runner.run(job))
+
+
+def _session_routes(api: APIRouter, svc: Service) -> None:
+    """``/v1/sessions/{id}`` and ``/v1/outputs/{owner}/...`` (checked against the key)."""
 
     @api.get("/sessions/{session_id}", response_model=SessionObject)
     async def get_session(session_id: str, request: Request) -> SessionObject:
@@ -163,8 +175,15 @@ def build_router(svc: Service) -> APIRouter:
         _check_owner(svc, owner, request)
         return FileResponse(svc.files.output_path(owner, path))
 
-    root.include_router(api)
-    return root
+
+async def _answered(request: Request, svc: Service, work: Any) -> Any:
+    """The result of queued ``work`` unless the client left first; its errors as HTTP errors."""
+    try:
+        return await _unless_disconnected(request, work)
+    except BaseException as exc:
+        if isinstance(exc, asyncio.CancelledError):
+            raise
+        raise svc.api_error(exc) from None
 
 
 def _owner(request: Request) -> str | None:

@@ -135,6 +135,20 @@ def sniff(path: Path, limits: ReadLimits | None = None, max_image_bytes: int | N
     raise UnsupportedMediaError(f"unsupported file type; accepted: {ACCEPTED_TEXT}")
 
 
+def read_error(exc: BaseException) -> BaseException:
+    """What to raise when reading an upload failed: an :class:`APIError` as it is, a
+    :class:`MedM3Error` as its HTTP error, any other exception of a reader as
+    :func:`unreadable` (bad input, not a server error); ``KeyboardInterrupt`` and the
+    like unchanged."""
+    if isinstance(exc, APIError):
+        return exc
+    if isinstance(exc, MedM3Error):
+        return from_medm3_error(exc)
+    if isinstance(exc, Exception):
+        return unreadable(exc)
+    return exc
+
+
 def unreadable(exc: Exception) -> APIError:
     """HTTP 400 for a scan a reader failed on with an unexpected error (logged in one line)."""
     log.warning("unreadable upload: %s: %s", type(exc).__name__, str(exc).splitlines()[:1])

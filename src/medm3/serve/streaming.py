@@ -33,8 +33,9 @@ from medm3.serve.protocol import (
 from medm3.serve.runner import Job
 
 if TYPE_CHECKING:  # pragma: no cover
+    from medm3.serve.conversations import ChatOutcome
     from medm3.serve.plan import ChatPlan
-    from medm3.serve.service import ChatOutcome, Service
+    from medm3.serve.service import Service
 
 
 def sse(payload: dict[str, Any] | str) -> str:
@@ -54,6 +55,7 @@ def medm3_result(service: Service, out: ChatOutcome) -> Medm3Result:
         files=out.files,
         trace=out.trace,
         archive_url=f"/v1/outputs/{out.session_id}/archive.zip",
+        mask=out.mask,
     )
 
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from medm3.errors import InputError
 from medm3.serve.errors import APIError
+from medm3.serve.gradio_import import gr
 
 if TYPE_CHECKING:  # pragma: no cover
     from medm3.serve.service import Service
@@ -86,7 +87,7 @@ class PacsHandlers:
         self.opened[rec.id] = reference
         return rec.id
 
-    def store(self, file_id: str | None, session_id: str | None) -> str:
+    def store(self, file_id: str | None, session_id: str | None, owner: str | None = None) -> str:
         """Store the conversation's latest segmentation (+ measurements, Q/A) in the PACS.
 
         Returns:
@@ -102,7 +103,7 @@ class PacsHandlers:
         reference = self.opened.get(file_id or "")
         if reference is None:
             raise InputError("open a series from the PACS first (results go back to its study)")
-        if not session_id:
+        if not session_id or not self.svc.check_owner(session_id, owner):
             raise InputError("ask a question first: there is no result to store")
         messages = self.svc.store.messages(session_id)
         question = next((m.content for m in reversed(messages) if m.role == "user"), None)
@@ -127,8 +128,6 @@ class PacsHandlers:
 
 
 def _fail(exc: BaseException) -> Any:
-    import gradio as gr
-
     if isinstance(exc, (InputError, APIError)):
         return gr.Error(exc.message if isinstance(exc, APIError) else str(exc))
     return gr.Error(f"{type(exc).__name__}: {exc}")
@@ -157,8 +156,6 @@ def add_pacs_panel(
     Returns:
         The panel's handlers.
     """
-    import gradio as gr
-
     pacs = PacsHandlers(svc, str(svc.settings.dicomweb))
 
     def search(patient: str, date: str, modality: str) -> Any:
@@ -177,9 +174,9 @@ def add_pacs_panel(
         except Exception as exc:
             raise _fail(exc) from None
 
-    def store(fid: str | None, sid: str | None) -> str:
+    def store(fid: str | None, sid: str | None, request: gr.Request) -> str:
         try:
-            return pacs.store(fid, sid)
+            return pacs.store(fid, sid, handlers.owner(request))
         except Exception as exc:
             raise _fail(exc) from None
 
