@@ -10,7 +10,9 @@ are imported only inside the code that needs them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from medm3.utils.lazy import lazy_getattr
 
 __version__ = "0.1.0.dev0"
 
@@ -20,15 +22,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from medm3.errors import InputError, MedM3Error
     from medm3.imaging import MedicalImage, load_image
 
+_HOMES = {
+    "MedM3Error": "medm3.errors",
+    "InputError": "medm3.errors",
+    "MedicalImage": "medm3.imaging",
+    "load_image": "medm3.imaging",
+}
 
-def __getattr__(name: str) -> Any:
-    """Resolve the public API lazily so `import medm3` stays fast."""
-    if name in ("MedM3Error", "InputError"):
-        from medm3 import errors
-
-        return getattr(errors, name)
-    if name in ("MedicalImage", "load_image"):
-        from medm3 import imaging
-
-        return getattr(imaging, name)
-    raise AttributeError(f"module 'medm3' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _HOMES)

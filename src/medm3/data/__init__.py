@@ -18,7 +18,9 @@ Importing this package is light (no numpy, no torch).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from medm3.utils.lazy import lazy_getattr
 
 if TYPE_CHECKING:  # pragma: no cover
     from medm3.data.engine import BuildSummary, build_dataset
@@ -47,11 +49,4 @@ _LOCATIONS = {
     "get_builder": "medm3.data.registry",
 }
 
-
-def __getattr__(name: str) -> Any:
-    """Resolve the public API lazily."""
-    if name in _LOCATIONS:
-        import importlib
-
-        return getattr(importlib.import_module(_LOCATIONS[name]), name)
-    raise AttributeError(f"module 'medm3.data' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LOCATIONS)

@@ -34,10 +34,7 @@ BUILDERS: Registry[type[Builder]] = Registry(
 
 def builder_names() -> list[str]:
     """Registered builder names: built-ins in listing order, then plugins sorted."""
-    names = BUILDERS.names()
-    return [n for n in BUILTIN_BUILDERS if n in names] + [
-        n for n in names if n not in BUILTIN_BUILDERS
-    ]
+    return BUILDERS.listed_names()
 
 
 def get_builder(name: str) -> type[Builder]:

@@ -21,7 +21,9 @@ Importing this package is light; torch and the scorers' dependencies load on use
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from medm3.utils.lazy import lazy_getattr
 
 __all__ = ["PROTOCOLS", "TASKS", "EvalRun", "Task", "get_task", "run_eval"]
 
@@ -29,15 +31,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from medm3.eval.runner import EvalRun, run_eval
     from medm3.eval.tasks import PROTOCOLS, TASKS, Task, get_task
 
+_HOMES = {
+    "EvalRun": "medm3.eval.runner",
+    "run_eval": "medm3.eval.runner",
+    "PROTOCOLS": "medm3.eval.tasks",
+    "TASKS": "medm3.eval.tasks",
+    "Task": "medm3.eval.tasks",
+    "get_task": "medm3.eval.tasks",
+}
 
-def __getattr__(name: str) -> Any:
-    """Resolve the public API lazily."""
-    if name in ("EvalRun", "run_eval"):
-        from medm3.eval import runner
-
-        return getattr(runner, name)
-    if name in ("PROTOCOLS", "TASKS", "Task", "get_task"):
-        from medm3.eval import tasks
-
-        return getattr(tasks, name)
-    raise AttributeError(f"module 'medm3.eval' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _HOMES)

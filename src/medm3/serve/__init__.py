@@ -12,20 +12,14 @@ the modules that need them, when they are used.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from medm3.serve.settings import ServeSettings
+from medm3.utils.lazy import lazy_getattr
 
 __all__ = ["ServeSettings", "create_app"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from medm3.serve.app import create_app
 
-
-def __getattr__(name: str) -> Any:
-    """Resolve :func:`create_app` lazily (it imports FastAPI)."""
-    if name == "create_app":
-        from medm3.serve.app import create_app
-
-        return create_app
-    raise AttributeError(f"module 'medm3.serve' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, {"create_app": "medm3.serve.app"})

@@ -20,8 +20,9 @@ Random weights give meaningless answers: these exist to exercise code paths.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from medm3.utils.lazy import lazy_getattr
 
 __all__ = [
     "build_tiny_experts",
@@ -58,9 +59,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from medm3.testing.tiny_hf import build_tiny_gemma3, build_tiny_llava, build_tiny_qwen2_vl
     from medm3.testing.tiny_vila import build_tiny_vila
 
-
-def __getattr__(name: str) -> Any:
-    """Resolve the builders lazily so ``import medm3.testing`` does not import torch."""
-    if name in _HOMES:
-        return getattr(importlib.import_module(_HOMES[name]), name)
-    raise AttributeError(f"module 'medm3.testing' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _HOMES)

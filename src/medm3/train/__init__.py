@@ -9,8 +9,9 @@ imported when a run starts. Entry points:
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from medm3.utils.lazy import lazy_getattr
 
 __all__ = ["Config", "TrainResult", "load_config", "train"]
 
@@ -25,9 +26,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from medm3.train.config import Config, load_config
     from medm3.train.trainer import TrainResult, train
 
-
-def __getattr__(name: str) -> Any:
-    """Resolve the public names lazily."""
-    if name in _HOMES:
-        return getattr(importlib.import_module(_HOMES[name]), name)
-    raise AttributeError(f"module 'medm3.train' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _HOMES)
