@@ -117,3 +117,34 @@ def test_piped_commands_are_not_sent_to_the_model(tmp_path: Path) -> None:
     assert "never asked" not in proc.stdout and "/help" not in proc.stdout
     assert "/files" in proc.stderr and "unknown command /nonsense" in proc.stderr
     assert "q1_view_image_axial_15.png" in proc.stderr  # /files listed the saved view
+
+
+def test_cxr_progress_shows_probabilities_the_model_gets_yes_no(
+    tmp_path: Path, cxr_png_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The progress lines show `Effusion: yes (p = 0.73)`; the model's feedback stays yes/no."""
+    from medm3.data.reference_experts import FixedCXR
+    from medm3.experts import registry
+    from medm3.experts.cxr import LABELS
+
+    probs = {k: 0.1 for k in LABELS} | {"Effusion": 0.73, "Mass": 0.61}
+    monkeypatch.setitem(registry._instances, ("cxr", None, None), FixedCXR(probs))
+    script = _script(tmp_path, "<CXR()>", "There is an effusion.")
+    args = [
+        "chat", "--backend", "mock", "--mock-script", str(script), "--protocol", "medm3",
+        "--experts", "cxr", "--no-cache", "--modality", "CXR", "--image", str(cxr_png_path),
+        "-o", str(tmp_path / "out"), "Any effusion?",
+    ]  # fmt: skip
+    code, out, err = run(args, capsys)
+    assert code == 0, err
+    assert out.strip().endswith("There is an effusion.")  # the streamed text, trigger first
+    lines = [line.strip() for line in err.splitlines()]
+    start = next(i for i, line in enumerate(lines) if line.startswith("[expert <CXR()> done"))
+    assert lines[start + 1 : start + 3] == ["Effusion: yes (p = 0.73)", "Mass: yes (p = 0.61)"]
+    assert "Atelectasis: no (p = 0.10)" in lines
+
+    code, out, _ = run([*args, "--json"], capsys)
+    assert code == 0
+    generates = [s for s in json.loads(out)["trace"] if s["step"] == "generate"]
+    fed = generates[1]["input"][-1]["text"]
+    assert "effusion: yes" in fed.lower() and "p =" not in fed and "0.73" not in fed

@@ -50,6 +50,27 @@ def _load_images(tokens: tuple[str, ...], modality: str | None, series: str | No
     return {name: load_image(path, modality or "MR", series=series) for name, path in parsed}
 
 
+def _probability_lines(result: dict[str, Any]) -> list[str]:
+    """``Effusion: yes (p = 0.73)`` lines of a classification step's result (for people).
+
+    The model is fed the protocol's yes/no text; only this progress display
+    adds the probabilities, as ``m3 experts run cxr`` does.
+    """
+    if not result.get("probabilities"):
+        return []
+    from medm3.experts.base import ExpertResult
+    from medm3.experts.output import probability_lines
+
+    shown = ExpertResult(
+        expert=str(result.get("expert", "")),
+        args=str(result.get("args", "")),
+        text="",
+        probabilities=dict(result["probabilities"]),
+        findings=dict(result.get("findings") or {}),
+    )
+    return probability_lines(shown)
+
+
 def _event_printer(json_mode: bool) -> Any:
     def show(step: dict[str, Any]) -> None:
         if json_mode:
@@ -61,6 +82,8 @@ def _event_printer(json_mode: bool) -> Any:
             click.echo(
                 f"\n[expert {step['trigger']} done in {step['seconds']:.1f} s{note}]", err=True
             )
+            for line in _probability_lines(step["result"]):
+                click.echo(f"  {line}", err=True)
             for path in step["files"]:
                 click.echo(f"  wrote {path}", err=True)
         elif kind == "expert_error":
