@@ -181,7 +181,9 @@ def _event_printer(json_mode: bool) -> Any:
     "out_dir",
     type=click.Path(path_type=Path, file_okay=False),
     default=None,
-    help="Folder for expert overlays, label maps and results (default: ./m3_outputs/chat-TIME).",
+    help="Folder for the VLM's views, expert overlays, label maps and results (default: a "
+    "new run folder chat-TIME under $MEDM3_DATA_DIR/chat, else the platform's user data "
+    "folder, medm3/chat; never the current folder).",
 )
 @click.option("--no-cache", is_flag=True, help="Do not use the expert result cache.")
 @click.option(
@@ -264,7 +266,7 @@ def chat(
     if store:
         _check_store(prompt, loaded)
     if out_dir is None:
-        out_dir = Path("m3_outputs") / time.strftime("chat-%Y%m%d-%H%M%S")
+        out_dir = default_output_dir()
     config = AgentConfig(
         experts=experts,
         use_experts=not no_experts,
@@ -305,6 +307,7 @@ def chat(
         stored = _store(reply, loaded, model_id, prompt) if store else []
         if as_json:
             doc = {
+                "output_dir": str(out_dir),
                 "stored": stored,
                 "answer": reply.text,
                 "rounds": reply.rounds,
@@ -320,8 +323,44 @@ def chat(
             click.echo()
             for url in stored:
                 click.echo(f"stored {url}", err=True)
+            _say_where(out_dir)
         return
     _interactive(session, as_json, stream)
+    if not as_json:
+        _say_where(out_dir)
+
+
+def default_output_dir() -> Path:
+    """A new run folder for a chat's files, never in the current folder.
+
+    ``$MEDM3_DATA_DIR/chat/chat-TIME`` when that variable is set (as for
+    ``m3 serve``), else ``<platform user data folder>/medm3/chat/chat-TIME``
+    (``~/.local/share/medm3/chat/...`` on Linux). Nothing is created here; a
+    second run in the same second gets ``-2``, ``-3`` ...
+    """
+    import os
+
+    from medm3.serve.settings import DATA_DIR_ENV
+
+    raw = os.environ.get(DATA_DIR_ENV, "").strip()
+    if raw:
+        root = Path(raw).expanduser()
+    else:
+        from medm3.doctor import data_dir
+
+        root = data_dir()
+    base = root / "chat" / time.strftime("chat-%Y%m%d-%H%M%S")
+    folder, n = base, 1
+    while folder.exists():
+        n += 1
+        folder = base.with_name(f"{base.name}-{n}")
+    return folder
+
+
+def _say_where(out_dir: Path) -> None:
+    """Tell where the run's files went (when it wrote any)."""
+    if out_dir.is_dir():
+        click.echo(f"files: {out_dir}", err=True)
 
 
 def _with_mask(loaded: Any, mask: Path | None, labels: str | None, quiet: bool) -> Any:
