@@ -16,13 +16,6 @@ from medm3.cli.options import mock_script_option, weights_option
 from medm3.serve.settings import API_KEY_ENV, DATA_DIR_ENV
 
 
-def mock_echo(messages: list[Any]) -> str:
-    """Answer of ``--backend mock``: repeat the last user question (smoke tests, demos)."""
-    last = next((m.plain_text for m in reversed(messages) if m.role == "user"), "")
-    question = last.strip().splitlines()[-1] if last.strip() else ""
-    return f"(mock model) You asked: {question}"
-
-
 @click.command("serve")
 @click.option(
     "--model", default=None, help="Hub id or local folder (default: VILA-M3 8B on CUDA, 3B on CPU)."
@@ -173,16 +166,11 @@ def serve(
       m3 serve --backend mock                    # no model: echoes questions
       m3 serve --host 0.0.0.0 --api-key "$KEY"   # reachable from other machines
     """
+    from medm3.cli.backends import check_mock_script
     from medm3.cli.options import parse_weights
-    from medm3.errors import InputError
     from medm3.serve.settings import ServeSettings, default_data_dir, keys_from_env
 
-    if mock_script is not None and backend != "mock":
-        raise InputError("--mock-script needs --backend mock")
-    if mock_script is not None:
-        from medm3.vlm.mock import load_script
-
-        load_script(mock_script)  # a bad file is reported before anything starts
+    check_mock_script(backend, mock_script)  # a bad file is reported before anything starts
     data_dir = data_dir or default_data_dir()
     settings = ServeSettings(
         backend=backend,
@@ -212,23 +200,36 @@ def serve(
     )
     settings.validate()  # refuse an open bind before loading anything
     check_data_dir(data_dir)
+    uvicorn = _require_uvicorn()
+    settings.vlm = _load_vlm(settings, device=device, base_url=base_url)
+
+    from medm3.serve.app import create_app
+
+    app = create_app(settings)
+    _announce(settings)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)
+
+
+def _require_uvicorn() -> Any:
+    """The uvicorn module (the ``serve`` extra), checked before the model loads."""
     try:
         import uvicorn
     except ImportError:
         from medm3.errors import MissingDependencyError
 
         raise MissingDependencyError("uvicorn", "serve", "m3 serve") from None
-    settings.vlm = _load_vlm(settings, device=device, base_url=base_url)
+    return uvicorn
 
-    from medm3.serve.app import create_app
 
-    app = create_app(settings)
-    where = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
-    click.echo(f"m3 serve: model {settings.vlm.model_id} ({backend}); API {where}/v1", err=True)
-    click.echo(f"m3 serve: data folder {data_dir}", err=True)
+def _announce(settings: Any) -> None:
+    """Say on stderr what is served where: model, API, data folder, web UI."""
+    host = settings.host
+    where = f"http://{'[' + host + ']' if ':' in host else host}:{settings.port}"
+    model = f"{settings.vlm.model_id} ({settings.backend})"
+    click.echo(f"m3 serve: model {model}; API {where}/v1", err=True)
+    click.echo(f"m3 serve: data folder {settings.data_dir}", err=True)
     if settings.ui:
         click.echo(f"m3 serve: web UI {where}/ui", err=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)
 
 
 def check_data_dir(data_dir: Path) -> None:
@@ -256,16 +257,14 @@ def check_data_dir(data_dir: Path) -> None:
 
 
 def _load_vlm(settings: Any, *, device: str | None, base_url: str | None) -> Any:
-    from medm3.cli.chat import _backend_options
-    from medm3.vlm.registry import BACKENDS, default_model
+    """The server's VLM, built from its settings as ``m3 chat`` builds its own."""
+    from medm3.cli.backends import build_vlm
 
-    cls = BACKENDS.get(settings.backend)
-    model_id = settings.model or (
-        "mock" if settings.backend == "mock" else default_model(settings.backend)
+    return build_vlm(
+        settings.backend,
+        settings.model,
+        mock_script=settings.mock_script,
+        announce=lambda line: click.echo(f"m3 serve: {line}", err=True),
+        device=device,
+        base_url=base_url,
     )
-    if settings.backend == "mock" and settings.mock_script is not None:
-        return cls(model_id, script_file=settings.mock_script)
-    if settings.backend == "mock":
-        return cls(model_id, script=mock_echo)
-    click.echo(f"m3 serve: loading {model_id} ...", err=True)
-    return cls(model_id, **_backend_options(cls, device=device, base_url=base_url))
