@@ -17,7 +17,14 @@ from typing import Any
 import click
 
 from medm3.cli.chat_interactive import say_where
-from medm3.cli.options import mock_script_option, trust_bundle_code_option, weights_option
+from medm3.cli.options import (
+    agent_options,
+    mock_script_option,
+    model_options,
+    output_folder_option,
+    trust_bundle_code_option,
+    weights_option,
+)
 from medm3.errors import InputError
 
 #: Input names an image may carry (``--image t1ce=a.nii.gz``).
@@ -94,12 +101,7 @@ def _event_printer(json_mode: bool) -> Any:
 
 @click.command("chat")
 @click.argument("prompt", required=False)
-@click.option(
-    "--model", default=None, help="Hub id or local folder (default: VILA-M3 8B on CUDA, 3B on CPU)."
-)
-@click.option(
-    "--backend", default="vila", show_default=True, help="vila, hf, openai, mock (or a plugin)."
-)
+@model_options
 @click.option(
     "--image",
     "images",
@@ -140,44 +142,21 @@ def _event_printer(json_mode: bool) -> Any:
 @click.option("--window", default="auto", show_default=True, help="Window of the VLM's view.")
 @click.option("--no-experts", is_flag=True, help="Do not offer expert models to the VLM.")
 @click.option("--experts", "expert_list", default=None, help="Comma-separated experts to offer.")
-@click.option(
-    "--protocol",
-    metavar="[released|medm3]",
-    default=None,
-    help="How the agent talks to the model: released (the released VILA-M3 training "
-    "conversations; default for --backend vila) or medm3 (MEASURE, chained calls; default "
-    "for the others). See docs/fidelity.md.",
-)
-@click.option(
-    "--max-rounds",
-    type=click.IntRange(0, 10),
-    default=3,
-    show_default=True,
-    help="Most expert calls per question (protocol released: at most 1).",
-)
-@click.option("--max-new-tokens", type=click.IntRange(1, 8192), default=1024, show_default=True)
+@agent_options
 @click.option("--temperature", type=click.FloatRange(0, 2), default=0.0, show_default=True)
-@click.option("--device", default=None, help="Device for the VLM (auto, cpu, cuda).")
 @click.option(
     "--dtype", default=None, help="VLM precision: fp16, bf16 or fp32 (default by device)."
 )
 @click.option(
     "--template", default=None, help="VILA chat template: llama_3 or vicuna_v1 (default: detected)."
 )
-@click.option("--expert-device", default=None, help="Device for the experts (default: automatic).")
-@click.option("--base-url", default=None, help="OpenAI-compatible server URL (backend openai).")
 @click.option(
     "--api-key", default=None, help="API key (backend openai; else from the environment)."
 )
-@click.option(
-    "-o",
-    "--output",
-    "out_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Folder for the VLM's views, expert overlays, label maps and results (default: a "
+@output_folder_option(
+    "Folder for the VLM's views, expert overlays, label maps and results (default: a "
     "new run folder chat-TIME under $MEDM3_DATA_DIR/chat, else the platform's user data "
-    "folder, medm3/chat; never the current folder).",
+    "folder, medm3/chat; never the current folder)."
 )
 @click.option("--no-cache", is_flag=True, help="Do not use the expert result cache.")
 @click.option(

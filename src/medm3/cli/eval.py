@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 
 import click
 
+from medm3.cli.options import expert_device_option, model_options
 from medm3.errors import InputError
 from medm3.executors.cli import executor_options
 
@@ -51,8 +52,7 @@ def list_tasks() -> None:
 
 @eval_group.command("run")
 @click.argument("task")
-@click.option("--model", default=None, help="Hub id or local folder (default: the backend's).")
-@click.option("--backend", default="vila", show_default=True, help="vila, hf, openai, mock...")
+@model_options
 @click.option(
     "--data",
     required=True,
@@ -82,11 +82,9 @@ def list_tasks() -> None:
 @click.option(
     "--image-folder", type=click.Path(path_type=Path), default=None, help="Folder of the images."
 )
-@click.option("--device", default=None, help="Device for the VLM (auto, cpu, cuda).")
 @click.option("--dtype", default=None, help="VLM dtype (bfloat16, float16, float32, auto).")
-@click.option("--expert-device", default=None, help="Device for the CXR expert.")
-@click.option("--base-url", default=None, help="OpenAI-compatible server URL (backend openai).")
 @click.option("--api-key", default=None, help="API key (backend openai).")
+@expert_device_option
 @click.option(
     "--judges/--no-judges",
     default=True,
