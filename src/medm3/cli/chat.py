@@ -12,11 +12,11 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from medm3.cli.chat_interactive import say_where
+from medm3.cli.chat_interactive import interactive, say_where
 from medm3.cli.options import (
     agent_options,
     mock_script_option,
@@ -26,6 +26,9 @@ from medm3.cli.options import (
     weights_option,
 )
 from medm3.errors import InputError
+
+if TYPE_CHECKING:
+    from medm3.agent import AgentConfig
 
 #: Input names an image may carry (``--image t1ce=a.nii.gz``).
 NAMED_INPUTS = ("image", "t1ce", "t1", "t2", "flair")
@@ -246,8 +249,6 @@ def chat(
     if prompt is not None:
         _answer_once(session, prompt, loaded, backend=backend, store=store, as_json=as_json)
         return
-    from medm3.cli.chat_interactive import interactive
-
     interactive(session, as_json, _stream)
 
 
@@ -288,7 +289,7 @@ def _agent_config(
     no_cache: bool,
     expert_device: str | None,
     **view_and_rounds: Any,
-) -> Any:
+) -> AgentConfig:
     """The agent's settings from chat's options (protocol, experts and weights checked)."""
     from medm3.agent import AgentConfig
     from medm3.cli.options import parse_weights
