@@ -117,3 +117,83 @@ def test_piped_commands_are_not_sent_to_the_model(tmp_path: Path) -> None:
     assert "never asked" not in proc.stdout and "/help" not in proc.stdout
     assert "/files" in proc.stderr and "unknown command /nonsense" in proc.stderr
     assert "q1_view_image_axial_15.png" in proc.stderr  # /files listed the saved view
+
+
+def test_cxr_progress_shows_probabilities_the_model_gets_yes_no(
+    tmp_path: Path, cxr_png_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The progress lines show `Effusion: yes (p = 0.73)`; the model's feedback stays yes/no."""
+    from medm3.data.reference_experts import FixedCXR
+    from medm3.experts import registry
+    from medm3.experts.cxr import LABELS
+
+    probs = {k: 0.1 for k in LABELS} | {"Effusion": 0.73, "Mass": 0.61}
+    monkeypatch.setitem(registry._instances, ("cxr", None, None), FixedCXR(probs))
+    script = _script(tmp_path, "<CXR()>", "There is an effusion.")
+    args = [
+        "chat", "--backend", "mock", "--mock-script", str(script), "--protocol", "medm3",
+        "--experts", "cxr", "--no-cache", "--modality", "CXR", "--image", str(cxr_png_path),
+        "-o", str(tmp_path / "out"), "Any effusion?",
+    ]  # fmt: skip
+    code, out, err = run(args, capsys)
+    assert code == 0, err
+    assert out.strip().endswith("There is an effusion.")  # the streamed text, trigger first
+    lines = [line.strip() for line in err.splitlines()]
+    start = next(i for i, line in enumerate(lines) if line.startswith("[expert <CXR()> done"))
+    assert lines[start + 1 : start + 3] == ["Effusion: yes (p = 0.73)", "Mass: yes (p = 0.61)"]
+    assert "Atelectasis: no (p = 0.10)" in lines
+
+    code, out, _ = run([*args, "--json"], capsys)
+    assert code == 0
+    generates = [s for s in json.loads(out)["trace"] if s["step"] == "generate"]
+    fed = generates[1]["input"][-1]["text"]
+    assert "effusion: yes" in fed.lower() and "p =" not in fed and "0.73" not in fed
+
+
+@pytest.mark.parametrize("via", ["MEDM3_DATA_DIR", "platform"])
+def test_chat_without_output_writes_nothing_in_the_cwd(
+    via: str, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without -o, the view and results go to a run folder in the data dir, said on stderr."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    if via == "platform":
+        monkeypatch.delenv("MEDM3_DATA_DIR", raising=False)
+        monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+        root = tmp_path / "xdg" / "medm3" / "chat"
+    else:
+        monkeypatch.setenv("MEDM3_DATA_DIR", str(tmp_path / "data"))
+        root = tmp_path / "data" / "chat"
+    script = _script(tmp_path, "<MEASURE(liver)>", "Measured.")
+    args = [
+        "chat", "--backend", "mock", "--mock-script", str(script), "--protocol", "medm3",
+        "--image", str(sample_ct()), "--mask", str(sample_ct_labels()), "Liver?",
+    ]  # fmt: skip
+    code, _, err = run(args, capsys)
+    assert code == 0, err
+    assert list(cwd.iterdir()) == []
+    (folder,) = root.iterdir()
+    assert folder.name.startswith("chat-")
+    written = sorted(p.name for p in folder.rglob("*.png"))
+    assert any(name.startswith("q1_view_image_axial_") for name in written), written
+    assert f"files: {folder}" in err.splitlines()
+
+    code, out, _ = run([*args, "--json"], capsys)  # a second run: its own folder, in the JSON
+    assert code == 0 and list(cwd.iterdir()) == []
+    second = Path(json.loads(out)["output_dir"])
+    assert second.parent == root and second != folder and second.is_dir()
+
+
+def test_chat_output_option_is_used_as_given(tmp_path: Path, capsys) -> None:
+    script = _script(tmp_path, "Fine.")
+    out_dir = tmp_path / "mine"
+    code, out, _ = run(
+        [
+            "chat", "--backend", "mock", "--mock-script", str(script), "--image",
+            str(sample_ct()), "-o", str(out_dir), "--json", "Anything?",
+        ],
+        capsys,
+    )  # fmt: skip
+    assert code == 0 and json.loads(out)["output_dir"] == str(out_dir)
+    assert any(p.name.startswith("q1_view_image") for p in out_dir.iterdir())

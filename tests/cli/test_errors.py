@@ -79,3 +79,62 @@ def test_exit_codes_are_documented(capsys) -> None:
         assert text in readme.lower()
     code, out, _ = run(["--help"], capsys)
     assert code == 0 and "Exit codes: 0 success, 1 model" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "kind", "needle"),
+    [
+        (["--json", "chat", "--nope"], "NoSuchOption", "No such option '--nope'"),
+        (["chat", "--nope", "--json"], "NoSuchOption", "No such option '--nope'"),
+        (["--json", "chat", "--plane", "up"], "BadParameter", "'up' is not one of"),
+        (["chat", "--json", "--max-rounds", "x"], "BadParameter", "'x' is not a valid integer"),
+        (["--json", "experts", "run"], "MissingParameter", "Missing argument 'NAME'"),
+        (["--json", "nosuch"], "UsageError", "No such command 'nosuch'"),
+        (["--json", "--nope", "chat"], "NoSuchOption", "No such option '--nope'"),
+    ],
+)
+def test_usage_errors_are_json_with_json(capsys, args, kind, needle) -> None:
+    code, out, err = run(args, capsys)
+    assert code == 2
+    (line,) = err.strip().splitlines()
+    assert line.startswith("m3: error: ") and needle in line
+    doc = json.loads(out)["error"]  # stdout holds the one JSON object, nothing else
+    assert (doc["type"], doc["exit_code"], doc["path"]) == (kind, 2, None)
+    assert needle in doc["message"] and "Usage:" not in doc["message"]
+    usage, hint = doc["details"]
+    assert usage.startswith("Usage: m3 ") and hint.startswith("Try 'm3")
+    assert hint.endswith("--help' for help.")
+
+
+def test_usage_errors_stay_text_without_json(capsys) -> None:
+    code, out, err = run(["chat", "--nope"], capsys)
+    assert code == 2 and out == ""
+    assert err.startswith("Usage: m3 chat") and "Error: No such option '--nope'" in err
+    assert "{" not in err
+
+
+def test_json_before_the_command_makes_its_errors_and_output_json(failing, capsys) -> None:
+    failing["error"] = InputError("bad file", "scan.nii")
+    code, out, err = run(["--json", "fail"], capsys)
+    assert code == 2 and err.startswith("m3: error: scan.nii: bad file")
+    assert json.loads(out)["error"]["path"] == "scan.nii"
+
+    seen: list[bool] = []
+
+    @click.command("flag")
+    @click.option("--json", "as_json", is_flag=True)
+    def flag(as_json: bool) -> None:
+        seen.append(as_json)
+
+    main_module.cli.add_command(flag)
+    try:
+        assert run(["--json", "flag"], capsys)[0] == 0
+        assert run(["flag"], capsys)[0] == 0  # not sticky
+    finally:
+        main_module.cli.commands.pop("flag", None)
+    assert seen == [True, False]
+
+
+def test_json_after_a_double_dash_is_an_argument() -> None:
+    assert main_module.wants_json(["chat", "--json"])
+    assert not main_module.wants_json(["chat", "--", "--json"])

@@ -363,6 +363,34 @@ DEID_INPUTS: dict[str, tuple[int, str | None]] = {
 _CHAT = ("chat", "--backend", "openai", "--model", "m", "--base-url", "http://127.0.0.1:9/v1")
 
 
+def _vista3d(weights: str, *extra: str) -> tuple[str, ...]:
+    """``m3 experts run vista3d`` on the good NIfTI (liver), ``extra`` then ``--weights``."""
+    return (
+        "experts",
+        "run",
+        "vista3d",
+        "{in:nifti_ok}",
+        "--arg",
+        "liver",
+        *extra,
+        "--weights",
+        weights,
+    )
+
+
+#: ``m3 experts run brats`` on four copies of the good NIfTI, the weights to follow.
+_BRATS = (
+    "experts", "run", "brats",
+    *(f"{seq}={{in:nifti_ok}}" for seq in ("t1ce", "t1", "t2", "flair")),
+    "--modality", "MR", "--weights",
+)  # fmt: skip
+
+
+def _vqa_build(out: str, *extra: str) -> tuple[str, ...]:
+    """``m3 data build vqa-rad`` of the hostile VQA-RAD source into ``out``."""
+    return ("data", "build", "vqa-rad", "--source", "{in:vqa_rad_source}", "-o", out, *extra)
+
+
 def _image_cases() -> list[CliCase]:
     cases = []
     nan_text = {"nifti_all_nan": "no finite values", "nifti_some_nan": "NaN/inf ignored"}
@@ -462,6 +490,9 @@ def _build_checks(case_dir: Path) -> str | None:
     return None
 
 
+_TRUST_ENV = {"MEDM3_TRUST_BUNDLE_CODE": "1"}
+
+
 def _special_cases() -> list[CliCase]:
     evil = [
         "bundle_evil_expression",
@@ -472,16 +503,7 @@ def _special_cases() -> list[CliCase]:
     cases = [
         CliCase(
             f"bundle/{name}",
-            (
-                "experts",
-                "run",
-                "vista3d",
-                "{in:nifti_ok}",
-                "--arg",
-                "liver",
-                "--weights",
-                f"{{in:{name}}}",
-            ),
+            _vista3d(f"{{in:{name}}}"),
             2,
             "--trust-bundle-code",
             names_input=False,
@@ -489,66 +511,33 @@ def _special_cases() -> list[CliCase]:
         )
         for name in evil
     ]
-    cases += [
+    cases.append(
         CliCase(
             "bundle/trusted-runs-code",
-            (
-                "experts",
-                "run",
-                "vista3d",
-                "{in:nifti_ok}",
-                "--arg",
-                "liver",
-                "--weights",
-                "{in:bundle_evil_expression}",
-                "--trust-bundle-code",
-            ),
+            (*_vista3d("{in:bundle_evil_expression}"), "--trust-bundle-code"),
             2,  # unusable weights (issue 12 taxonomy), naming configs/inference.json
             "not a torch.nn.Module",
             names_input=False,
             check=_pwned,
-        ),
+        )
+    )
+    # BraTS bundles: untrusted code refused; trusted by the environment, its code runs.
+    brats = [
+        ("brats-evil", 2, "--trust-bundle-code", {}, _not_pwned),
+        # an unreadable checkpoint is unusable weights (issue 12 taxonomy)
+        ("env-trust-brats", 2, "cannot read the BraTS checkpoint", _TRUST_ENV, _pwned),
+    ]
+    cases += [
         CliCase(
-            "bundle/brats-evil",
-            (
-                "experts",
-                "run",
-                "brats",
-                "t1ce={in:nifti_ok}",
-                "t1={in:nifti_ok}",
-                "t2={in:nifti_ok}",
-                "flair={in:nifti_ok}",
-                "--modality",
-                "MR",
-                "--weights",
-                "{in:brats_bundle_evil}",
-            ),
-            2,
-            "--trust-bundle-code",
+            f"bundle/{name}",
+            (*_BRATS, "{in:brats_bundle_evil}"),
+            code,
+            needle,
             names_input=False,
-            check=_not_pwned,
-        ),
-        CliCase(
-            "bundle/env-trust-brats",
-            (
-                "experts",
-                "run",
-                "brats",
-                "t1ce={in:nifti_ok}",
-                "t1={in:nifti_ok}",
-                "t2={in:nifti_ok}",
-                "flair={in:nifti_ok}",
-                "--modality",
-                "MR",
-                "--weights",
-                "{in:brats_bundle_evil}",
-            ),
-            2,  # an unreadable checkpoint is unusable weights (issue 12 taxonomy)
-            "cannot read the BraTS checkpoint",
-            names_input=False,
-            env={"MEDM3_TRUST_BUNDLE_CODE": "1"},
-            check=_pwned,
-        ),
+            env=env,
+            check=check,
+        )
+        for name, code, needle, env, check in brats
     ]
     series = [
         CliCase(
@@ -586,18 +575,7 @@ def _special_cases() -> list[CliCase]:
         ),
         CliCase(
             "readonly/experts-run",
-            (
-                "experts",
-                "run",
-                "vista3d",
-                "{in:nifti_ok}",
-                "--arg",
-                "liver",
-                "-o",
-                READ_ONLY,
-                "--weights",
-                "{in:bundle_evil_expression}",
-            ),
+            _vista3d("{in:bundle_evil_expression}", "-o", READ_ONLY),
             2,
             "cannot write",
             names_input=False,
@@ -605,15 +583,7 @@ def _special_cases() -> list[CliCase]:
         ),
         CliCase(
             "readonly/data-build",
-            (
-                "data",
-                "build",
-                "vqa-rad",
-                "--source",
-                "{in:vqa_rad_source}",
-                "-o",
-                f"{READ_ONLY}/ds",
-            ),
+            _vqa_build(f"{READ_ONLY}/ds"),
             2,
             "cannot write",
             names_input=False,
@@ -672,69 +642,28 @@ def _special_cases() -> list[CliCase]:
             names_input=False,
         ),
     ]
+    # A VQA-RAD source with 5 hostile images among 6 rows: counted bad, or too many.
+    lenient = ("--max-bad-fraction", "1")
+    builds = [
+        ("hostile-images-counted-bad", lenient, 0, "5 bad"),
+        ("hostile-images-too-many-bad", (), 2, "malformed"),
+        ("symlink-images", (*lenient, "--image-mode", "symlink"), 0, "5 bad"),
+    ]
     data = [
         CliCase(
-            "data/hostile-images-counted-bad",
-            (
-                "data",
-                "build",
-                "vqa-rad",
-                "--source",
-                "{in:vqa_rad_source}",
-                "-o",
-                "{out}/ds",
-                "--max-bad-fraction",
-                "1",
-                "--no-progress",
-            ),
-            0,
-            "5 bad",
+            f"data/{name}",
+            _vqa_build("{out}/ds", *extra, "--no-progress"),
+            code,
+            needle,
             names_input=False,
-            check=_build_checks,
-            expect_output=True,
-        ),
-        CliCase(
-            "data/hostile-images-too-many-bad",
-            (
-                "data",
-                "build",
-                "vqa-rad",
-                "--source",
-                "{in:vqa_rad_source}",
-                "-o",
-                "{out}/ds",
-                "--no-progress",
-            ),
-            2,
-            "malformed",
-            names_input=False,
-        ),
-        CliCase(
-            "data/symlink-images",
-            (
-                "data",
-                "build",
-                "vqa-rad",
-                "--source",
-                "{in:vqa_rad_source}",
-                "-o",
-                "{out}/ds",
-                "--max-bad-fraction",
-                "1",
-                "--image-mode",
-                "symlink",
-                "--no-progress",
-            ),
-            0,
-            "5 bad",
-            names_input=False,
-            check=_build_checks,
-            expect_output=True,
-        ),
+            check=_build_checks if code == 0 else None,
+            expect_output=code == 0,
+        )
+        for name, extra, code, needle in builds
     ]
     evals = [
         CliCase(
-            "eval/duplicate-prediction-ids",
+            f"eval/{name}",
             (
                 "eval",
                 "score",
@@ -743,28 +672,16 @@ def _special_cases() -> list[CliCase]:
                 "--answers",
                 "{in:eval_duplicates}/gt.json",
                 "--predictions",
-                "{in:eval_duplicates}/dup.jsonl",
+                f"{{in:eval_duplicates}}/{predictions}",
             ),
-            2,
-            "appears twice",
+            code,
+            needle,
             names_input=False,
-        ),
-        CliCase(
-            "eval/unique-prediction-ids",
-            (
-                "eval",
-                "score",
-                "--protocol",
-                "llava-med",
-                "--answers",
-                "{in:eval_duplicates}/gt.json",
-                "--predictions",
-                "{in:eval_duplicates}/ok.jsonl",
-            ),
-            0,
-            "protocol llava-med",
-            names_input=False,
-        ),
+        )
+        for name, predictions, code, needle in [
+            ("duplicate-prediction-ids", "dup.jsonl", 2, "appears twice"),
+            ("unique-prediction-ids", "ok.jsonl", 0, "protocol llava-med"),
+        ]
     ]
     limits = [
         CliCase(

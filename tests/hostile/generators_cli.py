@@ -26,6 +26,18 @@ import numpy as np
 BOMB_BYTES = 256 << 20
 
 
+def _write(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path``; the path (every byte-built input ends here)."""
+    path.write_bytes(data)
+    return path
+
+
+def _link(path: Path, target: str | Path) -> Path:
+    """Make ``path`` a symbolic link to ``target``; the path."""
+    path.symlink_to(target)
+    return path
+
+
 # ---------------------------------------------------------------- NIfTI
 def _nifti_header(
     shape: tuple[int, ...],
@@ -93,16 +105,14 @@ def nifti_collinear_affine(folder: Path) -> Path:
 def nifti_nonfinite_affine(folder: Path) -> Path:
     """A volume whose sform holds NaN."""
     sform = np.array([[np.nan, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 1.0, 0]])
-    path = folder / "nanaffine.nii"
-    path.write_bytes(_nifti_header((8, 8, 4), sform=sform) + bytes(8 * 8 * 4 * 2))
-    return path
+    return _write(
+        folder / "nanaffine.nii", _nifti_header((8, 8, 4), sform=sform) + bytes(8 * 8 * 4 * 2)
+    )
 
 
 def nifti_zero_dim(folder: Path) -> Path:
     """A volume with a zero-length axis (8 x 0 x 4)."""
-    path = folder / "zerodim.nii"
-    path.write_bytes(_nifti_header((8, 0, 4)))
-    return path
+    return _write(folder / "zerodim.nii", _nifti_header((8, 0, 4)))
 
 
 def nifti_complex(folder: Path) -> Path:
@@ -140,23 +150,22 @@ def nifti_some_nan(folder: Path) -> Path:
 
 def nifti_declares_huge(folder: Path) -> Path:
     """A 4 KB ``.nii`` whose header declares 1024 x 1024 x 1000 int16 (2 GB)."""
-    path = folder / "huge_decl.nii"
-    path.write_bytes(_nifti_header((1024, 1024, 1000)) + bytes(4096))
-    return path
+    return _write(folder / "huge_decl.nii", _nifti_header((1024, 1024, 1000)) + bytes(4096))
 
 
 def nifti_declares_huge_gz(folder: Path) -> Path:
     """A tiny ``.nii.gz`` whose header declares 1024 x 1024 x 1000 int16 (2 GB)."""
-    path = folder / "huge_decl.nii.gz"
-    path.write_bytes(gzip.compress(_nifti_header((1024, 1024, 1000)) + bytes(4096)))
-    return path
+    return _write(
+        folder / "huge_decl.nii.gz", gzip.compress(_nifti_header((1024, 1024, 1000)) + bytes(4096))
+    )
 
 
 def nifti_declares_float64_huge(folder: Path) -> Path:
     """Declares 700 x 700 x 700 float64 (1.9 GB): under the sample limit, over the byte one."""
-    path = folder / "f64_decl.nii"
-    path.write_bytes(_nifti_header((700, 700, 700), datatype=64, bitpix=64) + bytes(4096))
-    return path
+    return _write(
+        folder / "f64_decl.nii",
+        _nifti_header((700, 700, 700), datatype=64, bitpix=64) + bytes(4096),
+    )
 
 
 def nifti_gzip_bomb(folder: Path) -> Path:
@@ -180,9 +189,7 @@ def nifti_gzip_bomb(folder: Path) -> Path:
 
 def nifti_truncated(folder: Path) -> Path:
     """A valid header whose data stops after 100 bytes of 2 KB."""
-    path = folder / "truncated.nii"
-    path.write_bytes(_nifti_header((16, 16, 4)) + bytes(100))
-    return path
+    return _write(folder / "truncated.nii", _nifti_header((16, 16, 4)) + bytes(100))
 
 
 def nifti_truncated_gz(folder: Path) -> Path:
@@ -190,44 +197,34 @@ def nifti_truncated_gz(folder: Path) -> Path:
     raw = (folder / "ok.nii.gz").read_bytes() if (folder / "ok.nii.gz").exists() else None
     if raw is None:
         raw = nifti_ok(folder).read_bytes()
-    path = folder / "truncated.nii.gz"
-    path.write_bytes(raw[: len(raw) // 2])
-    return path
+    return _write(folder / "truncated.nii.gz", raw[: len(raw) // 2])
 
 
 def nifti_header_only(folder: Path) -> Path:
     """Just the 348-byte header."""
-    path = folder / "header_only.nii"
-    path.write_bytes(_nifti_header((16, 16, 4))[:348])
-    return path
+    return _write(folder / "header_only.nii", _nifti_header((16, 16, 4))[:348])
 
 
 def nifti_garbage(folder: Path) -> Path:
     """Random bytes named ``.nii``."""
-    path = folder / "garbage.nii"
-    path.write_bytes(np.random.default_rng(1).bytes(2048))
-    return path
+    return _write(folder / "garbage.nii", np.random.default_rng(1).bytes(2048))
 
 
 def nifti_negative_dim(folder: Path) -> Path:
     """A header declaring a negative axis length."""
-    path = folder / "negdim.nii"
-    path.write_bytes(_nifti_header((16, -16, 4)) + bytes(2048))
-    return path
+    return _write(folder / "negdim.nii", _nifti_header((16, -16, 4)) + bytes(2048))
 
 
 def nifti_bad_datatype(folder: Path) -> Path:
     """A header with an unknown datatype code."""
-    path = folder / "baddtype.nii"
-    path.write_bytes(_nifti_header((8, 8, 4), datatype=999, bitpix=16) + bytes(512))
-    return path
+    return _write(
+        folder / "baddtype.nii", _nifti_header((8, 8, 4), datatype=999, bitpix=16) + bytes(512)
+    )
 
 
 def gzip_garbage_nii(folder: Path) -> Path:
     """A gzip stream of text named ``.nii.gz``."""
-    path = folder / "text.nii.gz"
-    path.write_bytes(gzip.compress(b"hello, this is not an image\n" * 100))
-    return path
+    return _write(folder / "text.nii.gz", gzip.compress(b"hello, this is not an image\n" * 100))
 
 
 # ---------------------------------------------------------------- DICOM
@@ -270,91 +267,88 @@ def _dicom_bytes(rows: int = 16, cols: int = 16, *, pixels: bool = True, **tags:
 
 def dicom_ok(folder: Path) -> Path:
     """A valid 16 x 16 CT slice."""
-    path = folder / "ok.dcm"
-    path.write_bytes(_dicom_bytes())
-    return path
+    return _write(folder / "ok.dcm", _dicom_bytes())
 
 
 def dicom_truncated(folder: Path) -> Path:
     """A CT slice cut in the middle of its pixel data."""
-    path = folder / "truncated.dcm"
-    path.write_bytes(_dicom_bytes(64, 64)[:-3000])
-    return path
+    return _write(folder / "truncated.dcm", _dicom_bytes(64, 64)[:-3000])
 
 
 def dicom_truncated_header(folder: Path) -> Path:
     """A CT slice cut inside its header (after the preamble and some elements)."""
-    path = folder / "truncated_header.dcm"
-    path.write_bytes(_dicom_bytes()[:300])
-    return path
+    return _write(folder / "truncated_header.dcm", _dicom_bytes()[:300])
 
 
 def dicom_preamble_only(folder: Path) -> Path:
     """128 zero bytes and ``DICM``, nothing else."""
-    path = folder / "preamble.dcm"
-    path.write_bytes(bytes(128) + b"DICM")
-    return path
+    return _write(folder / "preamble.dcm", bytes(128) + b"DICM")
 
 
 def dicom_no_pixels(folder: Path) -> Path:
     """An image header (Rows/Columns) without pixel data."""
-    path = folder / "nopixels.dcm"
-    path.write_bytes(_dicom_bytes(pixels=False))
-    return path
+    return _write(folder / "nopixels.dcm", _dicom_bytes(pixels=False))
+
+
+def _dicom_edited(rows: int = 16, cols: int = 16, **changes: object) -> bytes:
+    """A valid slice (``rows`` x ``cols`` of pixel data) whose header is then changed to lie."""
+    from pydicom import dcmread
+
+    ds = dcmread(io.BytesIO(_dicom_bytes(rows, cols)))
+    for key, value in changes.items():
+        setattr(ds, key, value)
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
 
 
 def dicom_declares_huge(folder: Path) -> Path:
-    """65535 x 65535 x 1000 frames declared; 8 KB of pixel data."""
-    path = folder / "huge_decl.dcm"
-    path.write_bytes(_dicom_bytes(65535, 65535, pixels=False, NumberOfFrames=1000) + bytes(0))
-    data = _dicom_bytes(16, 16)
-    from pydicom import dcmread
-
-    ds = dcmread(io.BytesIO(data))
-    ds.Rows, ds.Columns, ds.NumberOfFrames = 65535, 65535, 1000
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    path.write_bytes(buf.getvalue())
-    return path
+    """65535 x 65535 x 1000 frames declared; 512 bytes of pixel data."""
+    data = _dicom_edited(Rows=65535, Columns=65535, NumberOfFrames=1000)
+    return _write(folder / "huge_decl.dcm", data)
 
 
 def dicom_declares_huge_single(folder: Path) -> Path:
     """One frame of 65535 x 65535 declared (8.6 GB decoded); 512 bytes of pixel data."""
-    from pydicom import dcmread
-
-    ds = dcmread(io.BytesIO(_dicom_bytes(16, 16)))
-    ds.Rows, ds.Columns = 65535, 65535
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    path = folder / "huge_single.dcm"
-    path.write_bytes(buf.getvalue())
-    return path
+    return _write(folder / "huge_single.dcm", _dicom_edited(Rows=65535, Columns=65535))
 
 
 def dicom_huge_element(folder: Path) -> Path:
     """A valid slice followed by an element declaring a 4 GB value (10 bytes present)."""
     data = _dicom_bytes() + struct.pack("<HH2sHI", 0x0009, 0x0010, b"OB", 0, 0xFFFFFFF0)
-    path = folder / "huge_element.dcm"
-    path.write_bytes(data + b"x" * 10)
-    return path
+    return _write(folder / "huge_element.dcm", data + b"x" * 10)
 
 
 def dicom_zero_rows(folder: Path) -> Path:
     """Rows = 0."""
-    from pydicom import dcmread
+    return _write(folder / "zerorows.dcm", _dicom_edited(Rows=0))
 
-    ds = dcmread(io.BytesIO(_dicom_bytes()))
-    ds.Rows = 0
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    path = folder / "zerorows.dcm"
-    path.write_bytes(buf.getvalue())
-    return path
+
+def _zip_one_member(name: bytes, data: bytes, crc: int, size: int) -> bytes:
+    """A zip archive of one deflated member, written by hand so that it may lie.
+
+    Args:
+        name: The member's name.
+        data: Its raw deflate stream.
+        crc: The CRC-32 the headers give.
+        size: The uncompressed size the headers declare (true or not).
+    """
+    local = struct.pack(
+        "<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, 0, crc, len(data), size, len(name), 0
+    )
+    central = struct.pack(
+        "<IHHHHHHIIIHHHHHII",
+        *(0x02014B50, 20, 20, 0, 8, 0, 0, crc, len(data), size, len(name)),
+        *(0, 0, 0, 0, 0, 0),  # extra, comment, disk, attributes, local header offset 0
+    )
+    cd = central + name
+    cd_offset = len(local) + len(name) + len(data)
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 1, 1, len(cd), cd_offset, 0)
+    return local + name + data + cd + end
 
 
 def dicom_zip_bomb(folder: Path) -> Path:
     """A zip whose one member is a DICOM slice followed by 256 MiB of zero bytes."""
-    path = folder / "bomb.zip"
     head = _dicom_bytes()
     comp = zlib.compressobj(9, zlib.DEFLATED, -15)
     crc = zlib.crc32(head)
@@ -364,77 +358,17 @@ def dicom_zip_bomb(folder: Path) -> Path:
         parts.append(comp.compress(chunk))
         crc = zlib.crc32(chunk, crc)
     parts.append(comp.flush())
-    data = b"".join(parts)
-    size = len(head) + BOMB_BYTES
-    name = b"series/slice.dcm"
-    local = struct.pack(
-        "<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, 0, crc, len(data), size, len(name), 0
-    )
-    central = struct.pack(
-        "<IHHHHHHIIIHHHHHII",
-        0x02014B50,
-        20,
-        20,
-        0,
-        8,
-        0,
-        0,
-        crc,
-        len(data),
-        size,
-        len(name),
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-    )
-    cd_offset = len(local) + len(name) + len(data)
-    cd = central + name
-    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 1, 1, len(cd), cd_offset, 0)
-    path.write_bytes(local + name + data + cd + end)
-    return path
+    archive = _zip_one_member(b"series/slice.dcm", b"".join(parts), crc, len(head) + BOMB_BYTES)
+    return _write(folder / "bomb.zip", archive)
 
 
 def dicom_zip_lying_size(folder: Path) -> Path:
     """A zip whose member declares 1 KB but inflates to 64 MiB (header lies)."""
-    path = folder / "liar.zip"
     payload = _dicom_bytes() + bytes(64 << 20)
     comp = zlib.compressobj(9, zlib.DEFLATED, -15)
     data = comp.compress(payload) + comp.flush()
-    crc = zlib.crc32(payload)
-    name = b"slice.dcm"
-    declared = 1024
-    local = struct.pack(
-        "<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, 0, crc, len(data), declared, len(name), 0
-    )
-    central = struct.pack(
-        "<IHHHHHHIIIHHHHHII",
-        0x02014B50,
-        20,
-        20,
-        0,
-        8,
-        0,
-        0,
-        crc,
-        len(data),
-        declared,
-        len(name),
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-    )
-    cd = central + name
-    end = struct.pack(
-        "<IHHHHIIH", 0x06054B50, 0, 0, 1, 1, len(cd), len(local) + len(name) + len(data), 0
-    )
-    path.write_bytes(local + name + data + cd + end)
-    return path
+    archive = _zip_one_member(b"slice.dcm", data, zlib.crc32(payload), 1024)
+    return _write(folder / "liar.zip", archive)
 
 
 def zip_many_members(folder: Path) -> Path:
@@ -467,9 +401,7 @@ def zip_truncated(folder: Path) -> Path:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         zf.writestr("a.dcm", _dicom_bytes(64, 64))
-    path = folder / "truncated.zip"
-    path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
-    return path
+    return _write(folder / "truncated.zip", buf.getvalue()[: len(buf.getvalue()) // 2])
 
 
 def zip_empty(folder: Path) -> Path:
@@ -528,9 +460,7 @@ def png_ok(folder: Path) -> Path:
 
 def png_bomb(folder: Path) -> Path:
     """A PNG header declaring 100,000 x 100,000 pixels."""
-    path = folder / "bomb.png"
-    path.write_bytes(_png_bytes(100_000, 100_000))
-    return path
+    return _write(folder / "bomb.png", _png_bytes(100_000, 100_000))
 
 
 def png_truncated(folder: Path) -> Path:
@@ -540,9 +470,7 @@ def png_truncated(folder: Path) -> Path:
     buf = io.BytesIO()
     rng = np.random.default_rng(2)
     Image.fromarray(rng.integers(0, 255, (128, 128), dtype=np.uint8)).save(buf, format="PNG")
-    path = folder / "truncated.png"
-    path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
-    return path
+    return _write(folder / "truncated.png", buf.getvalue()[: len(buf.getvalue()) // 2])
 
 
 def jpeg_corrupt(folder: Path) -> Path:
@@ -553,9 +481,7 @@ def jpeg_corrupt(folder: Path) -> Path:
     rng = np.random.default_rng(3)
     Image.fromarray(rng.integers(0, 255, (64, 64), dtype=np.uint8)).save(buf, format="JPEG")
     raw = bytearray(buf.getvalue())
-    path = folder / "corrupt.jpg"
-    path.write_bytes(bytes(raw[:200]) + rng.bytes(300))
-    return path
+    return _write(folder / "corrupt.jpg", bytes(raw[:200]) + rng.bytes(300))
 
 
 def tiff_bomb(folder: Path) -> Path:
@@ -580,41 +506,34 @@ def tiff_bomb(folder: Path) -> Path:
     return path
 
 
+def _nrrd_shorts(side: int, payload: int) -> bytes:
+    """A raw NRRD header declaring ``side``^3 shorts, then ``payload`` zero bytes."""
+    header = f"NRRD0004\ntype: short\ndimension: 3\nsizes: {side} {side} {side}\n"
+    return (header + "encoding: raw\nendian: little\n\n").encode() + bytes(payload)
+
+
 def nrrd_declares_huge(folder: Path) -> Path:
     """An NRRD header declaring 4096^3 shorts, 16 bytes of data."""
-    path = folder / "huge.nrrd"
-    path.write_bytes(
-        b"NRRD0004\ntype: short\ndimension: 3\nsizes: 4096 4096 4096\n"
-        b"encoding: raw\nendian: little\n\n" + bytes(16)
-    )
-    return path
+    return _write(folder / "huge.nrrd", _nrrd_shorts(4096, 16))
 
 
 def mha_declares_huge(folder: Path) -> Path:
     """A MetaImage header declaring 4096^3 doubles."""
-    path = folder / "huge.mha"
-    path.write_bytes(
+    return _write(
+        folder / "huge.mha",
         b"ObjectType = Image\nNDims = 3\nDimSize = 4096 4096 4096\n"
-        b"ElementType = MET_DOUBLE\nElementDataFile = LOCAL\n" + bytes(16)
+        b"ElementType = MET_DOUBLE\nElementDataFile = LOCAL\n" + bytes(16),
     )
-    return path
 
 
 def nrrd_truncated(folder: Path) -> Path:
     """An NRRD declaring 64^3 shorts holding 100 bytes."""
-    path = folder / "truncated.nrrd"
-    path.write_bytes(
-        b"NRRD0004\ntype: short\ndimension: 3\nsizes: 64 64 64\n"
-        b"encoding: raw\nendian: little\n\n" + bytes(100)
-    )
-    return path
+    return _write(folder / "truncated.nrrd", _nrrd_shorts(64, 100))
 
 
 def empty_file(folder: Path) -> Path:
     """A 0-byte ``.nii.gz``."""
-    path = folder / "empty.nii.gz"
-    path.write_bytes(b"")
-    return path
+    return _write(folder / "empty.nii.gz", b"")
 
 
 def text_as_dcm(folder: Path) -> Path:
@@ -626,30 +545,23 @@ def text_as_dcm(folder: Path) -> Path:
 
 def png_named_nii(folder: Path) -> Path:
     """A PNG renamed ``.nii``."""
-    path = folder / "png.nii"
-    path.write_bytes(png_ok(folder).read_bytes())
-    return path
+    return _write(folder / "png.nii", png_ok(folder).read_bytes())
 
 
 def symlink_passwd(folder: Path) -> Path:
     """A link named ``.png`` pointing at ``/etc/passwd``."""
-    path = folder / "passwd.png"
-    path.symlink_to("/etc/passwd")
-    return path
+    return _link(folder / "passwd.png", "/etc/passwd")
 
 
 def symlink_dangling(folder: Path) -> Path:
     """A broken link."""
-    path = folder / "dangling.nii.gz"
-    path.symlink_to(folder / "does-not-exist.nii.gz")
-    return path
+    return _link(folder / "dangling.nii.gz", folder / "does-not-exist.nii.gz")
 
 
 def symlink_loop(folder: Path) -> Path:
     """A link pointing at itself."""
     path = folder / "loop.nii"
-    path.symlink_to(path)
-    return path
+    return _link(path, path)
 
 
 def fifo(folder: Path) -> Path:
@@ -668,8 +580,7 @@ def directory_empty(folder: Path) -> Path:
 
 def unreadable_file(folder: Path) -> Path:
     """A file without read permission (meaningful only when not root)."""
-    path = folder / "noperm.nii"
-    path.write_bytes(nifti_ok(folder).read_bytes())
+    path = _write(folder / "noperm.nii", nifti_ok(folder).read_bytes())
     path.chmod(0)
     return path
 

@@ -41,6 +41,7 @@ from medm3.agent.protocol import (
 )
 from medm3.agent.trace import Trace
 from medm3.agent.triggers import TRIGGER_RE, Trigger, TriggerParse, parse_trigger
+from medm3.agent.views import ViewLog
 from medm3.errors import InputError, MedM3Error
 from medm3.experts.base import ExpertError, ExpertResult, RunContext
 from medm3.imaging.image import MedicalImage
@@ -95,10 +96,8 @@ class ChatSession:
         self.trace = Trace(on_event=on_event)
         self._questions = 0
         self._expert_names = self._offered_experts()
-        self._shown: dict[str, tuple[str, int | None]] = {}
+        self.views = ViewLog()
         self._pending: list[Part] = []
-        self._views: list[dict[str, Any]] = []
-        self._view_pictures: list[tuple[Path, Any]] = []
         if hasattr(backend, "add_sensitive_values") and self.images:
             from medm3.agent.privacy import sensitive_values
 
@@ -146,43 +145,14 @@ class ChatSession:
         shown = picture.info.get("medm3", {}).get("index") if image.is_volume else None
         for name, candidate in self.images.items():
             if candidate is image:
-                self._shown[name] = (plane, None if shown is None else int(shown))
-                self._record_view(name, picture)
+                self.views.record(
+                    name,
+                    (plane, None if shown is None else int(shown)),
+                    picture,
+                    folder=self.config.output_dir,
+                    question=self._questions,
+                )
         return picture
-
-    def _record_view(self, name: str, picture: Any) -> None:
-        """Remember (and save, with an output folder) the view the VLM is shown.
-
-        It becomes a ``view`` trace step (image, plane, slice, window, ``files``: the
-        saved PNG) right after the question it belongs to.
-        """
-        meta = picture.info.get("medm3", {})
-        window = meta.get("window") or {}
-        step: dict[str, Any] = {
-            "image": name,
-            "plane": meta.get("plane"),
-            "slice": meta.get("index"),
-            "num_slices": meta.get("num_slices"),
-            "window": window.get("text"),
-            "size": list(picture.size),
-            "files": [],
-        }
-        if self.config.output_dir is not None:  # written once the question is answered
-            folder = Path(self.config.output_dir)
-            path = folder / f"q{self._questions}_view_{name}_{step['plane']}_{step['slice']}.png"
-            step["files"] = [str(path)]
-            self._view_pictures.append((path, picture))
-        self._views.append(step)
-
-    def _save_views(self) -> None:
-        """Write the views of this question (after its answer: a failed call leaves nothing)."""
-        from medm3.utils.atomic import atomic_path
-
-        for path, picture in self._view_pictures:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(path) as tmp:
-                picture.save(tmp, format="PNG")
-        self._view_pictures = []
 
     def shown_slice(self, name: str | None = None) -> ShownSlice | None:
         """The slice of an input image the model was shown (default: the overlay base).
@@ -195,7 +165,7 @@ class ChatSession:
         if name is None:
             name = "t1ce" if is_brats_set(self.images) else next(iter(self.images))
         image = self.images[name]
-        plane, index = self._shown.get(name, (self.config.plane, self.config.slice_index))
+        plane, index = self.views.shown.get(name, (self.config.plane, self.config.slice_index))
         if image.is_volume and index is None:
             from medm3.imaging.slicing import default_slice
 
@@ -312,37 +282,46 @@ class ChatSession:
         self.trace.add(
             "question", text=question, number=self._questions, protocol=self.protocol.name
         )
-        for view in self._views:
+        for view in self.views.take_steps():
             self.trace.add("view", **view)
-        self._views = []
         state = Turn(limit=self.protocol.max_calls(self.config.max_rounds))
+        gen = self._converse(question, sent, state, on_text)
+        return self._reply(gen, state, first_step)
+
+    def _converse(
+        self, question: str, sent: int, state: Turn, on_text: Callable[[str], None] | None
+    ) -> Generation:
+        """Generate, run the expert asked for, feed it back; until an answer. The last reply."""
         while True:
             gen = self._generate(sent, on_text)
             sent = len(self.messages)
             kept = strip_image_tokens(gen.text)
             self.messages.append(Message("assistant", [TextPart(kept)], list(gen.tool_calls)))
             if not self._expert_names:
-                break
+                return gen
             call = self._detect_call(gen)
             if call.trigger is None and call.error is None:
-                break
+                return gen
             if state.rounds >= state.limit:
                 state.limit_reached = True
                 self.trace.add("round_limit", max_rounds=state.limit)
-                break
+                return gen
             state.rounds += 1
             tool_id = gen.tool_calls[0].id if gen.tool_calls else ""
             parts = self._answer_call(call, gen.text, question, state, tool_id)
             if state.ended:
-                break
+                return gen
             role = "tool" if tool_id else "user"
             self.messages.append(Message(role, parts, tool_call_id=tool_id))
+
+    def _reply(self, gen: Generation, state: Turn, first_step: int) -> AgentReply:
+        """Close the question: save its views, record the answer step, build the reply."""
         answer = (
             strip_image_tokens(gen.text).strip()
             if state.ended
             else (self.messages[-1].plain_text.strip())
         )
-        self._save_views()
+        self.views.save()
         self.trace.add(
             "answer",
             text=answer,

@@ -8,26 +8,30 @@ trace instead.
 
 from __future__ import annotations
 
-import inspect
 import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from medm3.cli.options import mock_script_option, trust_bundle_code_option, weights_option
+from medm3.cli.chat_interactive import interactive, say_where
+from medm3.cli.options import (
+    agent_options,
+    mock_script_option,
+    model_options,
+    output_folder_option,
+    trust_bundle_code_option,
+    weights_option,
+)
 from medm3.errors import InputError
+
+if TYPE_CHECKING:
+    from medm3.agent import AgentConfig
 
 #: Input names an image may carry (``--image t1ce=a.nii.gz``).
 NAMED_INPUTS = ("image", "t1ce", "t1", "t2", "flair")
-
-
-def _backend_options(cls: type, **candidates: Any) -> dict[str, Any]:
-    """Keep the options the backend's constructor accepts and that were given."""
-    params = inspect.signature(cls.__init__).parameters
-    return {k: v for k, v in candidates.items() if v is not None and k in params}
 
 
 def _load_images(tokens: tuple[str, ...], modality: str | None, series: str | None) -> Any:
@@ -50,6 +54,27 @@ def _load_images(tokens: tuple[str, ...], modality: str | None, series: str | No
     return {name: load_image(path, modality or "MR", series=series) for name, path in parsed}
 
 
+def _probability_lines(result: dict[str, Any]) -> list[str]:
+    """``Effusion: yes (p = 0.73)`` lines of a classification step's result (for people).
+
+    The model is fed the protocol's yes/no text; only this progress display
+    adds the probabilities, as ``m3 experts run cxr`` does.
+    """
+    if not result.get("probabilities"):
+        return []
+    from medm3.experts.base import ExpertResult
+    from medm3.experts.output import probability_lines
+
+    shown = ExpertResult(
+        expert=str(result.get("expert", "")),
+        args=str(result.get("args", "")),
+        text="",
+        probabilities=dict(result["probabilities"]),
+        findings=dict(result.get("findings") or {}),
+    )
+    return probability_lines(shown)
+
+
 def _event_printer(json_mode: bool) -> Any:
     def show(step: dict[str, Any]) -> None:
         if json_mode:
@@ -61,6 +86,8 @@ def _event_printer(json_mode: bool) -> Any:
             click.echo(
                 f"\n[expert {step['trigger']} done in {step['seconds']:.1f} s{note}]", err=True
             )
+            for line in _probability_lines(step["result"]):
+                click.echo(f"  {line}", err=True)
             for path in step["files"]:
                 click.echo(f"  wrote {path}", err=True)
         elif kind == "expert_error":
@@ -77,12 +104,7 @@ def _event_printer(json_mode: bool) -> Any:
 
 @click.command("chat")
 @click.argument("prompt", required=False)
-@click.option(
-    "--model", default=None, help="Hub id or local folder (default: VILA-M3 8B on CUDA, 3B on CPU)."
-)
-@click.option(
-    "--backend", default="vila", show_default=True, help="vila, hf, openai, mock (or a plugin)."
-)
+@model_options
 @click.option(
     "--image",
     "images",
@@ -123,42 +145,21 @@ def _event_printer(json_mode: bool) -> Any:
 @click.option("--window", default="auto", show_default=True, help="Window of the VLM's view.")
 @click.option("--no-experts", is_flag=True, help="Do not offer expert models to the VLM.")
 @click.option("--experts", "expert_list", default=None, help="Comma-separated experts to offer.")
-@click.option(
-    "--protocol",
-    metavar="[released|medm3]",
-    default=None,
-    help="How the agent talks to the model: released (the released VILA-M3 training "
-    "conversations; default for --backend vila) or medm3 (MEASURE, chained calls; default "
-    "for the others). See docs/fidelity.md.",
-)
-@click.option(
-    "--max-rounds",
-    type=click.IntRange(0, 10),
-    default=3,
-    show_default=True,
-    help="Most expert calls per question (protocol released: at most 1).",
-)
-@click.option("--max-new-tokens", type=click.IntRange(1, 8192), default=1024, show_default=True)
+@agent_options
 @click.option("--temperature", type=click.FloatRange(0, 2), default=0.0, show_default=True)
-@click.option("--device", default=None, help="Device for the VLM (auto, cpu, cuda).")
 @click.option(
     "--dtype", default=None, help="VLM precision: fp16, bf16 or fp32 (default by device)."
 )
 @click.option(
     "--template", default=None, help="VILA chat template: llama_3 or vicuna_v1 (default: detected)."
 )
-@click.option("--expert-device", default=None, help="Device for the experts (default: automatic).")
-@click.option("--base-url", default=None, help="OpenAI-compatible server URL (backend openai).")
 @click.option(
     "--api-key", default=None, help="API key (backend openai; else from the environment)."
 )
-@click.option(
-    "-o",
-    "--output",
-    "out_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Folder for expert overlays, label maps and results (default: ./m3_outputs/chat-TIME).",
+@output_folder_option(
+    "Folder for the VLM's views, expert overlays, label maps and results (default: a "
+    "new run folder chat-TIME under $MEDM3_DATA_DIR/chat, else the platform's user data "
+    "folder, medm3/chat; never the current folder)."
 )
 @click.option("--no-cache", is_flag=True, help="Do not use the expert result cache.")
 @click.option(
@@ -212,93 +213,170 @@ def chat(
       m3 chat --image ct.nii.gz --mask seg.nii.gz --labels totalseg-ct "Liver volume?"
       m3 chat --backend mock --mock-script replies.txt --image ct.nii.gz "Segment the liver"
     """
-    from medm3.agent import AgentConfig, ChatSession
-    from medm3.vlm.base import GenerationConfig
-    from medm3.vlm.registry import BACKENDS, default_model
+    from medm3.agent import ChatSession
+    from medm3.cli.backends import build_vlm
 
-    if prompt is not None and not prompt.strip():
-        raise InputError("the prompt is empty")
-    if protocol is not None:
-        from medm3.agent.protocol import get_protocol
-
-        protocol = get_protocol(protocol).name
-    backend_cls = BACKENDS.get(backend)
-    experts = None
-    if expert_list:
-        from medm3.experts.registry import get_expert_class
-
-        experts = tuple(
-            get_expert_class(n.strip()).name for n in expert_list.split(",") if n.strip()
-        )
-    if mock_script is not None and backend != "mock":
-        raise InputError("--mock-script needs --backend mock")
-    from medm3.cli.options import parse_weights
-
-    local_weights = parse_weights(weights)
-    loaded = _load_images(images, modality, series)
-    if mask is not None or labels is not None:
-        loaded = _with_mask(loaded, mask, labels, as_json)
-    if store:
-        _check_store(prompt, loaded)
-    if out_dir is None:
-        out_dir = Path("m3_outputs") / time.strftime("chat-%Y%m%d-%H%M%S")
-    config = AgentConfig(
-        experts=experts,
-        use_experts=not no_experts,
+    _check_early(prompt, backend, mock_script)
+    config = _agent_config(
+        protocol=protocol,
+        expert_list=expert_list,
+        no_experts=no_experts,
+        weights=weights,
         max_rounds=max_rounds,
         plane=plane,
         slice_index=slice_index,
         window=window,
-        device=expert_device,
-        generation=GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature),
-        output_dir=out_dir,
-        use_cache=not no_cache,
-        protocol=protocol,
-        weights=local_weights,
+        expert_device=expert_device,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        out_dir=out_dir or default_output_dir(),
+        no_cache=no_cache,
     )
-    model_id = model or ("mock" if backend == "mock" else default_model(backend))
-    options = _backend_options(
-        backend_cls,
+    loaded = _inputs(images, modality, series, mask, labels, quiet=as_json)
+    if store:
+        _check_store(prompt, loaded)
+    vlm = build_vlm(
+        backend,
+        model,
+        mock_script=mock_script,
         device=device,
         dtype=dtype,
         template=template,
         base_url=base_url,
         api_key=api_key,
-        script_file=mock_script,
     )
-    if backend == "mock" and mock_script is None:
-        from medm3.vlm.mock import echo_reply
-
-        options["script"] = echo_reply
-    vlm = backend_cls(model_id, **options)
     session = ChatSession(vlm, loaded, config, on_event=_event_printer(as_json))
-
-    def stream(piece: str) -> None:
-        click.echo(piece, nl=False)
-        sys.stdout.flush()
-
     if prompt is not None:
-        reply = session.ask(prompt, on_text=None if as_json else stream)
-        stored = _store(reply, loaded, model_id, prompt) if store else []
-        if as_json:
-            doc = {
-                "stored": stored,
-                "answer": reply.text,
-                "rounds": reply.rounds,
-                "round_limit_reached": reply.round_limit_reached,
-                "files": reply.files,
-                "model": model_id,
-                "backend": backend,
-                "protocol": reply.protocol,
-                "trace": reply.trace,
-            }
-            click.echo(json.dumps(doc, indent=2, default=str))
-        else:
-            click.echo()
-            for url in stored:
-                click.echo(f"stored {url}", err=True)
+        _answer_once(session, prompt, loaded, backend=backend, store=store, as_json=as_json)
         return
-    _interactive(session, as_json, stream)
+    interactive(session, as_json, _stream)
+
+
+def _check_early(prompt: str | None, backend: str, mock_script: Path | None) -> None:
+    """Refuse an empty prompt and a misplaced or bad --mock-script before any work."""
+    from medm3.cli.backends import check_mock_script
+
+    if prompt is not None and not prompt.strip():
+        raise InputError("the prompt is empty")
+    check_mock_script(backend, mock_script)
+
+
+def _inputs(
+    images: tuple[str, ...],
+    modality: str | None,
+    series: str | None,
+    mask: Path | None,
+    labels: str | None,
+    *,
+    quiet: bool,
+) -> Any:
+    """The conversation's image(s), with the user's --mask/--labels when given."""
+    loaded = _load_images(images, modality, series)
+    if mask is not None or labels is not None:
+        loaded = _with_mask(loaded, mask, labels, quiet)
+    return loaded
+
+
+def _agent_config(
+    *,
+    protocol: str | None,
+    expert_list: str | None,
+    no_experts: bool,
+    weights: tuple[str, ...],
+    max_new_tokens: int,
+    temperature: float,
+    out_dir: Path,
+    no_cache: bool,
+    expert_device: str | None,
+    **view_and_rounds: Any,
+) -> AgentConfig:
+    """The agent's settings from chat's options (protocol, experts and weights checked)."""
+    from medm3.agent import AgentConfig
+    from medm3.cli.options import parse_weights
+    from medm3.vlm.base import GenerationConfig
+
+    if protocol is not None:
+        from medm3.agent.protocol import get_protocol
+
+        protocol = get_protocol(protocol).name
+    experts = None
+    if expert_list:
+        from medm3.experts.registry import get_expert_class
+
+        names = [n.strip() for n in expert_list.split(",") if n.strip()]
+        experts = tuple(get_expert_class(n).name for n in names)
+    return AgentConfig(
+        experts=experts,
+        use_experts=not no_experts,
+        device=expert_device,
+        generation=GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature),
+        output_dir=out_dir,
+        use_cache=not no_cache,
+        protocol=protocol,
+        weights=parse_weights(weights),
+        **view_and_rounds,
+    )
+
+
+def _stream(piece: str) -> None:
+    click.echo(piece, nl=False)
+    sys.stdout.flush()
+
+
+def _answer_once(
+    session: Any, prompt: str, loaded: Any, *, backend: str, store: bool, as_json: bool
+) -> None:
+    """Answer PROMPT; print the JSON document, or the stored URLs and the files' folder."""
+    reply = session.ask(prompt, on_text=None if as_json else _stream)
+    model_id = session.backend.model_id
+    stored = _store(reply, loaded, model_id, prompt) if store else []
+    out_dir = session.config.output_dir
+    if not as_json:
+        click.echo()
+        for url in stored:
+            click.echo(f"stored {url}", err=True)
+        say_where(out_dir)
+        return
+    doc = {
+        "output_dir": str(out_dir),
+        "stored": stored,
+        "answer": reply.text,
+        "rounds": reply.rounds,
+        "round_limit_reached": reply.round_limit_reached,
+        "files": reply.files,
+        "model": model_id,
+        "backend": backend,
+        "protocol": reply.protocol,
+        "trace": reply.trace,
+    }
+    click.echo(json.dumps(doc, indent=2, default=str))
+
+
+def default_output_dir() -> Path:
+    """A new run folder for a chat's files, never in the current folder.
+
+    ``$MEDM3_DATA_DIR/chat/chat-TIME`` when that variable is set (as for
+    ``m3 serve``), else ``<platform user data folder>/medm3/chat/chat-TIME``
+    (``~/.local/share/medm3/chat/...`` on Linux). Nothing is created here; a
+    second run in the same second gets ``-2``, ``-3`` ...
+    """
+    import os
+
+    from medm3.serve.settings import DATA_DIR_ENV
+
+    raw = os.environ.get(DATA_DIR_ENV, "").strip()
+    if raw:
+        root = Path(raw).expanduser()
+    else:
+        from medm3.doctor import data_dir
+
+        root = data_dir()
+    base = root / "chat" / time.strftime("chat-%Y%m%d-%H%M%S")
+    folder, n = base, 1
+    while folder.exists():
+        n += 1
+        folder = base.with_name(f"{base.name}-{n}")
+    return folder
 
 
 def _with_mask(loaded: Any, mask: Path | None, labels: str | None, quiet: bool) -> Any:
@@ -347,69 +425,3 @@ def _store(reply: Any, image: Any, model_id: str, question: str) -> list[str]:
     stored = store_result(result, image, vlm=model_id, question=question, answer=reply.text)
     base = f"dicomweb+{origin['root']}/studies/{origin['study_uid']}"
     return [f"{base}/series/{o.series_instance_uid}/instances/{o.sop_instance_uid}" for o in stored]
-
-
-#: Interactive commands (the same with a terminal and with piped input).
-COMMANDS = {
-    "/help": "list these commands",
-    "/files": "files written so far (views, overlays, label maps, results)",
-    "/trace": "the last answer's trace as JSON",
-    "/exit": "leave (also /quit, exit, quit, Ctrl-D)",
-}
-
-
-def _command(line: str, state: dict[str, Any]) -> bool:
-    """Handle an interactive command; ``False`` means leave. Never sent to the model."""
-    word = line.split()[0].lower()
-    if word in ("/exit", "/quit"):
-        return False
-    if word == "/help":
-        for name, what in COMMANDS.items():
-            click.echo(f"  {name:<8} {what}", err=True)
-    elif word == "/files":
-        for path in state["files"] or ["(none yet)"]:
-            click.echo(f"  {path}", err=True)
-    elif word == "/trace":
-        click.echo(json.dumps(state["trace"], indent=2, default=str))
-    else:
-        click.echo(f"m3: error: unknown command {word}; /help lists them", err=True)
-    return True
-
-
-def _interactive(session: Any, as_json: bool, stream: Any) -> None:
-    """Read questions until EOF, /exit or 'exit'; the history is kept.
-
-    Lines starting with ``/`` are commands (:data:`COMMANDS`), handled the same
-    whether stdin is a terminal or a pipe; they never reach the model.
-    """
-    interactive = sys.stdin.isatty()
-    if interactive:
-        click.echo("Ask about the scan (/help for commands, /exit or Ctrl-D to leave).", err=True)
-    state: dict[str, Any] = {"files": [], "trace": []}
-    while True:
-        try:
-            question = input("you> " if interactive else "")
-        except EOFError:
-            break
-        text = question.strip()
-        if text.lower() in ("exit", "quit"):
-            break
-        if not text:
-            continue
-        if text.startswith("/"):
-            if not _command(text, state):
-                break
-            continue
-        try:
-            reply = session.ask(question, on_text=None if as_json else stream)
-        except InputError as exc:  # e.g. a question that was only "<image>": say so, go on
-            click.echo(f"m3: error: {exc.message}", err=True)
-            continue
-        state["trace"] = reply.trace
-        state["files"].extend(
-            f for step in reply.trace for f in step.get("files", []) if f not in state["files"]
-        )
-        if as_json:
-            click.echo(json.dumps({"answer": reply.text, "trace": reply.trace}, default=str))
-        else:
-            click.echo()

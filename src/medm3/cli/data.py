@@ -107,13 +107,13 @@ def _click_option(option: BuilderOption) -> click.Option:
     )
 
 
-def build_command(cls: type[Builder]) -> click.Command:
-    """The ``m3 data build NAME`` command of one builder."""
+def _common_build_params() -> list[click.Parameter]:
+    """The options every ``m3 data build NAME`` command has (the builder's own follow)."""
     from medm3.data.base import IMAGE_MODES
     from medm3.data.engine import DEFAULT_MAX_BAD_FRACTION
     from medm3.executors.cli import executor_params
 
-    params: list[click.Parameter] = [
+    return [
         click.Option(
             ["--source"],
             type=click.Path(path_type=Path),
@@ -155,46 +155,55 @@ def build_command(cls: type[Builder]) -> click.Command:
         click.Option(["--json", "as_json"], is_flag=True, help="Print the manifest as JSON."),
         *executor_params(),
     ]
-    params += [_click_option(o) for o in cls.options]
-    builder_keys = [o.key for o in cls.options]
+
+
+def _run_build(cls: type[Builder], kwargs: dict[str, Any]) -> None:
+    """Build dataset ``cls`` from the command's options (checked here, then built)."""
+    from medm3.data.engine import build_dataset, staging_path
+    from medm3.executors.cli import spec_from_options
+
+    source, output = kwargs.pop("source"), kwargs.pop("output")
+    if source is None:
+        raise InputError(f"missing --source PATH (see `m3 data build {cls.name} --help`)")
+    if output is None:
+        raise InputError(f"missing -o/--output FOLDER (see `m3 data build {cls.name} --help`)")
+    keys = [o.key for o in cls.options]
+    options = {k: kwargs[k] for k in keys if kwargs.get(k) not in (None, False)}
+    check_output_location(Path(output).parent, is_dir=True)
+    executor = spec_from_options(kwargs)  # the cluster is joined after the source checks
+    try:
+        summary = build_dataset(
+            cls.name,
+            source,
+            output,
+            options=options,
+            seed=kwargs["seed"],
+            overwrite=kwargs["overwrite"],
+            max_bad_fraction=kwargs["max_bad_fraction"],
+            limit=kwargs["limit"],
+            shard_size=kwargs["shard_size"],
+            resume=not kwargs["no_resume"],
+            progress=kwargs["progress"],
+            image_mode=kwargs["image_mode"],
+            executor=executor,
+        )
+    except KeyboardInterrupt:
+        raise BuildInterrupted(
+            f"interrupted; finished shards are kept in {staging_path(Path(output))} - "
+            "rerun the same command to resume"
+        ) from None
+    if kwargs["as_json"]:
+        click.echo(json.dumps(summary.manifest, indent=2, ensure_ascii=False))
+    else:
+        click.echo(summary.line())
+
+
+def build_command(cls: type[Builder]) -> click.Command:
+    """The ``m3 data build NAME`` command of one builder."""
+    params = [*_common_build_params(), *(_click_option(o) for o in cls.options)]
 
     def run(**kwargs: Any) -> None:
-        from medm3.data.engine import build_dataset, staging_path
-        from medm3.executors.cli import spec_from_options
-
-        source, output = kwargs.pop("source"), kwargs.pop("output")
-        if source is None:
-            raise InputError(f"missing --source PATH (see `m3 data build {cls.name} --help`)")
-        if output is None:
-            raise InputError(f"missing -o/--output FOLDER (see `m3 data build {cls.name} --help`)")
-        options = {k: kwargs[k] for k in builder_keys if kwargs.get(k) not in (None, False)}
-        check_output_location(Path(output).parent, is_dir=True)
-        executor = spec_from_options(kwargs)  # the cluster is joined after the source checks
-        try:
-            summary = build_dataset(
-                cls.name,
-                source,
-                output,
-                options=options,
-                seed=kwargs["seed"],
-                overwrite=kwargs["overwrite"],
-                max_bad_fraction=kwargs["max_bad_fraction"],
-                limit=kwargs["limit"],
-                shard_size=kwargs["shard_size"],
-                resume=not kwargs["no_resume"],
-                progress=kwargs["progress"],
-                image_mode=kwargs["image_mode"],
-                executor=executor,
-            )
-        except KeyboardInterrupt:
-            raise BuildInterrupted(
-                f"interrupted; finished shards are kept in {staging_path(Path(output))} - "
-                "rerun the same command to resume"
-            ) from None
-        if kwargs["as_json"]:
-            click.echo(json.dumps(summary.manifest, indent=2, ensure_ascii=False))
-        else:
-            click.echo(summary.line())
+        _run_build(cls, kwargs)
 
     return click.Command(
         cls.name,

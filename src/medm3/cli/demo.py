@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from medm3.cli.options import output_folder_option
+
 
 def _short(text: str, limit: int = 400) -> str:
     text = " ".join(str(text).split())
@@ -35,14 +37,7 @@ def _show_step(step: dict[str, Any]) -> None:
 
 
 @click.command("demo")
-@click.option(
-    "-o",
-    "--output",
-    "out_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Folder for the overlay, label map and result (default: <cache>/output).",
-)
+@output_folder_option("Folder for the overlay, label map and result (default: <cache>/output).")
 @click.option(
     "--cache",
     type=click.Path(path_type=Path, file_okay=False),

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import sys
 from pathlib import Path
@@ -18,16 +17,11 @@ from typing import Any, NoReturn
 
 import click
 
+from medm3.cli.options import expert_device_option, model_options
 from medm3.errors import InputError
 from medm3.executors.cli import executor_options
 
 _PROTOCOL_NAMES = ("vila-m3", "llava-med")
-
-
-def _backend_options(cls: type, **candidates: Any) -> dict[str, Any]:
-    """Keep the options the backend's constructor accepts and that were given."""
-    params = inspect.signature(cls.__init__).parameters
-    return {k: v for k, v in candidates.items() if v is not None and k in params}
 
 
 def _fmt(value: Any) -> str:
@@ -58,8 +52,7 @@ def list_tasks() -> None:
 
 @eval_group.command("run")
 @click.argument("task")
-@click.option("--model", default=None, help="Hub id or local folder (default: the backend's).")
-@click.option("--backend", default="vila", show_default=True, help="vila, hf, openai, mock...")
+@model_options
 @click.option(
     "--data",
     required=True,
@@ -89,11 +82,9 @@ def list_tasks() -> None:
 @click.option(
     "--image-folder", type=click.Path(path_type=Path), default=None, help="Folder of the images."
 )
-@click.option("--device", default=None, help="Device for the VLM (auto, cpu, cuda).")
 @click.option("--dtype", default=None, help="VLM dtype (bfloat16, float16, float32, auto).")
-@click.option("--expert-device", default=None, help="Device for the CXR expert.")
-@click.option("--base-url", default=None, help="OpenAI-compatible server URL (backend openai).")
 @click.option("--api-key", default=None, help="API key (backend openai).")
+@expert_device_option
 @click.option(
     "--judges/--no-judges",
     default=True,
@@ -135,9 +126,10 @@ def run(
       m3 eval run chexpert-cls --experts on --data chexlocalize/groundtruth.csv -o runs/chx
       m3 eval run slake --data slake/ -o runs/slake --executor ray --gpus-per-worker 1
     """
-    from medm3.eval.runner import execute, prepare
+    from medm3.cli.backends import backend_options
+    from medm3.eval.runner import prepare
     from medm3.executors.cli import spec_from_options
-    from medm3.vlm.registry import BACKENDS, default_model, load_backend
+    from medm3.vlm.registry import BACKENDS, default_model
 
     executor_spec = spec_from_options(executor_kwargs)
     model_id = model or default_model(backend)
@@ -157,30 +149,8 @@ def run(
         image_root=image_folder,
         judges=judges,
     )
-    expert = None
-    if prepared.experts:
-        from medm3.experts.registry import get_expert
-
-        expert = get_expert("cxr", device=expert_device)
-        expert.weights_folder()  # missing weights: fail before anything is written
-    if executor_spec.kind != "local":
-        _run_remote(
-            prepared,
-            executor_spec,
-            backend,
-            model_id,
-            backend_cls,
-            expert_device,
-            quiet,
-            as_json,
-            device=device,
-            dtype=dtype,
-            batch_size=batch_size,
-            base_url=base_url,
-            api_key=api_key,
-        )
-        return
-    options = _backend_options(
+    expert = _cxr_expert(expert_device) if prepared.experts else None
+    options = backend_options(
         backend_cls,
         device=device,
         dtype=dtype,
@@ -188,14 +158,24 @@ def run(
         base_url=base_url,
         api_key=api_key,
     )
-    vlm = load_backend(backend, model_id, **options)
-    try:
-        result = execute(prepared, vlm, expert=expert, progress=not quiet)
-    except KeyboardInterrupt:
-        _interrupted(prepared.out_dir)
-    finally:
-        vlm.close()
+    if executor_spec.kind == "local":
+        result = _run_local(prepared, backend, model_id, options, expert, quiet=quiet)
+    else:
+        from medm3.eval.generate import BackendRef
+
+        name = getattr(backend_cls, "name", None) or backend
+        ref = BackendRef(name, model_id, options, expert_device, key=backend)
+        result = _run_remote(prepared, executor_spec, ref, quiet=quiet)
     _print_result(result, as_json)
+
+
+def _cxr_expert(device: str | None) -> Any:
+    """The CXR expert of ``--experts on``; missing weights fail before anything is written."""
+    from medm3.experts.registry import get_expert
+
+    expert = get_expert("cxr", device=device)
+    expert.weights_folder()
+    return expert
 
 
 def _interrupted(out_dir: Path) -> NoReturn:
@@ -207,31 +187,38 @@ def _interrupted(out_dir: Path) -> NoReturn:
     sys.exit(130)
 
 
-def _run_remote(
+def _run_local(
     prepared: Any,
-    spec: Any,
     backend: str,
     model_id: str,
-    backend_cls: type,
-    expert_device: str | None,
+    options: dict[str, Any],
+    expert: Any,
+    *,
     quiet: bool,
-    as_json: bool,
-    **candidates: Any,
-) -> None:
-    """``--executor ray``: each worker loads the backend once; the driver writes the files."""
-    from medm3.eval.generate import BackendRef
+) -> Any:
+    """Load the backend here and run the prepared evaluation; its result."""
+    from medm3.eval.runner import execute
+    from medm3.vlm.registry import load_backend
+
+    vlm = load_backend(backend, model_id, **options)
+    try:
+        return execute(prepared, vlm, expert=expert, progress=not quiet)
+    except KeyboardInterrupt:
+        _interrupted(prepared.out_dir)
+    finally:
+        vlm.close()
+
+
+def _run_remote(prepared: Any, spec: Any, ref: Any, *, quiet: bool) -> Any:
+    """``--executor ray``: each worker loads the backend (``ref``) once; the driver writes."""
     from medm3.eval.runner import execute
     from medm3.executors import make_executor
 
-    name = getattr(backend_cls, "name", None) or backend
-    options = _backend_options(backend_cls, **candidates)
-    ref = BackendRef(name, model_id, options, expert_device, key=backend)
     with make_executor(spec) as executor:
         try:
-            result = execute(prepared, ref, progress=not quiet, executor=executor)
+            return execute(prepared, ref, progress=not quiet, executor=executor)
         except KeyboardInterrupt:
             _interrupted(prepared.out_dir)
-    _print_result(result, as_json)
 
 
 def _print_result(result: Any, as_json: bool) -> None:

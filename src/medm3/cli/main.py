@@ -4,8 +4,10 @@ Subcommands live in their own modules and are imported only when invoked, so
 ``m3 --help`` never imports numpy-heavy or torch-based code. Every
 :class:`medm3.errors.MedM3Error` becomes one line on stderr (at most
 :data:`MAX_ERROR_CHARS` characters; ``m3 --verbose`` adds the details) and its
-exit code, without a traceback; with ``--json`` the error is also printed on
-stdout as a JSON object.
+exit code, without a traceback; with ``--json`` (``m3 --json COMMAND`` or
+``m3 COMMAND --json``) the error is also printed on stdout as a JSON object,
+click's own usage errors (unknown option, missing argument, bad value)
+included.
 
 Exit codes: 0 success, 1 model or other runtime failure, 2 bad input (files,
 options), 3 missing weights or optional packages.
@@ -18,6 +20,7 @@ import importlib
 import json
 import os
 import sys
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import click
@@ -74,6 +77,92 @@ class LazyGroup(click.Group):
             ctx.fail(f"No such command '{name}'.{' ' + hint if hint else ''}")
         return super().resolve_command(ctx, args)
 
+    # Usage errors are raised while parsing (make_context) or while resolving and
+    # invoking subcommands (invoke); under --json both become JSON errors.
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.ClickException as exc:
+            raise _as_json_error(exc) from None
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as exc:
+            raise _as_json_error(exc) from None
+
+
+class JsonUsageError(click.ClickException):
+    """A click usage error shown as medm3's JSON error (``--json``).
+
+    stderr gets the usual one ``m3: error:`` line, stdout the JSON object
+    ``{"error": {"message", "path", "type", "exit_code", "details"}}`` that
+    medm3's own errors give; the exit code is click's (2 for usage errors).
+    """
+
+    def __init__(self, original: click.ClickException) -> None:
+        super().__init__(original.format_message())
+        self.exit_code = original.exit_code
+        self.original = original
+
+    def show(self, file: Any = None) -> None:
+        """Print the error line (stderr) and the JSON object (stdout)."""
+        details: list[str] = []
+        ctx = getattr(self.original, "ctx", None)
+        if ctx is not None:
+            details.append(" ".join(ctx.get_usage().split()))
+            helps = ctx.help_option_names
+            if helps:  # the longest name, as click's own hint
+                details.append(f"Try '{ctx.command_path} {max(helps, key=len)}' for help.")
+        _error_line(self.message)
+        _echo_json_error(
+            message=self.message,
+            path=None,
+            kind=type(self.original).__name__,
+            exit_code=self.exit_code,
+            details=details,
+        )
+
+
+def _as_json_error(exc: click.ClickException) -> click.ClickException:
+    """``exc`` itself, or under ``--json`` the :class:`JsonUsageError` showing it."""
+    if not _STATE["json"] or isinstance(exc, (JsonUsageError, click.exceptions.NoArgsIsHelpError)):
+        return exc
+    return JsonUsageError(exc)
+
+
+class _JsonDefaults(Mapping[str, Any]):
+    """``default_map`` under ``m3 --json``: every command's own ``--json`` defaults to on.
+
+    Click looks a parameter's default up by its name and a subcommand's map by
+    the subcommand's name; this answers ``as_json`` with ``True`` where the
+    command has that parameter and a subcommand's name with its own map.
+    """
+
+    def __init__(self, command: click.Command) -> None:
+        self._command = command
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "as_json" and any(p.name == "as_json" for p in self._command.params):
+            return True
+        if isinstance(self._command, click.Group):
+            sub = self._command.get_command(click.Context(self._command), key)
+            if sub is not None:
+                return _JsonDefaults(sub)
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
 
 #: Longest error line printed; longer messages are cut at a word (details: --verbose).
 MAX_ERROR_CHARS = 300
@@ -84,7 +173,14 @@ MAX_ERROR_CHARS = 300
 @click.option(
     "-v", "--verbose", is_flag=True, help="On errors, also print the details (lists, causes)."
 )
-def cli(verbose: bool) -> None:
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Errors as JSON (usage errors too); turns on the command's own --json where it has one.",
+)
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool, as_json: bool) -> None:
     """medm3: a medical vision-language model that calls expert models.
 
     Scans in (DICOM, NIfTI, NRRD, PNG/JPG), expert-grounded answers out.
@@ -95,10 +191,19 @@ def cli(verbose: bool) -> None:
     3 missing weights or optional packages.
     """
     _STATE["verbose"] = verbose
+    if as_json:
+        _STATE["json"] = True
+        ctx.default_map = _JsonDefaults(ctx.command)
 
 
-#: Per-invocation flags set by the group's options (reset by :func:`main`).
-_STATE: dict[str, bool] = {"verbose": False}
+#: Per-invocation flags set by the group's options and :func:`main` (reset by it).
+_STATE: dict[str, bool] = {"verbose": False, "json": False}
+
+
+def wants_json(argv: list[str]) -> bool:
+    """Whether ``--json`` is among the options of ``argv`` (before any ``--``)."""
+    options = argv[: argv.index("--")] if "--" in argv else argv
+    return "--json" in options
 
 
 def _verbose() -> bool:
@@ -131,17 +236,30 @@ def _report(exc: MedM3Error, argv: list[str]) -> None:
             click.echo(f"  {full}", err=True)
         for line in exc.details:
             click.echo(f"  {line}", err=True)
-    if "--json" in argv:
-        doc = {
-            "error": {
-                "message": exc.message,
-                "path": exc.path,
-                "type": type(exc).__name__,
-                "exit_code": exc.exit_code,
-                "details": exc.details,
-            }
+    if wants_json(argv):
+        _echo_json_error(
+            message=exc.message,
+            path=exc.path,
+            kind=type(exc).__name__,
+            exit_code=exc.exit_code,
+            details=exc.details,
+        )
+
+
+def _echo_json_error(
+    *, message: str, path: Any, kind: str, exit_code: int, details: list[str]
+) -> None:
+    """Print the JSON error object on stdout (one line)."""
+    doc = {
+        "error": {
+            "message": message,
+            "path": path,
+            "type": kind,
+            "exit_code": exit_code,
+            "details": details,
         }
-        click.echo(json.dumps(doc))
+    }
+    click.echo(json.dumps(doc, default=str))
 
 
 def main(argv: list[str] | None = None) -> Any:
@@ -155,6 +273,7 @@ def main(argv: list[str] | None = None) -> Any:
     """
     args = list(sys.argv[1:] if argv is None else argv)
     _STATE["verbose"] = False
+    _STATE["json"] = wants_json(args)
     try:
         return cli.main(args=args, prog_name="m3", standalone_mode=True)
     except MedM3Error as exc:

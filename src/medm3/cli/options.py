@@ -118,3 +118,84 @@ def allow_gaps_option(func: _F) -> _F:
         "the missing positions with marked copies of the nearest slice (default: refuse; "
         "sets MEDM3_ALLOW_GAPS).",
     )(func)
+
+
+def _stacked(func: _F, *options: Callable[[_F], _F]) -> _F:
+    """``func`` under the given click option decorators, the first listed first in --help."""
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def model_options(func: _F) -> _F:
+    """``--model``, ``--backend``, ``--device``, ``--base-url``: the VLM (chat, serve, eval).
+
+    They go to :func:`medm3.cli.backends.build_vlm` (or the eval runner's loader).
+    """
+    return _stacked(
+        func,
+        click.option(
+            "--model",
+            default=None,
+            help="Hub id or local folder (default: VILA-M3 8B on CUDA, 3B on CPU, for vila).",
+        ),
+        click.option(
+            "--backend",
+            default="vila",
+            show_default=True,
+            help="vila, hf, openai, mock (or a plugin).",
+        ),
+        click.option("--device", default=None, help="Device for the VLM (auto, cpu, cuda)."),
+        click.option(
+            "--base-url", default=None, help="OpenAI-compatible server URL (backend openai)."
+        ),
+    )
+
+
+def expert_device_option(func: _F) -> _F:
+    """``--expert-device``: where the experts run."""
+    return click.option(
+        "--expert-device", default=None, help="Device for the experts (default: automatic)."
+    )(func)
+
+
+def agent_options(func: _F) -> _F:
+    """``--protocol``, ``--max-rounds``, ``--max-new-tokens``, ``--expert-device`` (chat, serve).
+
+    The settings of :class:`medm3.agent.AgentConfig` that ``m3 chat`` and
+    ``m3 serve`` share.
+    """
+    return _stacked(
+        func,
+        click.option(
+            "--protocol",
+            metavar="[released|medm3]",
+            default=None,
+            help="How the agent talks to the model: released (the released VILA-M3 training "
+            "conversations; default for --backend vila) or medm3 (MEASURE, chained calls; "
+            "default for the others). See docs/fidelity.md.",
+        ),
+        click.option(
+            "--max-rounds",
+            type=click.IntRange(0, 10),
+            default=3,
+            show_default=True,
+            help="Most expert calls per question (protocol released: at most 1).",
+        ),
+        click.option(
+            "--max-new-tokens", type=click.IntRange(1, 8192), default=1024, show_default=True
+        ),
+        expert_device_option,
+    )
+
+
+def output_folder_option(help_text: str) -> Callable[[_F], _F]:
+    """``-o/--output`` FOLDER (parameter ``out_dir``, default ``None``) with ``help_text``."""
+    return click.option(
+        "-o",
+        "--output",
+        "out_dir",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=None,
+        help=help_text,
+    )

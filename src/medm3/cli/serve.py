@@ -12,24 +12,25 @@ from typing import Any
 
 import click
 
-from medm3.cli.options import mock_script_option, weights_option
+from medm3.cli.options import agent_options, mock_script_option, model_options, weights_option
 from medm3.serve.settings import API_KEY_ENV, DATA_DIR_ENV
 
 
-def mock_echo(messages: list[Any]) -> str:
-    """Answer of ``--backend mock``: repeat the last user question (smoke tests, demos)."""
-    last = next((m.plain_text for m in reversed(messages) if m.role == "user"), "")
-    question = last.strip().splitlines()[-1] if last.strip() else ""
-    return f"(mock model) You asked: {question}"
+def _bounded(
+    flag: str, kind: click.ParamType, default: float, help_text: str, name: str | None = None
+) -> Any:
+    """A numeric serving limit: ``flag`` of type ``kind`` (a range), default shown."""
+    names = [flag] if name is None else [flag, name]
+    return click.option(*names, type=kind, default=default, show_default=True, help=help_text)
+
+
+def _mib_limit(flag: str, default: float, what: str) -> Any:
+    """A size limit option in MiB (at least 1 KiB)."""
+    return _bounded(flag, click.FloatRange(min=0.001), default, f"{what} In MiB.")
 
 
 @click.command("serve")
-@click.option(
-    "--model", default=None, help="Hub id or local folder (default: VILA-M3 8B on CUDA, 3B on CPU)."
-)
-@click.option(
-    "--backend", default="vila", show_default=True, help="vila, hf, openai, mock (or a plugin)."
-)
+@model_options
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.option(
@@ -48,26 +49,12 @@ def mock_echo(messages: list[Any]) -> str:
 )
 @weights_option
 @mock_script_option
-@click.option(
-    "--max-upload-mb",
-    type=click.FloatRange(min=0.001),
-    default=1024.0,
-    show_default=True,
-    help="Largest upload, in MiB (HTTP 413 beyond).",
-)
-@click.option(
-    "--max-json-mb",
-    type=click.FloatRange(min=0.001),
-    default=32.0,
-    show_default=True,
-    help="Largest body of other requests, in MiB (checked before it is read).",
-)
-@click.option(
+@_mib_limit("--max-upload-mb", 1024.0, "Largest upload (HTTP 413 beyond).")
+@_mib_limit("--max-json-mb", 32.0, "Largest body of other requests (checked before it is read).")
+@_mib_limit(
     "--max-image-mb",
-    type=click.FloatRange(min=0.001),
-    default=1024.0,
-    show_default=True,
-    help="Largest image an upload may decode to, in MiB (zip/gzip/NIfTI bombs get HTTP 413).",
+    1024.0,
+    "Largest image an upload may decode to (zip/gzip/NIfTI bombs get HTTP 413).",
 )
 @click.option(
     "--allowed-hosts",
@@ -81,54 +68,34 @@ def mock_echo(messages: list[Any]) -> str:
     show_default=True,
     help="De-identify DICOM uploads on arrival (PS3.15 basic profile).",
 )
+@agent_options
 @click.option("--no-ui", is_flag=True, help="Serve the API only (no Gradio web UI on /ui).")
-@click.option("--device", default=None, help="Device for the VLM (auto, cpu, cuda).")
-@click.option("--expert-device", default=None, help="Device for the experts (default: automatic).")
-@click.option("--base-url", default=None, help="Upstream OpenAI-compatible URL (backend openai).")
-@click.option(
+@_bounded(
     "--max-queue",
-    type=click.IntRange(0, 10000),
-    default=16,
-    show_default=True,
-    help="Requests that may wait for the model; more are refused with HTTP 429.",
+    click.IntRange(0, 10000),
+    16,
+    "Requests that may wait for the model; more are refused with HTTP 429.",
 )
-@click.option(
-    "--workers",
-    type=click.IntRange(1, 64),
-    default=1,
-    show_default=True,
-    help="Requests run at once on the one model instance.",
-)
-@click.option(
+@_bounded("--workers", click.IntRange(1, 64), 1, "Requests run at once on the one model instance.")
+@_bounded(
     "--batch-size",
-    type=click.IntRange(1, 256),
-    default=1,
-    show_default=True,
-    help="Batch greedy questions of different sessions into one generate call (1: off).",
+    click.IntRange(1, 256),
+    1,
+    "Batch greedy questions of different sessions into one generate call (1: off).",
 )
-@click.option(
+@_bounded(
     "--batch-wait-ms",
-    type=click.FloatRange(min=0),
-    default=10.0,
-    show_default=True,
-    help="Longest a question waits for others to batch with.",
+    click.FloatRange(min=0),
+    10.0,
+    "Longest a question waits for others to batch with.",
 )
-@click.option(
+@_bounded(
     "--timeout",
-    "timeout_s",
-    type=click.FloatRange(min=1),
-    default=600.0,
-    show_default=True,
-    help="Request time limit in seconds (HTTP 504 after).",
+    click.FloatRange(min=1),
+    600.0,
+    "Request time limit in seconds (HTTP 504 after).",
+    name="timeout_s",
 )
-@click.option("--max-rounds", type=click.IntRange(0, 10), default=3, show_default=True)
-@click.option(
-    "--protocol",
-    metavar="[released|medm3]",
-    default=None,
-    help="Conversation protocol (default: released for --backend vila, medm3 otherwise).",
-)
-@click.option("--max-new-tokens", type=click.IntRange(1, 8192), default=1024, show_default=True)
 @click.option(
     "--dicomweb",
     default=None,
@@ -173,16 +140,11 @@ def serve(
       m3 serve --backend mock                    # no model: echoes questions
       m3 serve --host 0.0.0.0 --api-key "$KEY"   # reachable from other machines
     """
+    from medm3.cli.backends import check_mock_script
     from medm3.cli.options import parse_weights
-    from medm3.errors import InputError
     from medm3.serve.settings import ServeSettings, default_data_dir, keys_from_env
 
-    if mock_script is not None and backend != "mock":
-        raise InputError("--mock-script needs --backend mock")
-    if mock_script is not None:
-        from medm3.vlm.mock import load_script
-
-        load_script(mock_script)  # a bad file is reported before anything starts
+    check_mock_script(backend, mock_script)  # a bad file is reported before anything starts
     data_dir = data_dir or default_data_dir()
     settings = ServeSettings(
         backend=backend,
@@ -212,23 +174,36 @@ def serve(
     )
     settings.validate()  # refuse an open bind before loading anything
     check_data_dir(data_dir)
+    uvicorn = _require_uvicorn()
+    settings.vlm = _load_vlm(settings, device=device, base_url=base_url)
+
+    from medm3.serve.app import create_app
+
+    app = create_app(settings)
+    _announce(settings)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)
+
+
+def _require_uvicorn() -> Any:
+    """The uvicorn module (the ``serve`` extra), checked before the model loads."""
     try:
         import uvicorn
     except ImportError:
         from medm3.errors import MissingDependencyError
 
         raise MissingDependencyError("uvicorn", "serve", "m3 serve") from None
-    settings.vlm = _load_vlm(settings, device=device, base_url=base_url)
+    return uvicorn
 
-    from medm3.serve.app import create_app
 
-    app = create_app(settings)
-    where = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
-    click.echo(f"m3 serve: model {settings.vlm.model_id} ({backend}); API {where}/v1", err=True)
-    click.echo(f"m3 serve: data folder {data_dir}", err=True)
+def _announce(settings: Any) -> None:
+    """Say on stderr what is served where: model, API, data folder, web UI."""
+    host = settings.host
+    where = f"http://{'[' + host + ']' if ':' in host else host}:{settings.port}"
+    model = f"{settings.vlm.model_id} ({settings.backend})"
+    click.echo(f"m3 serve: model {model}; API {where}/v1", err=True)
+    click.echo(f"m3 serve: data folder {settings.data_dir}", err=True)
     if settings.ui:
         click.echo(f"m3 serve: web UI {where}/ui", err=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)
 
 
 def check_data_dir(data_dir: Path) -> None:
@@ -256,16 +231,14 @@ def check_data_dir(data_dir: Path) -> None:
 
 
 def _load_vlm(settings: Any, *, device: str | None, base_url: str | None) -> Any:
-    from medm3.cli.chat import _backend_options
-    from medm3.vlm.registry import BACKENDS, default_model
+    """The server's VLM, built from its settings as ``m3 chat`` builds its own."""
+    from medm3.cli.backends import build_vlm
 
-    cls = BACKENDS.get(settings.backend)
-    model_id = settings.model or (
-        "mock" if settings.backend == "mock" else default_model(settings.backend)
+    return build_vlm(
+        settings.backend,
+        settings.model,
+        mock_script=settings.mock_script,
+        announce=lambda line: click.echo(f"m3 serve: {line}", err=True),
+        device=device,
+        base_url=base_url,
     )
-    if settings.backend == "mock" and settings.mock_script is not None:
-        return cls(model_id, script_file=settings.mock_script)
-    if settings.backend == "mock":
-        return cls(model_id, script=mock_echo)
-    click.echo(f"m3 serve: loading {model_id} ...", err=True)
-    return cls(model_id, **_backend_options(cls, device=device, base_url=base_url))
