@@ -400,7 +400,9 @@ def _save(
     anchor = out_dir.parent if out_dir.parent.is_dir() else None
     tmp = Path(tempfile.mkdtemp(prefix=".m3-experts-", dir=anchor))
     try:
-        written = save_result(result, tmp, source_image=source_image, warnings=warnings)
+        written = save_result(
+            result, tmp, source_image=source_image, warnings=warnings, montage=True
+        )
         out_dir.mkdir(parents=True, exist_ok=True)
         final: dict[str, str] = {}
         for kind, path in written.items():
@@ -427,9 +429,10 @@ def _report(
             doc["warnings"] = list(warnings)
         click.echo(json.dumps(doc, indent=2, default=json_default))
         return
-    click.echo(result.text.rstrip())
-    from medm3.experts.output import probability_lines
+    from medm3.experts.output import file_note, probability_lines, segmentation_lines
 
+    segmented = segmentation_lines(result)
+    click.echo("\n".join(segmented) if segmented else result.text.rstrip())
     probabilities = probability_lines(result)
     if probabilities:
         click.echo("probabilities (threshold as in the text above):")
@@ -437,8 +440,11 @@ def _report(
             click.echo(f"  {line}")
     timing = ", ".join(f"{k} {v:.2f} s" for k, v in result.timings.items())
     click.echo(f"timings: {timing} (cache: {result.info.get('cache', 'off')})")
-    for path in files.values():
-        click.echo(f"wrote {path}")
+    for kind, path in files.items():
+        note = file_note(result, kind)
+        click.echo(f"wrote {path}" + (f" ({note})" if note else ""))
+    if segmented and not files:
+        click.echo("no files written: -o DIR saves the overlay, a montage and the label map")
     sys.stdout.flush()
 
 

@@ -82,8 +82,12 @@ REGIONS: tuple[tuple[str, str, tuple[int, ...]], ...] = (
     ("ET", "enhancing tumor", (4,)),
 )
 
-#: Inputs the overlay may be drawn on (``context.options["overlay_on"]``).
-OVERLAY_INPUTS: tuple[str, ...] = ("flair", "t1ce", "t1", "t2")
+#: Inputs the overlay may be drawn on (``context.options["overlay_on"]``); the first is
+#: the default: T1ce, the sequence the reference (and the agent) draws BraTS labels on.
+OVERLAY_INPUTS: tuple[str, ...] = ("t1ce", "flair", "t1", "t2")
+#: Tie-break of the default overlay slice among equal tumour areas: more tumour core,
+#: then more enhancing tumour (see :func:`medm3.experts.views.overlay_slice`).
+TIEBREAK: tuple[tuple[int, ...], ...] = ((1, 4), (4,))
 
 
 def regions_to_labels(regions: np.ndarray) -> np.ndarray:
@@ -198,35 +202,13 @@ def build_network(config: Mapping[str, Any], folder: Path | None = None) -> torc
     return bundle.build_network(Path(folder or "."), config, _default_network)
 
 
-def largest_area_slice(labels: np.ndarray, axis: int) -> int | None:
-    """Index along ``axis`` of the slice with the largest tumour area.
-
-    Ties (e.g. a slab of equal whole-tumour area) go to the slice with more
-    tumour core, then more enhancing tumour, then the lowest index.
-
-    Args:
-        labels: BraTS label map.
-        axis: Normal axis of the plane (2 for axial).
-
-    Returns:
-        The slice index, or None when there is no tumour.
-    """
-    other = tuple(a for a in range(labels.ndim) if a != axis)
-    whole = np.count_nonzero(labels, axis=other)
-    if not whole.any():
-        return None
-    core = np.count_nonzero(np.isin(labels, (1, 4)), axis=other)
-    enhancing = np.count_nonzero(labels == 4, axis=other)
-    order = np.lexsort((-np.arange(whole.size), enhancing, core, whole))
-    return int(order[-1])
-
-
 class BratsExpert(Expert):
     """Brain-tumour segmentation (TC / WT / ET) from T1ce, T1, T2 and FLAIR MRI.
 
     Inputs must be given by name (``{"t1ce": ..., "t1": ..., "t2": ...,
     "flair": ...}``). ``context.options["overlay_on"]`` picks the sequence the
-    overlay is drawn on (default ``"flair"``). See the module docstring for
+    overlay is drawn on (default ``"t1ce"``, as the reference and the agent draw it;
+    saved with a legend of ``id: name``). See the module docstring for
     the exact pipeline.
 
     Args:
@@ -368,7 +350,7 @@ class BratsExpert(Expert):
         t0 = time.perf_counter()
         labels = self.segment(inputs)
         t1 = time.perf_counter()
-        ref = inputs["flair"]
+        ref = inputs[CHANNEL_ORDER[0]]  # T1ce: the image the overlay and SEG refer to
         label_image = ref.with_array(
             labels,
             metadata={"kind": "label_map", "expert": self.name, "image": ref.source},
@@ -406,25 +388,18 @@ class BratsExpert(Expert):
     def _overlay(
         self, inputs: Mapping[str, MedicalImage], label_image: MedicalImage, context: RunContext
     ) -> Overlay:
+        from medm3.experts.views import overlay_slice
         from medm3.imaging.render import render_slice
-        from medm3.imaging.slicing import PLANE_AXIS, normalize_plane
+        from medm3.imaging.slicing import normalize_plane
 
-        on = str(context.options.get("overlay_on", "flair")).lower()
+        on = str(context.options.get("overlay_on", OVERLAY_INPUTS[0])).lower()
         if on not in OVERLAY_INPUTS:
             raise ExpertError(f"overlay_on must be one of {', '.join(OVERLAY_INPUTS)}, not {on!r}")
         plane = normalize_plane(context.plane or "axial")
         index = context.slice_index
-        if index is None:
-            index = largest_area_slice(label_image.array, PLANE_AXIS[plane])
-        if index is None:  # no tumour: middle slice
-            index = label_image.spatial_shape[PLANE_AXIS[plane]] // 2
-        image = render_slice(
-            inputs[on],
-            plane=plane,
-            index=index,
-            mask=label_image,
-            label_names=LABEL_NAMES,
-        )
+        if index is None:  # largest tumour area; ties: more core, then more enhancing
+            index = overlay_slice(label_image.array, plane, tiebreak=TIEBREAK)
+        image = render_slice(inputs[on], plane=plane, index=index, mask=label_image, legend=False)
         return Overlay(
             name=f"overlay_{plane}_{index}",
             image=image,

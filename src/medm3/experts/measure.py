@@ -209,14 +209,20 @@ class MeasureExpert(Expert):
     ) -> list[Overlay]:
         """One overlay per measured structure (its slice of largest diameter), with a legend.
 
-        With ``context.slice_index`` set, one overlay of all measured structures
-        on that slice instead.
+        With ``context.slice_index`` set, or another plane than axial, one
+        overlay of all measured structures on that slice instead (default:
+        :func:`medm3.experts.views.overlay_slice`, the largest cross-section).
         """
         present = [r for r in rows if r["voxels"]]
         if not present:
             return []
         if context.slice_index is not None or context.plane != "axial":
-            return [self._overlay(image, labels, present, names, context, context.slice_index)]
+            index = context.slice_index
+            if index is None:  # the rule every segmentation overlay follows
+                from medm3.experts.views import overlay_slice
+
+                index = overlay_slice(labels, context.plane, ids=[r["label"] for r in present])
+            return [self._overlay(image, labels, present, names, context, index)]
         return [
             self._overlay(image, labels, [row], names, context, row["max_axial_diameter_slice"])
             for row in present[:MAX_OVERLAYS]

@@ -405,9 +405,10 @@ class Vista3DExpert(Expert):
         options: Mapping[str, Any],
     ) -> ExpertResult:
         """Label map, text, overlay and info from a label array on the input grid."""
+        from medm3.experts.views import overlay_slice
         from medm3.imaging.overlay import label_color_name
         from medm3.imaging.render import render_slice
-        from medm3.imaging.slicing import check_slice, default_slice, normalize_plane
+        from medm3.imaging.slicing import check_slice, normalize_plane
 
         t0 = time.perf_counter()
         found = [int(i) for i in np.unique(label_map) if i > 0]
@@ -424,8 +425,7 @@ class Vista3DExpert(Expert):
                 index = check_slice(context.slice_index, image.spatial_shape, plane)
             else:
                 tumours = [i for i in found if i in labels.TUMOR_IDS]
-                chosen = np.isin(label_map, tumours) if tumours else label_map
-                index = default_slice(image.spatial_shape, plane, np.asarray(chosen, np.uint8))
+                index = overlay_slice(label_map, plane, ids=tumours or None)
             picture = render_slice(
                 image,
                 plane=plane,
