@@ -308,3 +308,5 @@ def test_saved_overlay_and_montage_show_ids_like_the_other_experts(
     assert [e["name"] for e in legend] == [f"{i}: {LABEL_NAMES[i]}" for i in (1, 2, 4)]
     files = save_result(result, tmp_path, source_image=inputs["t1ce"], montage=True)
     assert Path(files["montage"]).name == "brats_montage.png"
+    meta = result.label_map.metadata  # the same label-map keys as VISTA3D's
+    assert (meta["content"], meta["expert"], meta["image"]) == ("label_map", "brats", "t1ce.nii.gz")

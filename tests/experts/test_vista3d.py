@@ -22,6 +22,7 @@ from medm3.experts.vista3d import (
     load_state_dict,
     read_bundle,
 )
+from medm3.experts.vista3d_result import segmentation_result
 from medm3.imaging.image import MedicalImage
 
 from .vista3d_fixtures import (
@@ -301,14 +302,15 @@ def test_real_ct_run(expert: Vista3DExpert, ct_path: Path) -> None:
     assert {"preprocess", "inference", "postprocess", "render"} <= set(result.timings)
 
 
-def test_requested_slice_and_plane(fake_expert: tuple[Vista3DExpert, IntensityNetwork]) -> None:
-    exp, _ = fake_expert
+def test_requested_slice_and_plane() -> None:
     image, expected = box_phantom()
-    result = exp._result(image, expected, "liver", RunContext(plane="coronal", slice_index=40), {})
+    result = segmentation_result(
+        image, expected, "liver", RunContext(plane="coronal", slice_index=40)
+    )
     assert result.overlays[0].name == "overlay_coronal_40"
     assert result.info["slice_choice"] == "requested"
     with pytest.raises(ExpertError, match="out of range"):
-        exp._result(image, expected, "liver", RunContext(slice_index=99), {})
+        segmentation_result(image, expected, "liver", RunContext(slice_index=99))
 
 
 # ---------------------------------------------------------------- deterministic checks
@@ -332,14 +334,15 @@ def test_label_mapping_and_inversion_exact(
     assert result.overlays[0].slice_index == int(np.argmax(areas))
 
 
-def test_tumour_slice_first(fake_expert: tuple[Vista3DExpert, IntensityNetwork]) -> None:
-    exp, _ = fake_expert
+def test_tumour_slice_first() -> None:
     image, expected = box_phantom()
     labels = expected.copy()
     labels[25:27, 31:33, 14] = 26  # a small "hepatic tumor" on slice 14
-    result = exp._result(image, labels, "hepatic tumor", RunContext(), {})
+    result = segmentation_result(image, labels, "hepatic tumor", RunContext())
     assert result.overlays[0].slice_index == 14
     assert "hepatic tumor" in result.text
+    assert result.label_map.metadata["content"] == "label_map"
+    assert result.label_map.metadata["expert"] == "vista3d"
 
 
 def test_point_prompt_mapping(fake_expert: tuple[Vista3DExpert, IntensityNetwork]) -> None:

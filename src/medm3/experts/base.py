@@ -29,6 +29,7 @@ from medm3.experts.result import ExpertError as ExpertError
 from medm3.experts.result import ExpertResult as ExpertResult
 from medm3.experts.result import Overlay as Overlay
 from medm3.experts.result import RunContext as RunContext
+from medm3.experts.result import label_map_metadata as label_map_metadata
 
 if TYPE_CHECKING:  # pragma: no cover
     from medm3.experts.cache import ResultCache

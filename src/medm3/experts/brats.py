@@ -39,7 +39,14 @@ import numpy as np
 
 from medm3 import prompts
 from medm3.experts import bundle
-from medm3.experts.base import Expert, ExpertError, ExpertResult, Overlay, RunContext
+from medm3.experts.base import (
+    Expert,
+    ExpertError,
+    ExpertResult,
+    Overlay,
+    RunContext,
+    label_map_metadata,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -353,7 +360,7 @@ class BratsExpert(Expert):
         ref = inputs[CHANNEL_ORDER[0]]  # T1ce: the image the overlay and SEG refer to
         label_image = ref.with_array(
             labels,
-            metadata={"kind": "label_map", "expert": self.name, "image": ref.source},
+            metadata=label_map_metadata(self.name, ref),
         )
         present = sorted(int(v) for v in np.unique(labels) if v > 0)
         colours = self._colours(present)

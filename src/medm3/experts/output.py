@@ -206,41 +206,16 @@ def save_result(
     Raises:
         InputError: The label map does not match ``source_image``'s grid.
     """
-    from medm3.imaging.io import save_nifti
-    from medm3.utils.atomic import atomic_path, atomic_write_text
+    from medm3.utils.atomic import atomic_write_text
 
     folder = Path(out_dir)
     names = result_files(result, source_image, montage=montage)
     if result.label_map is not None and source_image is not None:
-        lm = result.label_map
-        if lm.spatial_shape != source_image.spatial_shape or not np.allclose(
-            lm.affine, source_image.affine, atol=1e-3
-        ):
-            raise InputError(
-                f"label map grid {lm.spatial_shape} does not match the input image grid "
-                f"{source_image.spatial_shape}"
-            )
+        _check_grid(result.label_map, source_image)
     folder.mkdir(parents=True, exist_ok=True)
-    written: dict[str, str] = {}
-    for overlay in result.overlays:
-        path = folder / names[f"overlay:{overlay.name}"]
-        with atomic_path(path) as tmp:
-            with_legend(overlay.image, result.label_names).save(tmp, format="PNG")
-        written[f"overlay:{overlay.name}"] = str(path)
-    if "montage" in names and source_image is not None:
-        picture = result_montage(result, source_image)
-        if picture is not None:
-            path = folder / names["montage"]
-            with atomic_path(path) as tmp:
-                picture.save(tmp, format="PNG")
-            written["montage"] = str(path)
+    written = _write_pictures(result, folder, names, source_image)
     if result.label_map is not None:
-        path = folder / names["label_map"]
-        if result.label_map.is_volume:
-            save_nifti(result.label_map, path)
-        else:
-            _save_label_png(result.label_map.array, path)
-        written["label_map"] = str(path)
+        written["label_map"] = _write_label_map(result.label_map, folder / names["label_map"])
     notes: list[str] = []
     if "dicom_seg" in names and result.label_map is not None and source_image is not None:
         path = folder / names["dicom_seg"]
@@ -259,6 +234,51 @@ def save_result(
     if warnings is not None:
         warnings.extend(notes)
     return written
+
+
+def _check_grid(label_map: MedicalImage, source_image: MedicalImage) -> None:
+    if label_map.spatial_shape != source_image.spatial_shape or not np.allclose(
+        label_map.affine, source_image.affine, atol=1e-3
+    ):
+        raise InputError(
+            f"label map grid {label_map.spatial_shape} does not match the input image grid "
+            f"{source_image.spatial_shape}"
+        )
+
+
+def _write_pictures(
+    result: ExpertResult,
+    folder: Path,
+    names: dict[str, str],
+    source_image: MedicalImage | None,
+) -> dict[str, str]:
+    """The overlays (with an ``id: name`` legend) and the montage when asked; kind -> path."""
+    from medm3.utils.atomic import atomic_path
+
+    pictures = [
+        (f"overlay:{o.name}", with_legend(o.image, result.label_names)) for o in result.overlays
+    ]
+    if "montage" in names and source_image is not None:
+        pictures.append(("montage", result_montage(result, source_image)))
+    written: dict[str, str] = {}
+    for kind, picture in pictures:
+        if picture is None:
+            continue
+        path = folder / names[kind]
+        with atomic_path(path) as tmp:
+            picture.save(tmp, format="PNG")
+        written[kind] = str(path)
+    return written
+
+
+def _write_label_map(label_map: MedicalImage, path: Path) -> str:
+    from medm3.imaging.io import save_nifti
+
+    if label_map.is_volume:
+        save_nifti(label_map, path)
+    else:
+        _save_label_png(label_map.array, path)
+    return str(path)
 
 
 def _montage_wanted(result: ExpertResult, source_image: MedicalImage | None) -> bool:
