@@ -308,5 +308,14 @@ def test_saved_overlay_and_montage_show_ids_like_the_other_experts(
     assert [e["name"] for e in legend] == [f"{i}: {LABEL_NAMES[i]}" for i in (1, 2, 4)]
     files = save_result(result, tmp_path, source_image=inputs["t1ce"], montage=True)
     assert Path(files["montage"]).name == "brats_montage.png"
+    assert result.info["amp"] is None  # fp32 on the CPU; CUDA gives the dtype name, as VISTA3D
     meta = result.label_map.metadata  # the same label-map keys as VISTA3D's
     assert (meta["content"], meta["expert"], meta["image"]) == ("label_map", "brats", "t1ce.nii.gz")
+
+
+def test_amp_is_the_autocast_dtype_name() -> None:
+    import torch
+
+    from medm3.experts import bundle
+
+    assert bundle.amp_name(torch.bfloat16) == "bfloat16" and bundle.amp_name(None) is None

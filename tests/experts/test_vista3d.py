@@ -98,7 +98,7 @@ def test_bad_arg_did_you_mean(raw: str, suggestion: str) -> None:
     with pytest.raises(ExpertError) as info:
         Vista3DExpert().parse_args(f"spleen, {raw}")
     message = str(info.value)
-    assert "did you mean" in message and suggestion in message
+    assert "Did you mean" in message and suggestion in message  # utils.suggest's wording
     assert "'everything'" in message  # lists the valid args
 
 
@@ -296,6 +296,7 @@ def test_real_ct_run(expert: Vista3DExpert, ct_path: Path) -> None:
     assert overlay.image.mode == "RGB" and min(overlay.image.size) >= 256
     info = result.info
     assert info["device"] == "cpu" and info["patch_size"] == list(TINY_ROI)
+    assert info["amp"] is None  # no autocast on the CPU (same type as BraTS: dtype name or None)
     assert info["weights_version"] == expert.weights_id()
     assert info["label_prompt"] == [1, 3]
     assert info["preprocessed_shape"] == [243, 199, 59]
@@ -380,7 +381,7 @@ def test_point_prompt_special_class(fake_expert: tuple[Vista3DExpert, IntensityN
         ({"points": [[100, 2, 3]]}, "liver", "outside the volume"),
         ({"points": [[1, 2]]}, "liver", "voxel indices"),
         ({"points": [[1, 2, 3]], "point_labels": [2]}, "liver", "point_labels"),
-        ({"points": [[1, 2, 3]], "point_class": "livr"}, "organs", "did you mean 'liver'"),
+        ({"points": [[1, 2, 3]], "point_class": "livr"}, "organs", "Did you mean 'liver'"),
     ],
 )
 def test_point_prompt_errors(

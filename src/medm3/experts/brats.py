@@ -248,6 +248,7 @@ class BratsExpert(Expert):
         self._roi: tuple[int, ...] = DEFAULT_ROI
         self._overlap = DEFAULT_OVERLAP
         self._sw_batch = 1
+        self._amp: Any = None  # the autocast dtype of the last run (None: fp32)
         self._bundle = bundle.BundleRef("brats", weights)
 
     # ---------------------------------------------------------------- setup
@@ -321,7 +322,7 @@ class BratsExpert(Expert):
         norm = NormalizeIntensity(nonzero=True, channel_wise=True, dtype=np.float32)
         x = torch.as_tensor(np.asarray(norm(stacked), dtype=np.float32))[None]
         x = x.to(self._device)
-        dtype = autocast_dtype(self._device)
+        dtype = self._amp = autocast_dtype(self._device)
         with torch.inference_mode():
             if dtype is not None:
                 with torch.autocast(device_type=self._device.type, dtype=dtype):
@@ -381,7 +382,7 @@ class BratsExpert(Expert):
                 "channel_order": list(CHANNEL_ORDER),
                 "roi_size": list(self._roi),
                 "overlap": self._overlap,
-                "amp": str(self._device).startswith("cuda"),
+                "amp": bundle.amp_name(self._amp),
                 "labels_present": present,
             },
         )

@@ -53,6 +53,7 @@ from medm3 import prompts
 from medm3.errors import InputError
 from medm3.experts.base import Expert, ExpertError, ExpertResult, Overlay, RunContext
 from medm3.experts.measure_geometry import component_sizes, require_scipy, touched_faces
+from medm3.utils.names import name_key, normalize_name, strip_arg
 from medm3.utils.suggest import did_you_mean
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -67,15 +68,6 @@ MAX_OVERLAYS = 8
 #: Argument meaning "every labelled structure".
 ALL = "all"
 _ALL_ALIASES = ("", "none", "args", "all", "everything")
-
-
-def _norm_name(name: str) -> str:
-    return " ".join(str(name).replace("_", " ").lower().split())
-
-
-def _name_key(name: str) -> str:
-    """Order-free key: "right kidney", "Kidney_Right" and "kidney right" are equal."""
-    return " ".join(sorted(_norm_name(name).split()))
 
 
 class MeasureExpert(Expert):
@@ -109,15 +101,16 @@ class MeasureExpert(Expert):
     def parse_args(self, args: str | None) -> str:
         """Normalise ``all`` or a comma-separated list of structure names.
 
-        Names are lower-cased, white space is collapsed and duplicates dropped;
+        Names are normalised (:func:`medm3.utils.names.normalize_name`: lower
+        case, ``_``/``-`` as spaces, white space collapsed) and duplicates dropped;
         whether they exist is checked against the label map at run time.
         """
-        text = (args or "").strip().strip("'\"").strip()
-        if text.lower() in _ALL_ALIASES:
+        text = strip_arg(args)
+        if normalize_name(text) in _ALL_ALIASES:
             return ALL
         names: list[str] = []
         for part in re.split(r"[,;]", text):
-            name = " ".join(part.strip().strip("'\"").lower().split())
+            name = normalize_name(part)
             if name and name not in names:
                 names.append(name)
         return ", ".join(names) if names else ALL
@@ -292,16 +285,16 @@ def select_structures(
     if args == ALL:
         return [(i, label_name(names, i)) for i in present]
     known = {i: label_name(names, i) for i in sorted(set(names) | set(present))}
-    by_name = {_norm_name(n): i for i, n in known.items()}
-    by_key = {_name_key(n): i for i, n in known.items()}
+    by_name = {normalize_name(n): i for i, n in known.items()}
+    by_key = {name_key(n): i for i, n in known.items()}
     selected: list[tuple[int, str]] = []
     for query in (q.strip() for q in args.split(",")):
-        key = _norm_name(query)
+        key = normalize_name(query)
         words = set(key.split())
         if key in by_name:
             ids = [by_name[key]]
-        elif _name_key(key) in by_key:
-            ids = [by_key[_name_key(key)]]
+        elif name_key(key) in by_key:
+            ids = [by_key[name_key(key)]]
         elif key.isdigit() and int(key) in known:
             ids = [int(key)]
         else:  # every name holding all the words asked for ("kidney": left and right)
@@ -311,7 +304,7 @@ def select_structures(
         if not ids:
             hint = did_you_mean(key, by_name)
             hint = f" {hint}" if hint else ""
-            listed = ", ".join(_norm_name(known[i]) for i in present[:20])
+            listed = ", ".join(normalize_name(known[i]) for i in present[:20])
             more = f" ... ({len(present)} in all)" if len(present) > 20 else ""
             raise ExpertError(
                 f"no structure named {query!r} in the label map.{hint} "

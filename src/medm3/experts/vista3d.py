@@ -79,6 +79,7 @@ from medm3.experts.vista3d_network import (
     read_bundle,
 )
 from medm3.experts.vista3d_result import segmentation_result
+from medm3.utils.names import normalize_name, strip_arg
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -163,18 +164,19 @@ class Vista3DExpert(Expert):
         Raises:
             ExpertError: An unknown name (with "did you mean" suggestions).
         """
-        text = (args or "").strip().strip("'\"").strip()
-        if labels.normalize_name(text) in ("", "none", "args"):
+        text = strip_arg(args)
+        if normalize_name(text) in ("", "none", "args"):
             return self.valid_args[0]
         names = labels.parse_structures(text)
         unknown = [n[1:] for n in names if n.startswith("?")]
         if unknown:
             item = unknown[0]
-            close = labels.suggestions(item)
-            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            hint = labels.did_you_mean(item)
             raise ExpertError(
-                f"{item!r} is not a valid argument for {self.trigger}{hint} Valid args are: "
-                f"{prompts.format_valid_args(self.valid_args)}, or VISTA3D structure names "
+                f"{item!r} is not a valid argument for {self.trigger}. "
+                + (f"{hint} " if hint else "")
+                + f"Valid args are: {prompts.format_valid_args(self.valid_args)}, or VISTA3D "
+                "structure names "
                 "separated by commas (e.g. 'liver, spleen')"
             )
         if not names:
@@ -288,7 +290,7 @@ class Vista3DExpert(Expert):
             "spacing_mm": list(settings.spacing),
             "label_prompt": label_prompt,
             "preprocessed_shape": [int(s) for s in pre.shape[1:]],
-            "amp": str(amp).replace("torch.", "") if amp is not None else None,
+            "amp": bundle.amp_name(amp),
         }
         if points:
             info["points"] = points[0]
