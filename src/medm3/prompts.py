@@ -149,9 +149,7 @@ def classification_text(findings: Mapping[str, bool]) -> str:
             order). Names are lower-cased and ``_`` becomes a space, as in the
             reference (``Pleural_Thickening`` -> ``pleural thickening``).
     """
-    lines = [
-        f"{normalize_name(key)}: {'yes' if findings[key] else 'no'}" for key in findings
-    ]
+    lines = [f"{normalize_name(key)}: {'yes' if findings[key] else 'no'}" for key in findings]
     return "\n".join([CLASSIFICATION_HEADER, *lines])
 
 
