@@ -36,6 +36,7 @@ class Registry(Generic[T]):
         self.kind = kind
         self.entry_point_group = entry_point_group
         self._targets: dict[str, str] = dict(builtins or {})
+        self._builtin_order = list(builtins or {})
         self._loaded: dict[str, T] = {}
         self._plugins_scanned = False
 
@@ -71,6 +72,12 @@ class Registry(Generic[T]):
         """All registered names, sorted."""
         self._scan_plugins()
         return sorted(set(self._targets) | set(self._loaded))
+
+    def listed(self) -> list[str]:
+        """Names for listings: the built-ins in the order given, then the others sorted."""
+        names = self.names()
+        first = [n for n in self._builtin_order if n in names]
+        return first + [n for n in names if n not in first]
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name.lower() in self.names()

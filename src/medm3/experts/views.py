@@ -42,6 +42,13 @@ def _area(labels: np.ndarray, axis: int, ids: Iterable[int] | None) -> np.ndarra
     return np.count_nonzero(hits, axis=tuple(a for a in range(labels.ndim) if a != axis))
 
 
+def _found_area(labels: np.ndarray, axis: int, ids: Iterable[int] | None) -> np.ndarray:
+    """Per-slice area of ``ids``; of every label when none of ``ids`` is present."""
+    wanted = None if ids is None else [int(i) for i in ids]
+    area = _area(labels, axis, wanted)
+    return _area(labels, axis, None) if wanted is not None and not area.any() else area
+
+
 def overlay_slice(
     labels: np.ndarray,
     plane: str = "axial",
@@ -69,10 +76,7 @@ def overlay_slice(
 
     labels = np.asarray(labels)
     axis = PLANE_AXIS[normalize_plane(plane)]
-    wanted = None if ids is None else [int(i) for i in ids]
-    area = _area(labels, axis, wanted)
-    if wanted is not None and not area.any():
-        area = _area(labels, axis, None)
+    area = _found_area(labels, axis, ids)
     count = labels.shape[axis]
     if not area.any():
         return count // 2
@@ -107,11 +111,7 @@ def montage_slices(
     from medm3.imaging.slicing import PLANE_AXIS, normalize_plane
 
     labels = np.asarray(labels)
-    axis = PLANE_AXIS[normalize_plane(plane)]
-    wanted = None if ids is None else [int(i) for i in ids]
-    area = _area(labels, axis, wanted)
-    if wanted is not None and not area.any():
-        area = _area(labels, axis, None)
+    area = _found_area(labels, PLANE_AXIS[normalize_plane(plane)], ids)
     found = np.flatnonzero(area)
     if not found.size:
         return []
