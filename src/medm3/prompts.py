@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from medm3.utils.names import normalize_name
+
 #: First line of the model-card block.
 MODEL_CARDS_HEADER = "Here is a list of available expert models:\n"
 #: Last line of the model-card block.
@@ -147,9 +149,7 @@ def classification_text(findings: Mapping[str, bool]) -> str:
             order). Names are lower-cased and ``_`` becomes a space, as in the
             reference (``Pleural_Thickening`` -> ``pleural thickening``).
     """
-    lines = [
-        f"{key.lower().replace('_', ' ')}: {'yes' if findings[key] else 'no'}" for key in findings
-    ]
+    lines = [f"{normalize_name(key)}: {'yes' if findings[key] else 'no'}" for key in findings]
     return "\n".join([CLASSIFICATION_HEADER, *lines])
 
 
@@ -426,7 +426,7 @@ def cxr_expert_lines(probabilities: Mapping[str, float], threshold: float = 0.5)
         threshold: Strict threshold for ``yes``.
     """
     return "".join(
-        f" {name.lower().replace('_', ' ')}: {'yes' if float(p) > threshold else 'no'}\n"
+        f" {normalize_name(name)}: {'yes' if float(p) > threshold else 'no'}\n"
         for name, p in probabilities.items()
     )
 

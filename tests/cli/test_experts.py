@@ -257,3 +257,11 @@ def test_parse_images() -> None:
         _parse_images(("t1=a", "b.nii"), inputs)
     with pytest.raises(InputError, match="unknown input name 'x'"):
         _parse_images(("x=a",), inputs)
+
+
+def test_run_options_cover_the_shared_run_keywords() -> None:
+    from dataclasses import fields
+
+    from medm3.cli.experts_run import RUN_OPTION_KEYS, RunOptions
+
+    assert sorted(f.name for f in fields(RunOptions)) == sorted(RUN_OPTION_KEYS)

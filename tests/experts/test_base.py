@@ -200,3 +200,15 @@ def test_default_cache_context() -> None:
 def test_expert_result_defaults() -> None:
     result = ExpertResult(expert="x", args="", text="t")
     assert result.overlays == [] and result.label_map is None and result.info == {}
+
+
+def test_every_argument_parser_uses_the_one_name_normaliser() -> None:
+    from medm3.experts.measure import MeasureExpert
+    from medm3.experts.vista3d import Vista3DExpert
+    from medm3.utils.names import normalize_name
+
+    assert FakeSegExpert().parse_args(" 'Bright' ") == "bright"  # the default parser
+    assert MeasureExpert().parse_args("'Kidney_Right'; liver") == "kidney right, liver"
+    assert Vista3DExpert().parse_args("Hepatic_Tumor") == "hepatic tumor"
+    assert Vista3DExpert().parse_args("'left-kidney'") == "left kidney"
+    assert normalize_name("Pleural_Thickening") == "pleural thickening"  # the CXR text form

@@ -15,7 +15,6 @@ from medm3.experts.brats import (
     CHANNEL_ORDER,
     LABEL_NAMES,
     BratsExpert,
-    largest_area_slice,
     regions_to_labels,
     tumour_volumes,
 )
@@ -137,7 +136,8 @@ def test_label_map_from_hand_set_logits(expert: BratsExpert, spied) -> None:
     # overlay: axial slice with the largest tumour area
     (overlay,) = result.overlays
     # whole-tumour area ties on z 8..35; the tie goes to the most core, then most ET
-    assert overlay.plane == "axial" and overlay.slice_index == 20
+    # (z 20..25), then to the slice nearest the middle of the tumour (z 8..35: 21.5)
+    assert overlay.plane == "axial" and overlay.slice_index == 21
     assert overlay.image.mode == "RGB" and "T1CE" in overlay.caption
     assert result.info["channel_order"] == list(CHANNEL_ORDER)
 
@@ -153,14 +153,17 @@ def test_regions_to_labels_precedence() -> None:
     assert [v["volume_ml"] for v in vols] == [4.0, 6.0, 2.0]  # TC, WT, ET
 
 
-def test_largest_area_slice() -> None:
+def test_default_slice_breaks_area_ties_by_core_then_enhancing() -> None:
+    from medm3.experts.brats import TIEBREAK
+    from medm3.experts.views import overlay_slice
+
     labels = np.zeros((4, 4, 5), np.uint8)
-    assert largest_area_slice(labels, 2) is None
+    assert overlay_slice(labels, "axial", tiebreak=TIEBREAK) == 2  # no tumour: middle
     labels[:2, :2, 1] = 2  # area 4, edema only
     labels[:2, :2, 3] = [[2, 1], [4, 2]]  # area 4, with core and ET
     labels[:1, :3, 4] = 2  # area 3
-    assert largest_area_slice(labels, 2) == 3
-    assert largest_area_slice(labels, 0) == 0
+    assert overlay_slice(labels, "axial", tiebreak=TIEBREAK) == 3
+    assert overlay_slice(labels, "sagittal", tiebreak=TIEBREAK) == 0
 
 
 def test_tiny_network_end_to_end(expert: BratsExpert) -> None:
@@ -288,3 +291,31 @@ def test_bad_overlay_option(expert: BratsExpert, spied) -> None:
     spied(stub=True)
     with pytest.raises(ExpertError, match="overlay_on"):
         expert.run(synthetic_inputs(), context=RunContext(options={"overlay_on": "dwi"}))
+
+
+def test_saved_overlay_and_montage_show_ids_like_the_other_experts(
+    expert: BratsExpert, spied, tmp_path: Path
+) -> None:
+    from medm3.experts.output import save_result, with_legend
+
+    spied(stub=True)
+    inputs = synthetic_inputs()
+    result = expert.run(inputs)
+    (overlay,) = result.overlays
+    assert "T1CE" in overlay.caption  # the sequence the agent shows the model
+    assert not overlay.image.info["medm3"]["legend"]  # drawn as the VLM would see it
+    legend = with_legend(overlay.image, result.label_names).info["medm3"]["legend"]
+    assert [e["name"] for e in legend] == [f"{i}: {LABEL_NAMES[i]}" for i in (1, 2, 4)]
+    files = save_result(result, tmp_path, source_image=inputs["t1ce"], montage=True)
+    assert Path(files["montage"]).name == "brats_montage.png"
+    assert result.info["amp"] is None  # fp32 on the CPU; CUDA gives the dtype name, as VISTA3D
+    meta = result.label_map.metadata  # the same label-map keys as VISTA3D's
+    assert (meta["content"], meta["expert"], meta["image"]) == ("label_map", "brats", "t1ce.nii.gz")
+
+
+def test_amp_is_the_autocast_dtype_name() -> None:
+    import torch
+
+    from medm3.experts import bundle
+
+    assert bundle.amp_name(torch.bfloat16) == "bfloat16" and bundle.amp_name(None) is None

@@ -299,3 +299,18 @@ def test_reference_mode_matches_the_reference_demo_loop(
     np.testing.assert_allclose(list(got.values()), list(want.values()), atol=1e-5)
     spread = np.ptp(list(got.values()))
     assert spread > 0.01  # the random test models are not saturated
+
+
+def test_precomputed_cxr_gives_what_the_data_builders_fixed_expert_gives() -> None:
+    """`PrecomputedCXR` replaces only the inference step, like data's `FixedCXR` (one copy)."""
+    from medm3.data.reference_experts import FixedCXR
+    from medm3.experts.cxr import PrecomputedCXR
+    from tests.doubles import xray
+
+    probabilities = {"Effusion": 0.8, "Atelectasis": 0.2, "Pneumothorax": 0.51}
+    ours = PrecomputedCXR(probabilities).run(xray(), use_cache=False)
+    theirs = FixedCXR(probabilities).run(xray(), use_cache=False)
+    assert ours.text == theirs.text and "effusion: yes" in ours.text
+    assert list(ours.probabilities.items()) == list(theirs.probabilities.items())
+    assert ours.findings == theirs.findings and ours.info == theirs.info
+    assert PrecomputedCXR(probabilities).predict_batch([xray(), xray()]) == [probabilities] * 2

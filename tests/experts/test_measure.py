@@ -14,13 +14,8 @@ from hypothesis.extra import numpy as hnp
 
 from medm3 import prompts
 from medm3.experts.base import ExpertError, ExpertResult, RunContext
-from medm3.experts.measure import (
-    CONNECTIVITY,
-    MeasureExpert,
-    feret_diameter,
-    max_axial_diameter,
-    measure_structures,
-)
+from medm3.experts.measure import CONNECTIVITY, MeasureExpert, measure_structures
+from medm3.experts.measure_geometry import feret_diameter, max_axial_diameter
 from medm3.imaging.image import MedicalImage
 from medm3.imaging.io import load_image
 from medm3.imaging.labels import load_label_map

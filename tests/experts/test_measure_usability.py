@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from medm3.experts.base import ExpertError, RunContext
-from medm3.experts.measure import MeasureExpert, select_structures, touched_faces
+from medm3.experts.measure import MeasureExpert, select_structures
+from medm3.experts.measure_geometry import touched_faces
 from tests.doubles import volume
 
 NAMES = {1: "kidney_right", 2: "kidney_left", 3: "kidney_cyst_left", 5: "liver"}

@@ -21,15 +21,17 @@ def test_save_segmentation_result(tmp_path: Path) -> None:
     image = volume(shape=(8, 8, 4), spacing=(0.8, 0.8, 2.5))
     image.affine[:3, 3] = (-10.0, 5.0, 20.0)
     result = FakeSegExpert().run(image, "everything", use_cache=False)
-    files = save_result(result, tmp_path / "out", source_image=image)
+    files = save_result(result, tmp_path / "out", source_image=image, montage=True)
     assert files == {
         "overlay:fakeseg_axial_0": str(tmp_path / "out" / "fakeseg_axial_0.png"),
+        "montage": str(tmp_path / "out" / "fakeseg_montage.png"),
         "label_map": str(tmp_path / "out" / "fakeseg_labels.nii.gz"),
         "result": str(tmp_path / "out" / "result.json"),
     }
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "fakeseg_axial_0.png",
         "fakeseg_labels.nii.gz",
+        "fakeseg_montage.png",
         "result.json",
     ]
     labels = load_image(files["label_map"])
@@ -39,13 +41,16 @@ def test_save_segmentation_result(tmp_path: Path) -> None:
     doc = json.loads(Path(files["result"]).read_text())
     assert doc["files"] == {
         "overlay:fakeseg_axial_0": "fakeseg_axial_0.png",
+        "montage": "fakeseg_montage.png",
         "label_map": "fakeseg_labels.nii.gz",
         "result": "result.json",
     }
     assert doc["measurements"] == [{"label": 1, "value": 1.5}]  # numpy scalar -> float
     with Image.open(files["overlay:fakeseg_axial_0"]) as png:
         assert png.size == (6, 4)
-    assert result_files(result) == doc["files"]
+    assert result_files(result, image, montage=True) == doc["files"]
+    assert "montage" not in result_files(result, montage=True)  # no image to draw on
+    assert "montage" not in result_files(result, image)  # only when asked for
 
 
 def test_save_2d_label_map_and_no_label_map(tmp_path: Path) -> None:

@@ -90,3 +90,11 @@ def test_get_expert_shares_instances() -> None:
     assert registry.get_expert("MEASURE") is first
     assert registry.get_expert("measure", device="cpu") is not first
     assert isinstance(first, MeasureExpert)
+
+
+def test_registry_listing_keeps_the_builtin_order_then_sorts_the_rest() -> None:
+    listing: Registry[Any] = Registry("thing", None, {"zeta": "m:z", "alpha": "m:a"})
+    listing.register("omega", object())
+    listing.register("beta", "m:b")
+    assert listing.names() == ["alpha", "beta", "omega", "zeta"]
+    assert listing.listed_names() == ["zeta", "alpha", "beta", "omega"]

@@ -22,6 +22,7 @@ from medm3.experts.vista3d import (
     load_state_dict,
     read_bundle,
 )
+from medm3.experts.vista3d_result import segmentation_result
 from medm3.imaging.image import MedicalImage
 
 from .vista3d_fixtures import (
@@ -97,7 +98,7 @@ def test_bad_arg_did_you_mean(raw: str, suggestion: str) -> None:
     with pytest.raises(ExpertError) as info:
         Vista3DExpert().parse_args(f"spleen, {raw}")
     message = str(info.value)
-    assert "did you mean" in message and suggestion in message
+    assert "Did you mean" in message and suggestion in message  # utils.suggest's wording
     assert "'everything'" in message  # lists the valid args
 
 
@@ -295,20 +296,22 @@ def test_real_ct_run(expert: Vista3DExpert, ct_path: Path) -> None:
     assert overlay.image.mode == "RGB" and min(overlay.image.size) >= 256
     info = result.info
     assert info["device"] == "cpu" and info["patch_size"] == list(TINY_ROI)
+    assert info["amp"] is None  # no autocast on the CPU (same type as BraTS: dtype name or None)
     assert info["weights_version"] == expert.weights_id()
     assert info["label_prompt"] == [1, 3]
     assert info["preprocessed_shape"] == [243, 199, 59]
     assert {"preprocess", "inference", "postprocess", "render"} <= set(result.timings)
 
 
-def test_requested_slice_and_plane(fake_expert: tuple[Vista3DExpert, IntensityNetwork]) -> None:
-    exp, _ = fake_expert
+def test_requested_slice_and_plane() -> None:
     image, expected = box_phantom()
-    result = exp._result(image, expected, "liver", RunContext(plane="coronal", slice_index=40), {})
+    result = segmentation_result(
+        image, expected, "liver", RunContext(plane="coronal", slice_index=40)
+    )
     assert result.overlays[0].name == "overlay_coronal_40"
     assert result.info["slice_choice"] == "requested"
     with pytest.raises(ExpertError, match="out of range"):
-        exp._result(image, expected, "liver", RunContext(slice_index=99), {})
+        segmentation_result(image, expected, "liver", RunContext(slice_index=99))
 
 
 # ---------------------------------------------------------------- deterministic checks
@@ -332,14 +335,15 @@ def test_label_mapping_and_inversion_exact(
     assert result.overlays[0].slice_index == int(np.argmax(areas))
 
 
-def test_tumour_slice_first(fake_expert: tuple[Vista3DExpert, IntensityNetwork]) -> None:
-    exp, _ = fake_expert
+def test_tumour_slice_first() -> None:
     image, expected = box_phantom()
     labels = expected.copy()
     labels[25:27, 31:33, 14] = 26  # a small "hepatic tumor" on slice 14
-    result = exp._result(image, labels, "hepatic tumor", RunContext(), {})
+    result = segmentation_result(image, labels, "hepatic tumor", RunContext())
     assert result.overlays[0].slice_index == 14
     assert "hepatic tumor" in result.text
+    assert result.label_map.metadata["content"] == "label_map"
+    assert result.label_map.metadata["expert"] == "vista3d"
 
 
 def test_point_prompt_mapping(fake_expert: tuple[Vista3DExpert, IntensityNetwork]) -> None:
@@ -377,7 +381,7 @@ def test_point_prompt_special_class(fake_expert: tuple[Vista3DExpert, IntensityN
         ({"points": [[100, 2, 3]]}, "liver", "outside the volume"),
         ({"points": [[1, 2]]}, "liver", "voxel indices"),
         ({"points": [[1, 2, 3]], "point_labels": [2]}, "liver", "point_labels"),
-        ({"points": [[1, 2, 3]], "point_class": "livr"}, "organs", "did you mean 'liver'"),
+        ({"points": [[1, 2, 3]], "point_class": "livr"}, "organs", "Did you mean 'liver'"),
     ],
 )
 def test_point_prompt_errors(

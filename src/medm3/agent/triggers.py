@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from medm3 import prompts
+from medm3.utils.names import normalize_name
 
 #: A well-formed trigger: ``<NAME(args)>``; args may not contain ``<``, ``>`` or ``)``.
 TRIGGER_RE = re.compile(r"<([A-Za-z][A-Za-z0-9_]{0,31})\(([^<>()]{0,200})\)>")
@@ -90,7 +91,7 @@ def _parse(text: str, experts: Iterable[str] | None) -> TriggerParse:
             error=f"the expert call starting '<{name}(' is malformed; "
             f"write it as <NAME(args)>, e.g. {prompts.format_trigger(name.upper(), '')}"
         )
-    distinct = {(n.upper(), a.strip().lower()) for _, n, a in found}
+    distinct = {(n.upper(), normalize_name(a)) for _, n, a in found}
     if len(distinct) > 1:
         calls = ", ".join(f[0] for f in found)
         return TriggerParse(error=f"call one expert at a time (found {calls})")

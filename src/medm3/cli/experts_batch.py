@@ -5,13 +5,19 @@ Kept apart from :mod:`medm3.cli.experts` (the single-run path) so both stay smal
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from medm3.cli.experts_run import RunOptions, check_run_options
 from medm3.errors import InputError, MedM3Error
+
+if TYPE_CHECKING:  # pragma: no cover
+    from medm3.experts.base import Expert
+    from medm3.experts.batch import BatchSettings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -65,78 +71,40 @@ def is_batch_run(name: str, images: tuple[str, ...], options: Mapping[str, Any])
 
 
 def run_batch_command(
-    name: str,
-    images: tuple[str, ...],
-    options: dict[str, Any],
-    *,
-    arg: str,
-    out_dir: Path | None,
-    as_json: bool,
-    mask_path: Path | None,
-    labels_path: Path | None,
-    modality: str | None,
-    device: str,
-    weights_path: Path | None,
-    slice_index: int | None,
-    plane: str,
-    no_cache: bool,
+    name: str, images: tuple[str, ...], options: dict[str, Any], opts: RunOptions
 ) -> None:
     """Check everything cheap, then run the batch and print one summary line (or JSON).
+
+    Args:
+        name: The expert.
+        images: Inputs given on the command line (besides --list / --folder).
+        options: The batch and executor options (:data:`BATCH_KEYS`, ``--executor`` ...).
+        opts: The options shared with single runs.
 
     Raises:
         InputError: Bad options or inputs (before anything runs).
         MedM3Error: Some inputs failed (after the run; they are in the table).
     """
-    import json
-    import re
-
     from medm3.executors import make_executor
     from medm3.executors.cli import spec_from_options
-    from medm3.experts.batch import BatchSettings, collect_inputs, run_batch
-    from medm3.experts.catalogue import resolve_weights
-    from medm3.experts.registry import get_expert, get_expert_class
-    from medm3.imaging.labels import load_label_map
-    from medm3.imaging.slicing import normalize_plane
+    from medm3.experts.batch import collect_inputs, run_batch
 
     spec = spec_from_options(options)
-    if out_dir is None:
-        raise InputError("a batch run needs -o/--output FOLDER")
-    if mask_path is not None:
-        raise InputError("a batch run takes masks from a 'mask' column of --list, not --mask")
-    cls = get_expert_class(name)
-    plane = normalize_plane(plane)
-    if labels_path is not None:
-        load_label_map(labels_path)
-    device = device.strip().lower()
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
-        raise InputError(f"invalid device {device!r}: use auto, cpu, cuda or cuda:N")
-    if cls.weights_name is not None:
-        resolve_weights(cls.weights_name, weights_path)
-    get_expert(cls.name, weights=weights_path).parse_args(arg)  # a bad arg fails now
+    cls, settings = _batch_settings(name, opts)
     items = collect_inputs(
         images, cls.inputs, list_file=options.get("list_file"), folder=options.get("folder")
     )
-    settings = BatchSettings(
-        expert=cls.name,
-        arg=arg,
-        modality=modality,
-        device=device,
-        weights=str(weights_path) if weights_path is not None else None,
-        labels=str(labels_path) if labels_path is not None else None,
-        plane=plane,
-        slice_index=slice_index,
-        use_cache=not no_cache,
-    )
+    assert opts.out_dir is not None
     with make_executor(spec) as executor:
         summary = run_batch(
             settings,
             items,
-            out_dir,
+            opts.out_dir,
             executor=executor,
             retry_failed=bool(options.get("retry_failed")),
             progress=options.get("progress"),
         )
-    if as_json:
+    if opts.as_json:
         payload = {
             "output": str(summary.out_dir),
             "total": summary.total,
@@ -152,3 +120,34 @@ def run_batch_command(
             f"{summary.failed} of {summary.total} inputs failed; their errors are in "
             f"{summary.out_dir / 'results.csv'}"
         )
+
+
+def _batch_settings(name: str, opts: RunOptions) -> tuple[type[Expert], BatchSettings]:
+    """The cheap checks of a batch run (nothing read yet) and its settings."""
+    from medm3.experts.batch import BatchSettings
+    from medm3.experts.catalogue import resolve_weights
+    from medm3.experts.registry import get_expert
+    from medm3.imaging.labels import load_label_map
+
+    if opts.out_dir is None:
+        raise InputError("a batch run needs -o/--output FOLDER")
+    if opts.mask_path is not None:
+        raise InputError("a batch run takes masks from a 'mask' column of --list, not --mask")
+    cls = check_run_options(name, opts)
+    if opts.labels_path is not None:
+        load_label_map(opts.labels_path)
+    if cls.weights_name is not None:
+        resolve_weights(cls.weights_name, opts.weights_path)
+    get_expert(cls.name, weights=opts.weights_path).parse_args(opts.arg)  # a bad arg fails now
+    settings = BatchSettings(
+        expert=cls.name,
+        arg=opts.arg,
+        modality=opts.modality,
+        device=opts.device,
+        weights=str(opts.weights_path) if opts.weights_path is not None else None,
+        labels=str(opts.labels_path) if opts.labels_path is not None else None,
+        plane=opts.plane,
+        slice_index=opts.slice_index,
+        use_cache=not opts.no_cache,
+    )
+    return cls, settings

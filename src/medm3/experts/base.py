@@ -29,6 +29,8 @@ from medm3.experts.result import ExpertError as ExpertError
 from medm3.experts.result import ExpertResult as ExpertResult
 from medm3.experts.result import Overlay as Overlay
 from medm3.experts.result import RunContext as RunContext
+from medm3.experts.result import label_map_metadata as label_map_metadata
+from medm3.utils.names import normalize_name, strip_arg
 
 if TYPE_CHECKING:  # pragma: no cover
     from medm3.experts.cache import ResultCache
@@ -142,20 +144,22 @@ class Expert(ABC):
     def parse_args(self, args: str | None) -> str:
         """Validate and normalise an argument string.
 
-        The default accepts ``valid_args`` (case-insensitive, surrounding quotes
-        and spaces ignored) and, for experts without arguments, only an empty
-        string (``None`` and ``"none"`` count as empty).
+        The default accepts ``valid_args`` as :func:`medm3.utils.names.normalize_name`
+        matches them (case, ``_``/``-``, surrounding quotes and spaces ignored)
+        and, for experts without arguments, only an empty string (``None`` and
+        ``"none"`` count as empty).
 
         Raises:
             ExpertError: The argument is not valid; the message lists the valid ones.
         """
-        text = (args or "").strip().strip("'\"").strip()
-        if text.lower() in ("", "none", "args"):
+        text = strip_arg(args)
+        key = normalize_name(text)
+        if key in ("", "none", "args"):
             if self.valid_args and not self.open_args:
                 return self.valid_args[0]
             return ""
         for valid in self.valid_args:
-            if text.lower() == valid.lower():
+            if key == normalize_name(valid):
                 return valid
         if not self.valid_args:
             raise ExpertError(f"expert {self.trigger} takes no arguments, got {text!r}")

@@ -341,7 +341,7 @@ class ExpertBatchWorker:
         tmp = self.out_dir / f".{item_id}.partial"
         shutil.rmtree(tmp, ignore_errors=True)
         try:
-            save_result(result, tmp, source_image=source)
+            save_result(result, tmp, source_image=source, montage=True)
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)

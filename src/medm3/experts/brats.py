@@ -39,7 +39,14 @@ import numpy as np
 
 from medm3 import prompts
 from medm3.experts import bundle
-from medm3.experts.base import Expert, ExpertError, ExpertResult, Overlay, RunContext
+from medm3.experts.base import (
+    Expert,
+    ExpertError,
+    ExpertResult,
+    Overlay,
+    RunContext,
+    label_map_metadata,
+)
 from medm3.imaging.label_tables.expert_labels import BRATS_LABELS as LABEL_NAMES  # re-exported
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -77,8 +84,12 @@ REGIONS: tuple[tuple[str, str, tuple[int, ...]], ...] = (
     ("ET", "enhancing tumor", (4,)),
 )
 
-#: Inputs the overlay may be drawn on (``context.options["overlay_on"]``).
-OVERLAY_INPUTS: tuple[str, ...] = ("flair", "t1ce", "t1", "t2")
+#: Inputs the overlay may be drawn on (``context.options["overlay_on"]``); the first is
+#: the default: T1ce, the sequence the reference (and the agent) draws BraTS labels on.
+OVERLAY_INPUTS: tuple[str, ...] = ("t1ce", "flair", "t1", "t2")
+#: Tie-break of the default overlay slice among equal tumour areas: more tumour core,
+#: then more enhancing tumour (see :func:`medm3.experts.views.overlay_slice`).
+TIEBREAK: tuple[tuple[int, ...], ...] = ((1, 4), (4,))
 
 
 def regions_to_labels(regions: np.ndarray) -> np.ndarray:
@@ -193,35 +204,13 @@ def build_network(config: Mapping[str, Any], folder: Path | None = None) -> torc
     return bundle.build_network(Path(folder or "."), config, _default_network)
 
 
-def largest_area_slice(labels: np.ndarray, axis: int) -> int | None:
-    """Index along ``axis`` of the slice with the largest tumour area.
-
-    Ties (e.g. a slab of equal whole-tumour area) go to the slice with more
-    tumour core, then more enhancing tumour, then the lowest index.
-
-    Args:
-        labels: BraTS label map.
-        axis: Normal axis of the plane (2 for axial).
-
-    Returns:
-        The slice index, or None when there is no tumour.
-    """
-    other = tuple(a for a in range(labels.ndim) if a != axis)
-    whole = np.count_nonzero(labels, axis=other)
-    if not whole.any():
-        return None
-    core = np.count_nonzero(np.isin(labels, (1, 4)), axis=other)
-    enhancing = np.count_nonzero(labels == 4, axis=other)
-    order = np.lexsort((-np.arange(whole.size), enhancing, core, whole))
-    return int(order[-1])
-
-
 class BratsExpert(Expert):
     """Brain-tumour segmentation (TC / WT / ET) from T1ce, T1, T2 and FLAIR MRI.
 
     Inputs must be given by name (``{"t1ce": ..., "t1": ..., "t2": ...,
     "flair": ...}``). ``context.options["overlay_on"]`` picks the sequence the
-    overlay is drawn on (default ``"flair"``). See the module docstring for
+    overlay is drawn on (default ``"t1ce"``, as the reference and the agent draw it;
+    saved with a legend of ``id: name``). See the module docstring for
     the exact pipeline.
 
     Args:
@@ -254,6 +243,7 @@ class BratsExpert(Expert):
         self._roi: tuple[int, ...] = DEFAULT_ROI
         self._overlap = DEFAULT_OVERLAP
         self._sw_batch = 1
+        self._amp: Any = None  # the autocast dtype of the last run (None: fp32)
         self._bundle = bundle.BundleRef("brats", weights)
 
     # ---------------------------------------------------------------- setup
@@ -327,7 +317,7 @@ class BratsExpert(Expert):
         norm = NormalizeIntensity(nonzero=True, channel_wise=True, dtype=np.float32)
         x = torch.as_tensor(np.asarray(norm(stacked), dtype=np.float32))[None]
         x = x.to(self._device)
-        dtype = autocast_dtype(self._device)
+        dtype = self._amp = autocast_dtype(self._device)
         with torch.inference_mode():
             if dtype is not None:
                 with torch.autocast(device_type=self._device.type, dtype=dtype):
@@ -363,10 +353,10 @@ class BratsExpert(Expert):
         t0 = time.perf_counter()
         labels = self.segment(inputs)
         t1 = time.perf_counter()
-        ref = inputs["flair"]
+        ref = inputs[CHANNEL_ORDER[0]]  # T1ce: the image the overlay and SEG refer to
         label_image = ref.with_array(
             labels,
-            metadata={"kind": "label_map", "expert": self.name, "image": ref.source},
+            metadata=label_map_metadata(self.name, ref),
         )
         present = sorted(int(v) for v in np.unique(labels) if v > 0)
         colours = self._colours(present)
@@ -387,7 +377,7 @@ class BratsExpert(Expert):
                 "channel_order": list(CHANNEL_ORDER),
                 "roi_size": list(self._roi),
                 "overlap": self._overlap,
-                "amp": str(self._device).startswith("cuda"),
+                "amp": bundle.amp_name(self._amp),
                 "labels_present": present,
             },
         )
@@ -401,25 +391,18 @@ class BratsExpert(Expert):
     def _overlay(
         self, inputs: Mapping[str, MedicalImage], label_image: MedicalImage, context: RunContext
     ) -> Overlay:
+        from medm3.experts.views import overlay_slice
         from medm3.imaging.render import render_slice
-        from medm3.imaging.slicing import PLANE_AXIS, normalize_plane
+        from medm3.imaging.slicing import normalize_plane
 
-        on = str(context.options.get("overlay_on", "flair")).lower()
+        on = str(context.options.get("overlay_on", OVERLAY_INPUTS[0])).lower()
         if on not in OVERLAY_INPUTS:
             raise ExpertError(f"overlay_on must be one of {', '.join(OVERLAY_INPUTS)}, not {on!r}")
         plane = normalize_plane(context.plane or "axial")
         index = context.slice_index
-        if index is None:
-            index = largest_area_slice(label_image.array, PLANE_AXIS[plane])
-        if index is None:  # no tumour: middle slice
-            index = label_image.spatial_shape[PLANE_AXIS[plane]] // 2
-        image = render_slice(
-            inputs[on],
-            plane=plane,
-            index=index,
-            mask=label_image,
-            label_names=LABEL_NAMES,
-        )
+        if index is None:  # largest tumour area; ties: more core, then more enhancing
+            index = overlay_slice(label_image.array, plane, tiebreak=TIEBREAK)
+        image = render_slice(inputs[on], plane=plane, index=index, mask=label_image, legend=False)
         return Overlay(
             name=f"overlay_{plane}_{index}",
             image=image,

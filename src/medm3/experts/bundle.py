@@ -297,6 +297,19 @@ def load_network(
     return network.float().eval()
 
 
+def amp_name(dtype: Any) -> str | None:
+    """``info["amp"]`` of an expert result: the autocast dtype's name, None without AMP.
+
+    Args:
+        dtype: ``torch.bfloat16`` / ``torch.float16`` (what
+            :func:`medm3.utils.device.autocast_dtype` chose) or None.
+
+    Returns:
+        ``"bfloat16"``, ``"float16"`` or None.
+    """
+    return None if dtype is None else str(dtype).replace("torch.", "")
+
+
 class BundleRef:
     """The bundle folder and weights identity of one expert instance, resolved once.
 

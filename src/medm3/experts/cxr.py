@@ -389,13 +389,15 @@ class CXRExpert(Expert):
         Raises:
             ExpertError: A 3D or empty image, or an unknown ensemble.
         """
-        import torch
-
         mode = self._check_ensemble(ensemble if ensemble is not None else self.ensemble)
         size = max(1, int(batch_size or self.batch_size))
-        crops = [normalise(image) for image in images]
-        if not crops:
-            return []
+        return self._predict(list(images), mode, size) if images else []
+
+    def _predict(self, images: list[MedicalImage], mode: str, size: int) -> list[dict[str, float]]:
+        """The inference step of :meth:`predict_batch` (checked ensemble mode and batch size)."""
+        import torch
+
+        crops = [normalise(image) for image in images]  # bad input fails before weights load
         self.setup()
         outputs = {name: np.zeros((len(crops), len(LABELS))) for name in self._models}
         resolutions = {name: _resolution(m) for name, m in self._models.items()}
@@ -439,6 +441,35 @@ class CXRExpert(Expert):
                 "threshold": THRESHOLD,
             },
         )
+
+
+class PrecomputedCXR(CXRExpert):
+    """The CXR expert returning given ensemble probabilities for every image.
+
+    For training data whose probabilities were computed elsewhere: only the
+    inference step is replaced, so the result text, findings and info come
+    from :class:`CXRExpert` itself. No weights are loaded; nothing is cached.
+
+    Args:
+        probabilities: Label -> probability (the expert's labels, in the order given).
+    """
+
+    cache_results = False
+
+    def __init__(self, probabilities: Mapping[str, float]) -> None:
+        super().__init__(device="cpu")
+        self._fixed = {str(k): float(v) for k, v in probabilities.items()}
+
+    def _setup(self) -> None:
+        """Nothing to load."""
+
+    def weights_id(self) -> str:
+        """Identifier recorded instead of a weights version."""
+        return "precomputed"
+
+    def _predict(self, images: list[MedicalImage], mode: str, size: int) -> list[dict[str, float]]:
+        """The given probabilities, once per image."""
+        return [dict(self._fixed) for _ in images]
 
 
 def _resolution(model: Any) -> int:

@@ -30,7 +30,13 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from medm3.errors import InputError, MissingDependencyError
+from medm3.errors import InputError
+from medm3.experts.dicom_export import (
+    algorithm_version,
+    derived_series_number,
+    long_string,
+    require_highdicom,
+)
 
 #: Added to the source SeriesNumber to number the SR series.
 SERIES_NUMBER_OFFSET = 1001
@@ -75,11 +81,6 @@ def segment_numbers(seg: Any) -> dict[int, int]:
     return out
 
 
-def _lo(value: str) -> str:
-    clean = re.sub(r"[\\\x00-\x1f\x7f]", " ", str(value)).strip()
-    return clean[:64] or "unnamed"
-
-
 def build_measurement_report(
     measurements: Sequence[Mapping[str, Any]],
     seg: Any,
@@ -115,57 +116,50 @@ def build_measurement_report(
             nothing at all to report.
         MissingDependencyError: highdicom is not installed.
     """
-    try:
-        import highdicom as hd
-    except ImportError:
-        raise MissingDependencyError("highdicom", "experts", "DICOM SR export") from None
-    from medm3 import __version__
-
+    hd = require_highdicom("DICOM SR export")
     c = _codes()
-    version = _lo(
-        f"medm3 {__version__}" + (f", weights {expert_version}" if expert_version else "")
+    algorithm = hd.sr.AlgorithmIdentification(
+        name=long_string(f"medm3 {expert}"), version=long_string(algorithm_version(expert_version))
     )
-    algorithm = hd.sr.AlgorithmIdentification(name=_lo(f"medm3 {expert}"), version=version)
     groups = _roi_groups(hd, c, measurements, seg, expert, algorithm)
     if not groups and not answer:
         raise InputError("nothing to report: no measured structure and no answer")
-    device = hd.sr.DeviceObserverIdentifyingAttributes(
-        uid=hd.UID(),
-        name=_lo(vlm or f"medm3 {expert}"),
-        manufacturer_name="medm3",
-        model_name=_lo(vlm or f"medm3 {expert}"),
-    )
-    context = hd.sr.ObservationContext(
-        observer_device_context=hd.sr.ObserverContext(
-            observer_type=hd.sr.CodedConcept.from_code(_device_code()),
-            observer_identifying_attributes=device,
-        )
-    )
     report = hd.sr.MeasurementReport(
-        observation_context=context,
+        observation_context=_observer(hd, vlm or f"medm3 {expert}"),
         procedure_reported=c["procedure"],
         imaging_measurements=groups or None,
     )
     if question or answer:
         _add_text(hd, report, c, question, answer)
-    src = source_datasets[0]
-    try:
-        series_number = int(src.get("SeriesNumber")) + SERIES_NUMBER_OFFSET
-    except (TypeError, ValueError):
-        series_number = SERIES_NUMBER_OFFSET
     return hd.sr.Comprehensive3DSR(
         evidence=[*source_datasets, seg],
         content=report[0],
-        series_number=min(series_number, 2**31 - 1),
+        series_number=derived_series_number(source_datasets[0], SERIES_NUMBER_OFFSET),
         series_instance_uid=hd.UID(),
         sop_instance_uid=hd.UID(),
         instance_number=1,
         manufacturer="medm3",
-        series_description=_lo(f"medm3 {expert} report"),
+        series_description=long_string(f"medm3 {expert} report"),
         institution_name=None,
         is_complete=True,
         is_final=False,
         is_verified=False,
+    )
+
+
+def _observer(hd: Any, name: str) -> Any:
+    """Observation context: a device observer named ``name`` (the VLM or the expert)."""
+    device = hd.sr.DeviceObserverIdentifyingAttributes(
+        uid=hd.UID(),
+        name=long_string(name),
+        manufacturer_name="medm3",
+        model_name=long_string(name),
+    )
+    return hd.sr.ObservationContext(
+        observer_device_context=hd.sr.ObserverContext(
+            observer_type=hd.sr.CodedConcept.from_code(_device_code()),
+            observer_identifying_attributes=device,
+        )
     )
 
 
@@ -210,7 +204,7 @@ def _roi_groups(
         groups.append(
             hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
                 tracking_identifier=hd.sr.TrackingIdentifier(
-                    uid=hd.UID(), identifier=_lo(f"{expert} {row.get('name', label)}")
+                    uid=hd.UID(), identifier=long_string(f"{expert} {row.get('name', label)}")
                 ),
                 referenced_segment=hd.sr.ReferencedSegment(
                     sop_class_uid=str(seg.SOPClassUID),

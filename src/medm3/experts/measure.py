@@ -43,7 +43,6 @@ A requested structure that is known but has no voxels gets ``voxels = 0``
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -53,6 +52,8 @@ import numpy as np
 from medm3 import prompts
 from medm3.errors import InputError
 from medm3.experts.base import Expert, ExpertError, ExpertResult, Overlay, RunContext
+from medm3.experts.measure_geometry import component_sizes, require_scipy, touched_faces
+from medm3.utils.names import name_key, normalize_name, strip_arg
 from medm3.utils.suggest import did_you_mean
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -64,20 +65,9 @@ CONNECTIVITY = 26
 MAX_COMPONENTS_LISTED = 10
 #: Overlays written per call (one per requested structure).
 MAX_OVERLAYS = 8
-#: RAS+ array axis -> (name of the face at index 0, name of the face at the end).
-_FACES = (("L", "R"), ("P", "A"), ("I", "S"))
 #: Argument meaning "every labelled structure".
 ALL = "all"
 _ALL_ALIASES = ("", "none", "args", "all", "everything")
-
-
-def _norm_name(name: str) -> str:
-    return " ".join(str(name).replace("_", " ").lower().split())
-
-
-def _name_key(name: str) -> str:
-    """Order-free key: "right kidney", "Kidney_Right" and "kidney right" are equal."""
-    return " ".join(sorted(_norm_name(name).split()))
 
 
 class MeasureExpert(Expert):
@@ -111,15 +101,16 @@ class MeasureExpert(Expert):
     def parse_args(self, args: str | None) -> str:
         """Normalise ``all`` or a comma-separated list of structure names.
 
-        Names are lower-cased, white space is collapsed and duplicates dropped;
+        Names are normalised (:func:`medm3.utils.names.normalize_name`: lower
+        case, ``_``/``-`` as spaces, white space collapsed) and duplicates dropped;
         whether they exist is checked against the label map at run time.
         """
-        text = (args or "").strip().strip("'\"").strip()
-        if text.lower() in _ALL_ALIASES:
+        text = strip_arg(args)
+        if normalize_name(text) in _ALL_ALIASES:
             return ALL
         names: list[str] = []
         for part in re.split(r"[,;]", text):
-            name = " ".join(part.strip().strip("'\"").lower().split())
+            name = normalize_name(part)
             if name and name not in names:
                 names.append(name)
         return ", ".join(names) if names else ALL
@@ -209,14 +200,20 @@ class MeasureExpert(Expert):
     ) -> list[Overlay]:
         """One overlay per measured structure (its slice of largest diameter), with a legend.
 
-        With ``context.slice_index`` set, one overlay of all measured structures
-        on that slice instead.
+        With ``context.slice_index`` set, or another plane than axial, one
+        overlay of all measured structures on that slice instead (default:
+        :func:`medm3.experts.views.overlay_slice`, the largest cross-section).
         """
         present = [r for r in rows if r["voxels"]]
         if not present:
             return []
         if context.slice_index is not None or context.plane != "axial":
-            return [self._overlay(image, labels, present, names, context, context.slice_index)]
+            index = context.slice_index
+            if index is None:  # the rule every segmentation overlay follows
+                from medm3.experts.views import overlay_slice
+
+                index = overlay_slice(labels, context.plane, ids=[r["label"] for r in present])
+            return [self._overlay(image, labels, present, names, context, index)]
         return [
             self._overlay(image, labels, [row], names, context, row["max_axial_diameter_slice"])
             for row in present[:MAX_OVERLAYS]
@@ -288,16 +285,16 @@ def select_structures(
     if args == ALL:
         return [(i, label_name(names, i)) for i in present]
     known = {i: label_name(names, i) for i in sorted(set(names) | set(present))}
-    by_name = {_norm_name(n): i for i, n in known.items()}
-    by_key = {_name_key(n): i for i, n in known.items()}
+    by_name = {normalize_name(n): i for i, n in known.items()}
+    by_key = {name_key(n): i for i, n in known.items()}
     selected: list[tuple[int, str]] = []
     for query in (q.strip() for q in args.split(",")):
-        key = _norm_name(query)
+        key = normalize_name(query)
         words = set(key.split())
         if key in by_name:
             ids = [by_name[key]]
-        elif _name_key(key) in by_key:
-            ids = [by_key[_name_key(key)]]
+        elif name_key(key) in by_key:
+            ids = [by_key[name_key(key)]]
         elif key.isdigit() and int(key) in known:
             ids = [int(key)]
         else:  # every name holding all the words asked for ("kidney": left and right)
@@ -307,7 +304,7 @@ def select_structures(
         if not ids:
             hint = did_you_mean(key, by_name)
             hint = f" {hint}" if hint else ""
-            listed = ", ".join(_norm_name(known[i]) for i in present[:20])
+            listed = ", ".join(normalize_name(known[i]) for i in present[:20])
             more = f" ... ({len(present)} in all)" if len(present) > 20 else ""
             raise ExpertError(
                 f"no structure named {query!r} in the label map.{hint} "
@@ -332,7 +329,7 @@ def measure_structures(
     """
     from medm3.imaging.overlay import label_color_name
 
-    ndimage = _require_scipy().ndimage
+    ndimage = require_scipy().ndimage
 
     spacing = tuple(float(s) for s in image.spacing[:3])
     voxel_ml = float(np.prod(spacing)) / 1000.0
@@ -369,7 +366,7 @@ def measure_structures(
             components, n_components = ndimage.label(region, structure=structure)
             sizes = np.bincount(components.ravel())[1:]
             inside = values[box][region].astype(np.float64)
-            pieces = _components(components, sizes, spacing, voxel_ml, box[2].start)
+            pieces = component_sizes(components, sizes, spacing, voxel_ml, box[2].start)
             best = max(pieces, key=lambda c: c["max_axial_diameter_mm"], default=None)
             diameter = best["max_axial_diameter_mm"] if best else 0.0
             z = best["max_axial_diameter_slice"] - box[2].start if best else None
@@ -394,44 +391,6 @@ def measure_structures(
     return rows
 
 
-def _components(
-    components: np.ndarray,
-    sizes: np.ndarray,
-    spacing: tuple[float, ...],
-    voxel_ml: float,
-    z0: int,
-) -> list[dict[str, Any]]:
-    """Per connected component: size and largest axial diameter, largest first."""
-    ndimage = _require_scipy().ndimage
-    boxes = ndimage.find_objects(components)
-    out = []
-    for n, box in enumerate(boxes, start=1):
-        if box is None:
-            continue
-        diameter, z = max_axial_diameter(components[box] == n, (spacing[0], spacing[1]))
-        out.append(
-            {
-                "voxels": int(sizes[n - 1]),
-                "volume_ml": float(sizes[n - 1]) * voxel_ml,
-                "max_axial_diameter_mm": diameter,
-                "max_axial_diameter_slice": None if z is None else int(z + box[2].start + z0),
-            }
-        )
-    out.sort(key=lambda c: -c["voxels"])
-    return out
-
-
-def touched_faces(box: tuple[slice, ...], shape: tuple[int, ...]) -> list[str]:
-    """Faces of the volume a bounding box touches (``L``/``R``, ``P``/``A``, ``I``/``S``)."""
-    faces = []
-    for axis, (low, high) in enumerate(_FACES[: len(box)]):
-        if box[axis].start == 0:
-            faces.append(low)
-        if box[axis].stop == shape[axis]:
-            faces.append(high)
-    return faces
-
-
 def boundary_note(rows: Sequence[Mapping[str, Any]]) -> str:
     """A sentence naming the structures that touch the volume boundary (else ``""``)."""
     hits = [
@@ -445,81 +404,3 @@ def boundary_note(rows: Sequence[Mapping[str, Any]]) -> str:
         f" Warning: {', '.join(hits)} touch the edge of the scan, so they may continue "
         "outside it; their volumes and sizes are lower bounds."
     )
-
-
-def max_axial_diameter(
-    mask: np.ndarray, pixel_spacing: tuple[float, float]
-) -> tuple[float, int | None]:
-    """Largest in-plane Feret diameter over the axial slices of a 3D mask.
-
-    Args:
-        mask: Boolean ``(X, Y, Z)`` mask.
-        pixel_spacing: Spacing of the X and Y axes in mm.
-
-    Returns:
-        ``(diameter in mm, slice index along Z)``; ``(0.0, None)`` when empty.
-    """
-    best, best_z = 0.0, None
-    for z in np.flatnonzero(mask.reshape(-1, mask.shape[2]).any(axis=0)):
-        diameter = feret_diameter(outline_points(mask[:, :, z], pixel_spacing))
-        if best_z is None or diameter > best:
-            best, best_z = diameter, int(z)
-    return best, best_z
-
-
-def outline_points(mask2d: np.ndarray, pixel_spacing: tuple[float, float]) -> np.ndarray:
-    """Midpoints of the edges between mask pixels and non-mask pixels, in mm.
-
-    Args:
-        mask2d: Boolean 2D mask.
-        pixel_spacing: Spacing of the two axes in mm.
-
-    Returns:
-        ``(N, 2)`` float array of outline points.
-    """
-    padded = np.pad(mask2d.astype(bool), 1)
-    core = padded[1:-1, 1:-1]
-    points = []
-    for dr, dc in ((1, 0), (-1, 0), (0, 1), (0, -1)):
-        neighbour = padded[1 + dr : padded.shape[0] - 1 + dr, 1 + dc : padded.shape[1] - 1 + dc]
-        rows, cols = np.nonzero(core & ~neighbour)
-        points.append(np.stack([rows + 0.5 * dr, cols + 0.5 * dc], axis=1))
-    pts = np.concatenate(points) * np.asarray(pixel_spacing, dtype=np.float64)
-    return np.unique(pts, axis=0)
-
-
-def feret_diameter(points: np.ndarray) -> float:
-    """Largest distance between two of the given 2D points (convex hull + pairwise).
-
-    Args:
-        points: ``(N, 2)`` array.
-
-    Returns:
-        The maximum pairwise distance (0 for fewer than two points).
-    """
-    if len(points) < 2:
-        return 0.0
-    if len(points) > 64:
-        _require_scipy()
-        from scipy.spatial import ConvexHull, QhullError
-
-        try:
-            points = points[ConvexHull(points).vertices]
-        except QhullError:  # collinear: the extremes along the main direction
-            centred = points - points.mean(axis=0)
-            direction = np.linalg.svd(centred, full_matrices=False)[2][0]
-            proj = centred @ direction
-            return float(math.dist(points[int(proj.argmin())], points[int(proj.argmax())]))
-    diff = points[:, None, :] - points[None, :, :]
-    return float(np.sqrt((diff**2).sum(axis=-1)).max())
-
-
-def _require_scipy() -> Any:
-    """Import scipy (with ``scipy.ndimage``), or say which extra installs it."""
-    try:
-        import scipy.ndimage
-    except ImportError:
-        from medm3.errors import MissingDependencyError
-
-        raise MissingDependencyError("scipy", "experts", "The measure expert") from None
-    return scipy

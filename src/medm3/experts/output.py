@@ -6,6 +6,11 @@ Layout written by :func:`save_result` into ``out_dir``:
   an overlay drawn without a legend (what the VLM sees: the result text
   names the colours) is saved with one, listing ``id: name`` of the labels
   in its slice;
+* ``<expert>_montage.png`` (with ``montage=True``, as ``m3 experts run``
+  asks): for a 3D label map with something found, when the input image is
+  given: a few evenly spaced slices through the found region with one
+  ``id: name`` legend (:func:`medm3.experts.views.montage`), for people;
+  the VLM never sees it;
 * ``<expert>_labels.nii.gz``: the label map on the input grid (when the
   result has one), written with :func:`medm3.imaging.io.save_nifti`
   (``<expert>_labels.png``, 8- or 16-bit grey, for 2D label maps);
@@ -32,6 +37,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from medm3.errors import InputError, MedM3Error
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -46,8 +53,6 @@ RESULT_JSON = "result.json"
 
 def json_default(obj: Any) -> Any:
     """``json.dumps`` fallback: numpy scalars/arrays, paths and sets; else ``str``."""
-    import numpy as np
-
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):
@@ -71,6 +76,51 @@ def probability_lines(result: ExpertResult) -> list[str]:
         word = "" if verdict is None else ("yes" if verdict else "no")
         out.append(f"{label}: {word} (p = {float(p):.2f})".replace(":  (", ": ("))
     return out
+
+
+def segmentation_lines(result: ExpertResult) -> list[str]:
+    """Human lines for a segmentation result: what was segmented, with ids, colours and volumes.
+
+    ``VISTA3D (hepatic tumor): 2 structures found`` then one line per label
+    (``  26: hepatic tumor, yellow, 12.3 mL``). The text a VLM sees keeps the
+    trained ``The results are <segmentation>...`` wording; these lines are for
+    people (``m3 experts run``). Empty when the result has no label map.
+    """
+    from medm3.imaging.labels import label_name
+    from medm3.imaging.overlay import label_color_name
+
+    lm = result.label_map
+    if lm is None:
+        return []
+    ids, counts = np.unique(np.asarray(lm.array), return_counts=True)
+    found = [(int(i), int(n)) for i, n in zip(ids, counts, strict=True) if i > 0]
+    voxel_ml = float(np.prod(lm.spacing[: len(lm.spatial_shape)])) / 1000.0
+    colours = {str(k): v for k, v in (result.info.get("colors") or {}).items()}
+    what = result.trigger or result.expert.upper()
+    if result.args:
+        what += f" ({result.args})"
+    plural = "" if len(found) == 1 else "s"
+    lines = [f"{what}: " + (f"{len(found)} structure{plural} found" if found else "nothing found")]
+    for label, voxels in found:
+        colour = colours.get(str(label)) or label_color_name(label)
+        size = f"{voxels * voxel_ml:.1f} mL" if lm.is_volume else f"{voxels} pixels"
+        lines.append(f"  {label}: {label_name(result.label_names, label)}, {colour}, {size}")
+    return lines
+
+
+def file_note(result: ExpertResult, kind: str) -> str:
+    """What a file :func:`save_result` wrote shows, for people (``""`` when plain)."""
+    if kind.startswith("overlay:"):
+        overlay = next((o for o in result.overlays if f"overlay:{o.name}" == kind), None)
+        if overlay is not None and overlay.plane and overlay.slice_index is not None:
+            return f"overlay, {overlay.plane} slice {overlay.slice_index}, legend with ids"
+        return "overlay, legend with ids"
+    return {
+        "montage": "montage of slices through what was found, legend with ids",
+        "label_map": "label map on the input grid",
+        "dicom_seg": "DICOM Segmentation",
+        "result": "summary",
+    }.get(kind, "")
 
 
 def with_legend(picture: Any, label_names: dict[int, str] | None) -> Any:
@@ -100,7 +150,9 @@ def with_legend(picture: Any, label_names: dict[int, str] | None) -> Any:
     return out
 
 
-def result_files(result: ExpertResult, source_image: MedicalImage | None = None) -> dict[str, str]:
+def result_files(
+    result: ExpertResult, source_image: MedicalImage | None = None, *, montage: bool = False
+) -> dict[str, str]:
     """File names :func:`save_result` may write for ``result`` (kind -> name), before writing.
 
     Args:
@@ -108,10 +160,13 @@ def result_files(result: ExpertResult, source_image: MedicalImage | None = None)
         source_image: The input image; a DICOM series adds ``dicom_seg``
             (which :func:`save_result` skips, with a warning, when it cannot
             be written).
+        montage: Include the montage (see :func:`save_result`).
     """
     from medm3.experts.dicom_seg import seg_file_name, supports_dicom_seg
 
     files = {f"overlay:{o.name}": f"{o.name}.png" for o in result.overlays}
+    if montage and _montage_wanted(result, source_image):
+        files["montage"] = f"{result.expert}_montage.png"
     if result.label_map is not None:
         suffix = ".nii.gz" if result.label_map.is_volume else ".png"
         files["label_map"] = f"{result.expert}_labels{suffix}"
@@ -127,6 +182,7 @@ def save_result(
     *,
     source_image: MedicalImage | None = None,
     warnings: list[str] | None = None,
+    montage: bool = False,
 ) -> dict[str, str]:
     """Write a result's overlays, label map and JSON summary into ``out_dir``.
 
@@ -139,44 +195,27 @@ def save_result(
             written as a DICOM-SEG.
         warnings: When given, one-line warnings (e.g. why no DICOM-SEG was
             written) are appended to it; they are in ``result.json`` too.
+        montage: Also write ``<expert>_montage.png`` (3D label map with
+            something found, and ``source_image`` given); ``m3 experts run``
+            asks for it.
 
     Returns:
-        Kind -> path of every file written: ``overlay:<name>``, ``label_map``,
-        ``dicom_seg``, ``result``.
+        Kind -> path of every file written: ``overlay:<name>``, ``montage``,
+        ``label_map``, ``dicom_seg``, ``result``.
 
     Raises:
         InputError: The label map does not match ``source_image``'s grid.
     """
-    import numpy as np
-
-    from medm3.imaging.io import save_nifti
-    from medm3.utils.atomic import atomic_path, atomic_write_text
+    from medm3.utils.atomic import atomic_write_text
 
     folder = Path(out_dir)
-    names = result_files(result, source_image)
+    names = result_files(result, source_image, montage=montage)
     if result.label_map is not None and source_image is not None:
-        lm = result.label_map
-        if lm.spatial_shape != source_image.spatial_shape or not np.allclose(
-            lm.affine, source_image.affine, atol=1e-3
-        ):
-            raise InputError(
-                f"label map grid {lm.spatial_shape} does not match the input image grid "
-                f"{source_image.spatial_shape}"
-            )
+        _check_grid(result.label_map, source_image)
     folder.mkdir(parents=True, exist_ok=True)
-    written: dict[str, str] = {}
-    for overlay in result.overlays:
-        path = folder / names[f"overlay:{overlay.name}"]
-        with atomic_path(path) as tmp:
-            with_legend(overlay.image, result.label_names).save(tmp, format="PNG")
-        written[f"overlay:{overlay.name}"] = str(path)
+    written = _write_pictures(result, folder, names, source_image)
     if result.label_map is not None:
-        path = folder / names["label_map"]
-        if result.label_map.is_volume:
-            save_nifti(result.label_map, path)
-        else:
-            _save_label_png(result.label_map.array, path)
-        written["label_map"] = str(path)
+        written["label_map"] = _write_label_map(result.label_map, folder / names["label_map"])
     notes: list[str] = []
     if "dicom_seg" in names and result.label_map is not None and source_image is not None:
         path = folder / names["dicom_seg"]
@@ -195,6 +234,81 @@ def save_result(
     if warnings is not None:
         warnings.extend(notes)
     return written
+
+
+def _check_grid(label_map: MedicalImage, source_image: MedicalImage) -> None:
+    if label_map.spatial_shape != source_image.spatial_shape or not np.allclose(
+        label_map.affine, source_image.affine, atol=1e-3
+    ):
+        raise InputError(
+            f"label map grid {label_map.spatial_shape} does not match the input image grid "
+            f"{source_image.spatial_shape}"
+        )
+
+
+def _write_pictures(
+    result: ExpertResult,
+    folder: Path,
+    names: dict[str, str],
+    source_image: MedicalImage | None,
+) -> dict[str, str]:
+    """The overlays (with an ``id: name`` legend) and the montage when asked; kind -> path."""
+    from medm3.utils.atomic import atomic_path
+
+    pictures = [
+        (f"overlay:{o.name}", with_legend(o.image, result.label_names)) for o in result.overlays
+    ]
+    if "montage" in names and source_image is not None:
+        pictures.append(("montage", result_montage(result, source_image)))
+    written: dict[str, str] = {}
+    for kind, picture in pictures:
+        if picture is None:
+            continue
+        path = folder / names[kind]
+        with atomic_path(path) as tmp:
+            picture.save(tmp, format="PNG")
+        written[kind] = str(path)
+    return written
+
+
+def _write_label_map(label_map: MedicalImage, path: Path) -> str:
+    from medm3.imaging.io import save_nifti
+
+    if label_map.is_volume:
+        save_nifti(label_map, path)
+    else:
+        _save_label_png(label_map.array, path)
+    return str(path)
+
+
+def _montage_wanted(result: ExpertResult, source_image: MedicalImage | None) -> bool:
+    lm = result.label_map
+    return (
+        lm is not None
+        and lm.is_volume
+        and source_image is not None
+        and source_image.is_volume
+        and bool(np.asarray(lm.array).any())
+    )
+
+
+def result_montage(result: ExpertResult, source_image: MedicalImage) -> Any:
+    """The montage of a segmentation result on its input image (None when nothing was found).
+
+    The panels are in the plane of the result's first overlay (axial when it
+    has none); the legend lists ``id: name`` of every structure shown.
+
+    Args:
+        result: A result with a 3D label map on ``source_image``'s grid.
+        source_image: The volume drawn under the labels.
+    """
+    from medm3.experts.views import montage
+
+    if result.label_map is None:
+        return None
+    plane = next((o.plane for o in result.overlays if o.plane), None) or "axial"
+    labels = np.asarray(result.label_map.array)
+    return montage(source_image, labels, label_names=result.label_names, plane=plane)
 
 
 def _save_dicom_seg(result: ExpertResult, source_image: MedicalImage, path: Path) -> str | None:
@@ -222,7 +336,6 @@ def _save_dicom_seg(result: ExpertResult, source_image: MedicalImage, path: Path
 
 
 def _save_label_png(array: Any, path: Path) -> None:
-    import numpy as np
     from PIL import Image
 
     from medm3.utils.atomic import atomic_path

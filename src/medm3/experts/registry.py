@@ -32,10 +32,7 @@ _instances_lock = threading.Lock()
 
 def expert_names() -> list[str]:
     """Registered expert names: built-ins in model-card order, then plugins sorted."""
-    names = EXPERTS.names()
-    return [n for n in BUILTIN_EXPERTS if n in names] + [
-        n for n in names if n not in BUILTIN_EXPERTS
-    ]
+    return EXPERTS.listed_names()
 
 
 def get_expert_class(name: str) -> type[Expert]:

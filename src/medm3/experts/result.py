@@ -20,7 +20,20 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from medm3.imaging.image import MedicalImage
 
-__all__ = ["CacheLookup", "ExpertError", "ExpertResult", "Overlay", "RunContext"]
+__all__ = [
+    "LABEL_MAP_CONTENT",
+    "LABEL_MAP_KEY",
+    "CacheLookup",
+    "ExpertError",
+    "ExpertResult",
+    "Overlay",
+    "RunContext",
+    "label_map_metadata",
+]
+
+#: Metadata key (and value) marking a :class:`MedicalImage` as an expert's label map.
+LABEL_MAP_KEY = "content"
+LABEL_MAP_CONTENT = "label_map"
 
 #: ``lookup(args)`` given to :meth:`Expert.derive_from_cache`: the cached result of
 #: the same inputs, weights and context with other (normalised) args, or None.
@@ -138,3 +151,21 @@ class RunContext:
     slice_index: int | None = None
     output_dir: Path | None = None
     options: dict[str, Any] = field(default_factory=dict)
+
+
+def label_map_metadata(expert: str, source: MedicalImage) -> dict[str, Any]:
+    """Metadata of an expert's label map: the source image's, marked as a label map.
+
+    Args:
+        expert: Registry name of the expert that made it.
+        source: The image it lies on (its metadata is kept; ``image`` names it).
+
+    Returns:
+        ``{**source.metadata, "content": "label_map", "expert": ..., "image": ...}``.
+    """
+    return {
+        **source.metadata,
+        LABEL_MAP_KEY: LABEL_MAP_CONTENT,
+        "expert": expert,
+        "image": source.source,
+    }

@@ -50,16 +50,16 @@ import copy
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from medm3 import prompts
-from medm3.errors import InputError
 from medm3.experts import bundle
 from medm3.experts import vista3d_labels as labels
-from medm3.experts.base import Expert, ExpertError, ExpertResult, Overlay, RunContext
+from medm3.experts.base import Expert, ExpertError, ExpertResult, RunContext
 from medm3.experts.vista3d_inputs import main_image as _main_image
 from medm3.experts.vista3d_inputs import point_prompts as _point_prompts
 from medm3.experts.vista3d_inputs import to_preprocessed as _to_preprocessed
@@ -78,6 +78,8 @@ from medm3.experts.vista3d_network import (
     load_state_dict,
     read_bundle,
 )
+from medm3.experts.vista3d_result import segmentation_result
+from medm3.utils.names import normalize_name, strip_arg
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -162,18 +164,19 @@ class Vista3DExpert(Expert):
         Raises:
             ExpertError: An unknown name (with "did you mean" suggestions).
         """
-        text = (args or "").strip().strip("'\"").strip()
-        if labels.normalize_name(text) in ("", "none", "args"):
+        text = strip_arg(args)
+        if normalize_name(text) in ("", "none", "args"):
             return self.valid_args[0]
         names = labels.parse_structures(text)
         unknown = [n[1:] for n in names if n.startswith("?")]
         if unknown:
             item = unknown[0]
-            close = labels.suggestions(item)
-            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            hint = labels.did_you_mean(item)
             raise ExpertError(
-                f"{item!r} is not a valid argument for {self.trigger}{hint} Valid args are: "
-                f"{prompts.format_valid_args(self.valid_args)}, or VISTA3D structure names "
+                f"{item!r} is not a valid argument for {self.trigger}. "
+                + (f"{hint} " if hint else "")
+                + f"Valid args are: {prompts.format_valid_args(self.valid_args)}, or VISTA3D "
+                "structure names "
                 "separated by commas (e.g. 'liver, spleen')"
             )
         if not names:
@@ -223,7 +226,7 @@ class Vista3DExpert(Expert):
         prompt = labels.prompt_ids(args)
         points = _point_prompts(options, prompt, image.spatial_shape, self.trigger)
         label_map, info, timings = self._segment(image, volume, prompt, points)
-        result = self._result(image, label_map, args, context, options)
+        result = segmentation_result(image, label_map, args, context)
         result.info.update(info)
         result.timings.update(timings)
         return result
@@ -262,9 +265,7 @@ class Vista3DExpert(Expert):
             t1 = time.perf_counter()
             amp = autocast_dtype(device)
             autocast = (
-                torch.autocast(device_type="cuda", dtype=amp)
-                if amp is not None
-                else _null_context()
+                torch.autocast(device_type="cuda", dtype=amp) if amp is not None else nullcontext()
             )
             cuda_ids: list[int] = []
             if device.type == "cuda":
@@ -289,7 +290,7 @@ class Vista3DExpert(Expert):
             "spacing_mm": list(settings.spacing),
             "label_prompt": label_prompt,
             "preprocessed_shape": [int(s) for s in pre.shape[1:]],
-            "amp": str(amp).replace("torch.", "") if amp is not None else None,
+            "amp": bundle.amp_name(amp),
         }
         if points:
             info["points"] = points[0]
@@ -395,67 +396,6 @@ class Vista3DExpert(Expert):
         array[array == NAN_LABEL] = 0  # "not predicted" is background in medm3 label maps
         return array.astype(np.uint8)
 
-    # --------------------------------------------------------------- result
-    def _result(
-        self,
-        image: MedicalImage,
-        label_map: np.ndarray,
-        args: str,
-        context: RunContext,
-        options: Mapping[str, Any],
-    ) -> ExpertResult:
-        """Label map, text, overlay and info from a label array on the input grid."""
-        from medm3.imaging.overlay import label_color_name
-        from medm3.imaging.render import render_slice
-        from medm3.imaging.slicing import check_slice, default_slice, normalize_plane
-
-        t0 = time.perf_counter()
-        found = [int(i) for i in np.unique(label_map) if i > 0]
-        names = {i: labels.VISTA3D_LABELS.get(i, f"label {i}") for i in found}
-        colours = {i: label_color_name(i) for i in found}
-        text = prompts.segmentation_text([(colours[i], names[i]) for i in found])
-        mask = image.with_array(
-            label_map, metadata={**image.metadata, "content": "label_map", "expert": self.name}
-        )
-        try:
-            plane = normalize_plane(context.plane or "axial")
-            choice = "requested" if context.slice_index is not None else "largest"
-            if context.slice_index is not None:
-                index = check_slice(context.slice_index, image.spatial_shape, plane)
-            else:
-                tumours = [i for i in found if i in labels.TUMOR_IDS]
-                chosen = np.isin(label_map, tumours) if tumours else label_map
-                index = default_slice(image.spatial_shape, plane, np.asarray(chosen, np.uint8))
-            picture = render_slice(
-                image,
-                plane=plane,
-                index=index,
-                mask=mask,
-                label_names=names,
-                legend=bool(options.get("legend", False)),
-            )
-        except ExpertError:
-            raise
-        except InputError as exc:
-            raise ExpertError(exc.message) from None
-        overlay = Overlay(
-            name=f"overlay_{plane}_{index}",
-            image=picture,
-            plane=plane,
-            slice_index=index,
-            caption=f"VISTA3D ({args}): {plane} slice {index}, {len(found)} structures found",
-        )
-        return ExpertResult(
-            expert=self.name,
-            args=args,
-            text=text,
-            overlays=[overlay],
-            label_map=mask,
-            label_names=names,
-            timings={"render": time.perf_counter() - t0},
-            info={"colors": {str(i): colours[i] for i in found}, "slice_choice": choice},
-        )
-
     # ---------------------------------------------------------------- cache
     def derive_from_cache(
         self,
@@ -511,18 +451,9 @@ class Vista3DExpert(Expert):
                 context.slice_index = shown.slice_index
         t0 = time.perf_counter()
         subset = np.where(np.isin(source, wanted), source, 0).astype(np.uint8)
-        result = self._result(image, subset, args, context, context.options)
+        result = segmentation_result(image, subset, args, context)
         keep = ("device", "weights_version", "bundle_version", "patch_size", "overlap")
         result.info.update({k: cached.info[k] for k in keep if k in cached.info})
         result.info.update({"label_prompt": list(wanted), "derived_from": everything})
         result.timings["derive"] = time.perf_counter() - t0
         return result
-
-
-# ------------------------------------------------------------------- helpers
-class _null_context:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None

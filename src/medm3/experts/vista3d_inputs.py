@@ -63,9 +63,11 @@ def point_prompts(
     if cls is not None:
         sid = labels.structure_id(str(cls))
         if sid is None:
-            close = labels.suggestions(str(cls))
-            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-            raise ExpertError(f"{trigger} point_class {cls!r} is not a VISTA3D structure{hint}")
+            hint = labels.did_you_mean(str(cls))
+            raise ExpertError(
+                f"{trigger} point_class {cls!r} is not a VISTA3D structure."
+                + (f" {hint}" if hint else "")
+            )
     elif len(prompt) == 1:
         sid = prompt[0]
     else:

@@ -18,11 +18,11 @@ Module import is light (no numpy, no torch).
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterable
 
 from medm3.imaging.label_tables.expert_labels import VISTA3D_LABELS  # re-exported here
+from medm3.utils.names import normalize_name
 
 #: Highest class id the VISTA3D class head supports (larger ids are zero-shot).
 LAST_SUPPORTED = 132
@@ -65,20 +65,7 @@ LABEL_GROUPS: dict[str, tuple[int, ...]] = {
 #: Other spellings accepted for a group (the reference demo also offered "hepatoma").
 GROUP_ALIASES: dict[str, str] = {"hepatoma": "hepatic tumor"}
 
-_NAME_TO_ID: dict[str, int] = {name.lower(): i for i, name in VISTA3D_LABELS.items()}
-
-
-def normalize_name(text: str) -> str:
-    """Lower-case, ``_``/``-`` to spaces, surrounding quotes and repeated spaces removed.
-
-    Args:
-        text: A group or structure name as written by a user or the VLM.
-
-    Returns:
-        The key used for matching (``"Hepatic_Tumor"`` -> ``"hepatic tumor"``).
-    """
-    text = text.strip().strip("'\"").strip().lower().replace("_", " ").replace("-", " ")
-    return re.sub(r"\s+", " ", text)
+_NAME_TO_ID: dict[str, int] = {normalize_name(name): i for i, name in VISTA3D_LABELS.items()}
 
 
 def group_name(text: str) -> str | None:
@@ -105,23 +92,18 @@ def structure_id(text: str) -> int | None:
     return _NAME_TO_ID.get(key)
 
 
-def suggestions(text: str, n: int = 3) -> list[str]:
-    """Close group or structure names for a "did you mean" message.
+def did_you_mean(text: str) -> str:
+    """``"Did you mean 'liver'?"`` for the groups, aliases and structures close to ``text``.
 
     Args:
         text: The unknown name.
-        n: Maximum number of suggestions.
+
+    Returns:
+        The hint of :func:`medm3.utils.suggest.did_you_mean` (``""`` when nothing is close).
     """
-    choices = [*LABEL_GROUPS, *GROUP_ALIASES, *(name for name in _NAME_TO_ID)]
-    found = difflib.get_close_matches(normalize_name(text), choices, n=n, cutoff=0.6)
-    return [GROUP_ALIASES.get(f, f) if f in GROUP_ALIASES else _display(f) for f in found]
+    from medm3.utils.suggest import did_you_mean as hint
 
-
-def _display(key: str) -> str:
-    """Canonical spelling of a group or structure key (``vertebrae l5`` -> ``vertebrae L5``)."""
-    if key in LABEL_GROUPS:
-        return key
-    return VISTA3D_LABELS[_NAME_TO_ID[key]]
+    return hint(normalize_name(text), [*LABEL_GROUPS, *GROUP_ALIASES, *VISTA3D_LABELS.values()])
 
 
 def expand_prompt(ids: Iterable[int]) -> tuple[int, ...]:
@@ -186,7 +168,7 @@ def prompt_ids(args: str) -> tuple[int, ...]:
         if name.startswith("?"):
             raise KeyError(name[1:])
         group = LABEL_GROUPS.get(name)
-        for i in group if group is not None else (_NAME_TO_ID[name.lower()],):
+        for i in group if group is not None else (_NAME_TO_ID[normalize_name(name)],):
             if i not in ids:
                 ids.append(i)
     return tuple(ids)
