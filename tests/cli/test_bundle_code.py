@@ -88,4 +88,6 @@ def test_the_flag_trusts_bundle_code_for_the_run(
             cmd.main(args=[*args, *flags], standalone_mode=True)
         assert done.value.code == 0
     assert seen == ["0", "1"]
-    check_network_def({"network_def": "$__import__('os').getpid()"}, Path("inference.json"))
+    assert os.environ[TRUST_ENV] == "0"  # the trust ends with the command that was given it
+    with pytest.raises(BundleCodeError):
+        check_network_def({"network_def": "$__import__('os').getpid()"}, Path("inference.json"))

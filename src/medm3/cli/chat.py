@@ -19,6 +19,7 @@ import click
 from medm3.cli.chat_interactive import interactive, say_where
 from medm3.cli.options import (
     agent_options,
+    allow_gaps_option,
     mock_script_option,
     model_options,
     output_folder_option,
@@ -171,6 +172,7 @@ def _event_printer(json_mode: bool) -> Any:
     help="With PROMPT and a DICOMweb image: store the last segmentation, its measurements, "
     "the question and the answer in the study (DICOM-SEG + SR, see docs/pacs.md).",
 )
+@allow_gaps_option
 @trust_bundle_code_option
 def chat(
     prompt: str | None,

@@ -14,11 +14,31 @@ from medm3.errors import InputError
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
-def _trust_callback(_ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+def set_env_for_command(ctx: click.Context, name: str, value: str) -> None:
+    """Set environment variable ``name`` while the command runs; restore it afterwards.
+
+    Options such as ``--trust-bundle-code`` act through an environment variable
+    that the library reads wherever it is; restoring it when the command's context
+    closes keeps an in-process call (``main([...])``, tests) from leaking it into
+    the next command.
+    """
+    old = os.environ.get(name)
+    os.environ[name] = value
+
+    def restore() -> None:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+    ctx.call_on_close(restore)
+
+
+def _trust_callback(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
     if value:
         from medm3.experts.bundle_code import TRUST_ENV  # only when the flag is given
 
-        os.environ[TRUST_ENV] = "1"
+        set_env_for_command(ctx, TRUST_ENV, "1")
     return value
 
 
@@ -93,11 +113,11 @@ def mock_script_option(func: _F) -> _F:
     )(func)
 
 
-def _allow_gaps_callback(_ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+def _allow_gaps_callback(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
     if value:
         from medm3.imaging.readers.dicom_gaps import GAPS_ENV  # only when the option is given
 
-        os.environ[GAPS_ENV] = value
+        set_env_for_command(ctx, GAPS_ENV, value)
 
 
 def allow_gaps_option(func: _F) -> _F:

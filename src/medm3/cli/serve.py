@@ -12,7 +12,13 @@ from typing import Any
 
 import click
 
-from medm3.cli.options import agent_options, mock_script_option, model_options, weights_option
+from medm3.cli.options import (
+    agent_options,
+    allow_gaps_option,
+    mock_script_option,
+    model_options,
+    weights_option,
+)
 from medm3.serve.settings import API_KEY_ENV, DATA_DIR_ENV
 
 
@@ -103,6 +109,7 @@ def _mib_limit(flag: str, default: float, what: str) -> Any:
     help="PACS for the web UI: dicomweb+https://HOST/dicom-web (browse, open, store results).",
 )
 @click.option("--log-level", default="info", show_default=True)
+@allow_gaps_option
 def serve(
     model: str | None,
     backend: str,
