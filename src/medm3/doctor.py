@@ -224,12 +224,10 @@ def _writable(folder: Path) -> tuple[bool, str]:
 
 
 def data_dir() -> Path:
-    """medm3's per-user data folder (``platformdirs.user_data_dir('medm3')``)."""
-    try:
-        import platformdirs
-    except ImportError:  # pragma: no cover - platformdirs is a core dependency
-        return Path.home() / ".local" / "share" / "medm3"
-    return Path(platformdirs.user_data_dir("medm3", appauthor=False))
+    """medm3's per-user data folder (``$MEDM3_DATA_DIR``, else the platform's)."""
+    from medm3.utils.paths import data_root
+
+    return data_root()
 
 
 def check_folders() -> list[Check]:

@@ -61,6 +61,18 @@ def test_mask_names_are_detected_and_reported(tmp_path: Path, capsys) -> None:
     assert "label names read from the file's header" in err
 
 
+def test_a_scan_given_as_mask_is_refused_in_one_line(tmp_path: Path, capsys) -> None:
+    """The CLI checks the mask as the server does (one rule, medm3.imaging.user_mask)."""
+    code, _, err = run(
+        [
+            "chat", "--backend", "mock", "--image", str(sample_ct()), "--mask", str(sample_ct()),
+            "-o", str(tmp_path / "o"), "Liver?",
+        ],
+        capsys,
+    )  # fmt: skip
+    assert_one_line_error(code, err, "is not a label map")
+
+
 @pytest.mark.parametrize(
     ("extra", "needle"),
     [

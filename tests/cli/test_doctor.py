@@ -16,6 +16,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("MEDM3_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.delenv("MEDM3_DATA_DIR", raising=False)
     monkeypatch.setenv("MEDM3_DICOMWEB_URL", "http://pacs.example/dicom-web")
     monkeypatch.setenv("MEDM3_DICOMWEB_TOKEN", "s3cret")
     monkeypatch.setenv("MEDM3_DICOMWEB_CONFIG", str(tmp_path / "dicomweb.json"))
@@ -54,6 +55,18 @@ def test_doctor_reports_what_is_where(env: Path, capsys: pytest.CaptureFixture[s
     dicomweb = checks["DICOMweb"]["detail"]
     assert "http://pacs.example/dicom-web" in dicomweb and "s3cret" not in dicomweb
     assert f"no config file at {env / 'dicomweb.json'}" in dicomweb
+
+
+def test_doctor_reports_the_data_dir_chat_and_serve_use(
+    env: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from medm3.cli.chat import default_output_dir
+
+    monkeypatch.setenv("MEDM3_DATA_DIR", str(env / "mine"))
+    code, out, err = run(["doctor", "--json"], capsys)
+    assert code == 0, err
+    assert _by_name(json.loads(out))["data dir"]["detail"].startswith(str(env / "mine"))
+    assert default_output_dir().parent == env / "mine" / "chat"
 
 
 def test_doctor_flags_a_dicomweb_config_others_can_read(env: Path, capsys) -> None:

@@ -370,3 +370,31 @@ def test_seg_written_into_the_series_folder_is_not_a_second_series(tmp_path: Pat
     again = load_image(series.info.folder)  # no "holds 2 DICOM series" error
     assert again.spatial_shape == image.spatial_shape
     assert again.metadata["series_uid"] == series.info.uid
+
+
+def test_series_with_a_gap_seg_from_largest_run_and_refused_when_filled(tmp_path: Path) -> None:
+    """--allow-gaps largest: the SEG references the kept files; fill: refused in one clear line."""
+    series = Series(tmp_path / "series", "LPS", shape=(16, 14, 8))
+    series.info.files[5].unlink()  # runs 0-4 and 6-7: the largest is files 0-4
+    kept = series.info.files[:5]
+    files = [p for p in series.info.files if p.exists()]
+
+    image = load_image(files, allow_gaps="largest")
+    assert image.metadata["source_files"] == [str(p.resolve()) for p in kept]
+    source = box_labels(series)[:, :, :5]
+    out = write_dicom_seg(
+        series.labels(source, image), NAMES, image, tmp_path / "largest.dcm", expert="e"
+    )
+    ds, _ = seg_masks(out)
+    refs = {
+        str(i.ReferencedSOPInstanceUID)
+        for i in ds.ReferencedSeriesSequence[0].ReferencedInstanceSequence
+    }
+    assert refs == set(series.uids[:5])
+
+    filled = load_image(files, allow_gaps="fill")
+    assert filled.metadata["filled_slices"]
+    labels = filled.with_array(np.zeros(filled.spatial_shape, np.uint8) + 5, modality="OT")
+    with pytest.raises(InputError, match="no DICOM-SEG for a series loaded with --allow-gaps fill"):
+        write_dicom_seg(labels, NAMES, filled, tmp_path / "filled.dcm", expert="e")
+    assert not (tmp_path / "filled.dcm").exists()

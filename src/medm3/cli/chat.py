@@ -36,10 +36,10 @@ NAMED_INPUTS = ("image", "t1ce", "t1", "t2", "flair")
 
 
 def _load_images(tokens: tuple[str, ...], modality: str | None, series: str | None) -> Any:
-    from medm3.cli.experts import _parse_images
+    from medm3.cli.experts_run import parse_images
     from medm3.imaging.io import load_image
 
-    parsed = _parse_images(tokens, NAMED_INPUTS)
+    parsed = parse_images(tokens, NAMED_INPUTS)
     if not parsed:
         return None
     if parsed[0][0] is None:
@@ -362,18 +362,9 @@ def default_output_dir() -> Path:
     (``~/.local/share/medm3/chat/...`` on Linux). Nothing is created here; a
     second run in the same second gets ``-2``, ``-3`` ...
     """
-    import os
+    from medm3.utils.paths import data_root
 
-    from medm3.serve.settings import DATA_DIR_ENV
-
-    raw = os.environ.get(DATA_DIR_ENV, "").strip()
-    if raw:
-        root = Path(raw).expanduser()
-    else:
-        from medm3.doctor import data_dir
-
-        root = data_dir()
-    base = root / "chat" / time.strftime("chat-%Y%m%d-%H%M%S")
+    base = data_root() / "chat" / time.strftime("chat-%Y%m%d-%H%M%S")
     folder, n = base, 1
     while folder.exists():
         n += 1
@@ -384,22 +375,13 @@ def default_output_dir() -> Path:
 def _with_mask(loaded: Any, mask: Path | None, labels: str | None, quiet: bool) -> Any:
     """Add the user's label map (``mask``, with label names) to a single image."""
     from medm3.imaging.io import load_image
-    from medm3.imaging.label_tables import label_names_for
+    from medm3.imaging.user_mask import name_mask
 
     if mask is None:
         raise InputError("--labels names the labels of --mask; give --mask too")
     if loaded is None or isinstance(loaded, dict):
         raise InputError("--mask goes with one --image (the scan it labels)")
-    label_map = load_image(mask)
-    if label_map.spatial_shape != loaded.spatial_shape:
-        raise InputError(
-            f"the mask's grid {label_map.spatial_shape} differs from the image's "
-            f"{loaded.spatial_shape}",
-            mask,
-        )
-    names, note = label_names_for(label_map, labels, modality=loaded.modality)
-    label_map.metadata["label_names"] = names
-    label_map.metadata["content"] = "label_map"
+    label_map, note = name_mask(loaded, load_image(mask), labels)
     if not quiet:
         click.echo(f"mask {mask}: {note}", err=True)
     return {"image": loaded, "mask": label_map}

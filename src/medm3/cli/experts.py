@@ -18,7 +18,6 @@ import click
 
 from medm3.cli.experts_batch import batch_options, is_batch_run, run_batch_command
 from medm3.cli.experts_run import RUN_OPTION_KEYS, RunOptions, run_single, status
-from medm3.cli.experts_run import parse_images as _parse_images  # noqa: F401  (cli.chat uses it)
 from medm3.cli.options import allow_gaps_option, trust_bundle_code_option
 from medm3.errors import InputError
 from medm3.executors.cli import executor_options

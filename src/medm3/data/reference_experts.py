@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from medm3.experts.brats import BratsExpert
-from medm3.experts.cxr import CXRExpert
+from medm3.experts.cxr import PrecomputedCXR
 from medm3.experts.vista3d import Vista3DExpert
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -93,32 +93,5 @@ class ReferenceBrats(BratsExpert):
         return self._reference
 
 
-class FixedCXR(CXRExpert):
-    """The CXR expert returning given ensemble probabilities for its image.
-
-    Args:
-        probabilities: Label -> probability (the CXR expert's 18 labels).
-    """
-
-    cache_results = False
-
-    def __init__(self, probabilities: Mapping[str, float]) -> None:
-        super().__init__(device="cpu")
-        self._fixed = {str(k): float(v) for k, v in probabilities.items()}
-
-    def _setup(self) -> None:
-        """Nothing to load."""
-
-    def weights_id(self) -> str:
-        """Identifier recorded instead of a weights version."""
-        return "precomputed"
-
-    def predict_batch(
-        self,
-        images: Sequence[MedicalImage],
-        *,
-        ensemble: str | None = None,
-        batch_size: int | None = None,
-    ) -> list[dict[str, float]]:
-        """The given probabilities, once per image."""
-        return [dict(self._fixed) for _ in images]
+#: The CXR expert returning given ensemble probabilities (one class with the experts').
+FixedCXR = PrecomputedCXR

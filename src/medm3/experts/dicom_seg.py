@@ -186,6 +186,14 @@ def _check_source(source_image: MedicalImage, out: Path) -> None:
             f"a DICOM-SEG needs a DICOM series as the input image (this one is a {fmt} {kind})",
             out,
         )
+    filled = source_image.metadata.get("filled_slices")
+    if filled:
+        raise InputError(
+            f"no DICOM-SEG for a series loaded with --allow-gaps fill: its {len(filled)} "
+            "filled slice(s) have no source image to reference (load it with --allow-gaps "
+            "largest, or use the NIfTI label map)",
+            out,
+        )
 
 
 def _segmentation(

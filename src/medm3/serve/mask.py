@@ -10,10 +10,8 @@ the MEASURE expert then measures it. Label tables are the built-in ones only
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING
 
-from medm3.errors import InputError
 from medm3.serve.errors import bad_request
 from medm3.serve.protocol import MaskInfo
 
@@ -53,41 +51,17 @@ def session_mask(
         APIError: 400 (``param`` ``medm3.mask``) when the file is not a label map or
             its grid differs from the image's; 404 for an unknown file.
     """
-    import numpy as np
-
-    from medm3.imaging.label_tables import detect_labels, get_table, looks_like_label_map
-    from medm3.imaging.overlay import check_mask
+    from medm3.imaging.user_mask import MaskError, name_mask
 
     image = files.image(image_id)
     mask = files.image(mask_id, param=_PARAM)
-    if not looks_like_label_map(mask.array):
-        raise bad_request(
-            f"file {mask_id} is not a label map (labels are small non-negative integers "
-            "with 0 as background)",
-            param=_PARAM,
-            code="not_a_label_map",
-        )
-    try:
-        check_mask(image, mask)
-    except InputError as exc:
-        raise bad_request(
-            f"file {mask_id} does not fit the image: {exc.message}",
-            param=_PARAM,
-            code="mask_mismatch",
-        ) from None
     table = labels or AUTO
-    if table != AUTO:
-        names, note = get_table(table), f"label names from the built-in table '{table}'"
-    else:
-        found = detect_labels(
-            np.unique(np.asarray(mask.array)).tolist(),
-            path=files.resolve(mask_id),
-            modality=image.modality,
-        )
-        names, note = dict(found.names or {}), _server_wording(found.message)
-    named = dataclasses.replace(
-        mask, metadata={**mask.metadata, "label_names": names, "content": "label_map"}
-    )
+    try:
+        named, note = name_mask(image, mask, None if table == AUTO else table, builtin_only=True)
+    except MaskError as exc:
+        raise bad_request(f"file {mask_id} {exc.message}", param=_PARAM, code=exc.code) from None
+    if table == AUTO:
+        note = _server_wording(note)
     return named, MaskInfo(file_id=mask_id, labels=table, note=note)
 
 

@@ -8,14 +8,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medm3.errors import InputError
+from medm3.utils.paths import DATA_DIR_ENV  # the data folder when --data-dir is not given
 
 if TYPE_CHECKING:  # pragma: no cover
     from medm3.vlm.base import VLMBackend
 
 #: Environment variable holding API keys (comma-separated) when ``--api-key`` is not given.
 API_KEY_ENV = "MEDM3_API_KEY"
-#: Environment variable naming the data folder when ``--data-dir`` is not given.
-DATA_DIR_ENV = "MEDM3_DATA_DIR"
 
 
 def default_data_dir() -> Path:
@@ -24,12 +23,10 @@ def default_data_dir() -> Path:
     (``~/.local/share/medm3/serve`` on Linux, ``~/Library/Application Support/medm3/serve``
     on macOS, ``%LOCALAPPDATA%\\medm3\\serve`` on Windows; never the current folder.)
     """
-    raw = os.environ.get(DATA_DIR_ENV, "").strip()
-    if raw:
-        return Path(raw).expanduser()
-    import platformdirs
+    from medm3.utils.paths import data_root
 
-    return Path(platformdirs.user_data_dir("medm3", appauthor=False)) / "serve"
+    root = data_root()
+    return root if os.environ.get(DATA_DIR_ENV, "").strip() else root / "serve"
 
 
 #: Kept for callers that imported it: the default folder at import time.

@@ -14,6 +14,24 @@ def cache_root() -> Path:
     return Path(os.environ.get("MEDM3_CACHE") or Path.home() / ".cache" / "medm3").expanduser()
 
 
+#: Environment variable naming medm3's data folder (server sessions, chat runs).
+DATA_DIR_ENV = "MEDM3_DATA_DIR"
+
+
+def data_root() -> Path:
+    """medm3's per-user data folder: ``$MEDM3_DATA_DIR``, else the platform's.
+
+    The platform folder is ``platformdirs.user_data_dir('medm3')``
+    (``~/.local/share/medm3`` on Linux); never the current folder.
+    """
+    raw = os.environ.get(DATA_DIR_ENV, "").strip()
+    if raw:
+        return Path(raw).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("medm3", appauthor=False))
+
+
 def looks_like_local_path(text: str) -> bool:
     """Whether a model argument is meant as a local path rather than a Hub repo id.
 

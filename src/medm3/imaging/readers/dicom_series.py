@@ -155,7 +155,8 @@ def read_group(
     md["files"] = len(geoms)
     md["container"] = container
     if container == "files":  # exactly which files (derived objects such as DICOM-SEG need them)
-        md["source_files"] = [str(Path(src.label).resolve()) for src, _ in group.items]
+        used = dict.fromkeys(stack.order)  # --allow-gaps largest leaves files out
+        md["source_files"] = [str(Path(group.items[i][0].label).resolve()) for i in used]
     if _native_series(group):
         return _read_native(group, stack, scales, first_ds, md, source)
     stored = _decode_each(group, stack.order, limits, where)
