@@ -205,3 +205,30 @@ def test_openapi_schema_documents_mask_and_labels(client_for: Any) -> None:
     assert "label map" in props["mask"]["description"]
     enum = next(a for a in props["labels"]["anyOf"] if "enum" in a)["enum"]
     assert enum == ["auto", *table_names()]
+
+
+def test_the_expert_run_route_names_and_checks_the_mask_as_chat_does(
+    client_for: Any, ct_path: Path, ct_labels_path: Path
+) -> None:
+    """POST /v1/experts/measure/run with inputs.mask takes `labels` and the same checks."""
+    client = _client(client_for)
+    ct, labels = _upload(client, ct_path), _upload(client, ct_labels_path)
+    body = {"inputs": {"image": ct, "mask": labels}, "args": "right kidney"}
+    r = client.post("/v1/experts/measure/run", json={**body, "labels": "totalseg-ct"})
+    assert r.status_code == 200, r.text
+    (row,) = r.json()["result"]["measurements"]
+    assert row["name"] == "kidney_right" and row["label"] == 2
+    r = client.post("/v1/experts/measure/run", json={**body, "labels": "vista3d"})
+    assert r.status_code == 200, r.text
+    (row,) = r.json()["result"]["measurements"]
+    assert row["label"] == 5  # the table chosen decides: VISTA3D calls id 5 "right kidney"
+
+    scan_as_mask = {"inputs": {"image": ct, "mask": ct}, "args": "all"}
+    r = client.post("/v1/experts/measure/run", json=scan_as_mask)
+    err = r.json()["error"]
+    assert r.status_code == 400 and err["code"] == "not_a_label_map"
+    assert err["param"] == "inputs.mask"
+    r = client.post("/v1/experts/measure/run", json={"file_id": ct, "labels": "totalseg-ct"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "labels"
+    r = client.post("/v1/experts/measure/run", json={**body, "labels": "no-such-table"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "labels"

@@ -11,10 +11,12 @@ from typing import TYPE_CHECKING, Any
 from medm3.errors import MedM3Error
 from medm3.serve.errors import bad_request, not_found
 from medm3.serve.files import new_id
+from medm3.serve.mask import MASK, session_mask
 from medm3.serve.outputs import output_file, output_url
 from medm3.serve.protocol import ExpertRunRequest, ExpertRunResponse
 
 if TYPE_CHECKING:  # pragma: no cover
+    from medm3.imaging.image import MedicalImage
     from medm3.serve.files import FileStore
     from medm3.serve.settings import ServeSettings
 
@@ -58,6 +60,7 @@ def expert_run_job(
         files.record(file_id, param=f"inputs.{key}")
     weights = settings.weights.get(cls.name)
     check_weights(cls, weights)
+    named_mask = _named_mask(files, inputs, req.labels)
 
     def job() -> ExpertRunResponse:
         from medm3.experts.base import RunContext
@@ -65,6 +68,8 @@ def expert_run_job(
         from medm3.experts.registry import get_expert
 
         images = {k: files.image(v) for k, v in inputs.items()}
+        if named_mask is not None:
+            images[MASK] = named_mask
         expert = get_expert(cls.name, device=settings.expert_device, weights=weights)
         context = RunContext(
             plane=req.plane, slice_index=req.slice_index, options=dict(req.options)
@@ -85,6 +90,28 @@ def expert_run_job(
         )
 
     return job
+
+
+def _named_mask(
+    files: FileStore, inputs: dict[str, str], labels: str | None
+) -> MedicalImage | None:
+    """``inputs.mask`` checked against the scan and named, as in chat (None without a mask).
+
+    Raises:
+        APIError: 400 for labels without a mask, a mask without a scan, or a mask
+            that is not a label map on the scan's grid.
+    """
+    if MASK not in inputs:
+        if labels is not None:
+            raise bad_request("labels names the labels of inputs.mask; give it too", param="labels")
+        return None
+    scans = [k for k in inputs if k != MASK]
+    if len(scans) != 1:
+        raise bad_request(
+            "inputs.mask goes with one image (the scan it labels)", param="inputs.mask"
+        )
+    mask, _ = session_mask(files, inputs[scans[0]], inputs[MASK], labels, param="inputs.mask")
+    return mask
 
 
 def check_weights(cls: Any, override: Path | None = None) -> None:

@@ -33,7 +33,7 @@ def split_mask(images: dict[str, str]) -> tuple[dict[str, str], str | None]:
 
 
 def session_mask(
-    files: FileStore, image_id: str, mask_id: str, labels: str | None
+    files: FileStore, image_id: str, mask_id: str, labels: str | None, *, param: str = _PARAM
 ) -> tuple[MedicalImage, MaskInfo]:
     """The mask of a session, checked against its image and named.
 
@@ -42,6 +42,7 @@ def session_mask(
         image_id: File id of the scan the mask labels.
         mask_id: File id of the mask.
         labels: A built-in table name, ``auto`` or None (detect).
+        param: The request field that named the mask (in error bodies).
 
     Returns:
         A copy of the mask carrying ``label_names`` (the cached image is left as it
@@ -54,12 +55,12 @@ def session_mask(
     from medm3.imaging.user_mask import MaskError, name_mask
 
     image = files.image(image_id)
-    mask = files.image(mask_id, param=_PARAM)
+    mask = files.image(mask_id, param=param)
     table = labels or AUTO
     try:
         named, note = name_mask(image, mask, None if table == AUTO else table, builtin_only=True)
     except MaskError as exc:
-        raise bad_request(f"file {mask_id} {exc.message}", param=_PARAM, code=exc.code) from None
+        raise bad_request(f"file {mask_id} {exc.message}", param=param, code=exc.code) from None
     if table == AUTO:
         note = _server_wording(note)
     return named, MaskInfo(file_id=mask_id, labels=table, note=note)

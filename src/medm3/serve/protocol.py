@@ -180,6 +180,7 @@ class ExpertRunRequest(_Lenient):
         plane: Plane of the overlays.
         slice_index: Slice of the overlays (default: the expert chooses).
         options: Expert-specific options (see each expert).
+        labels: Label table of ``inputs.mask`` (as ``medm3.labels`` in chat).
     """
 
     file_id: _Id | None = None
@@ -188,6 +189,11 @@ class ExpertRunRequest(_Lenient):
     plane: Literal["axial", "coronal", "sagittal"] = "axial"
     slice_index: int | None = Field(default=None, ge=0)
     options: dict[_Name, Any] = Field(default_factory=dict, max_length=MAX_OPTIONS)
+    labels: LabelTable | None = Field(
+        default=None,
+        description="Label table of inputs.mask (m3 chat --labels); auto or absent: from the "
+        "file's header or the table its ids fit.",
+    )
 
 
 def invalid_unicode(value: Any, where: str = "") -> str | None:
