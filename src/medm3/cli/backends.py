@@ -17,10 +17,10 @@ from medm3.errors import InputError
 
 
 def mock_echo(messages: list[Any]) -> str:
-    """Answer of ``--backend mock`` without a script: repeat the last question line."""
-    last = next((m.plain_text for m in reversed(messages) if m.role == "user"), "")
-    question = last.strip().splitlines()[-1] if last.strip() else ""
-    return f"(mock model) You asked: {question}"
+    """Answer of ``--backend mock`` without a script (:func:`medm3.vlm.mock.echo_reply`)."""
+    from medm3.vlm.mock import echo_reply
+
+    return echo_reply(messages)
 
 
 def backend_options(cls: type, **candidates: Any) -> dict[str, Any]:

@@ -62,9 +62,14 @@ SEPARATOR = "---"
 
 
 def echo_reply(messages: Sequence[Message]) -> str:
-    """The echo answer: repeat the last user turn (no model; smoke tests, demos)."""
-    question = next((m.plain_text for m in reversed(messages) if m.role == "user"), "")
-    return f"(mock model) You asked: {question.strip()}"
+    """The echo answer: repeat the question, the last line of the last user turn.
+
+    A first turn also carries the model cards and the image sentence; the
+    question is its last line. No model: smoke tests, demos, ``--backend mock``.
+    """
+    last = next((m.plain_text for m in reversed(messages) if m.role == "user"), "")
+    lines = last.strip().splitlines()
+    return f"(mock model) You asked: {lines[-1] if lines else ''}"
 
 
 def _entry_from_json(item: Any, where: str) -> Entry:
