@@ -355,6 +355,27 @@ def step_serve_batched(ctx: Ctx) -> str:
     return f"4 sessions identical; {tu / tb:.1f}x faster batched"
 
 
+def step_pytest_gpu(ctx: Ctx) -> str:
+    """The tests marked ``gpu`` (``pytest -m gpu tests/gpu``), on this machine's CUDA device."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "tests" / "gpu").is_dir():
+        return "skipped: tests/gpu not here (not a source checkout)"
+    env = {**os.environ, "PYTHONPATH": str(root / "src")}
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu"]
+    proc = subprocess.run(
+        [*cmd, "tests/gpu"], cwd=root, env=env, capture_output=True, text=True, timeout=600
+    )
+    lines = proc.stdout.strip().splitlines()
+    last = lines[-1] if lines else proc.stderr.strip()[-200:]
+    if ctx.verbose:
+        print(proc.stdout[-4000:], proc.stderr[-2000:], sep="\n")
+    if proc.returncode != 0:
+        raise AssertionError(f"pytest -m gpu: {last}")
+    return f"pytest -m gpu: {last.strip('= ')}"
+
+
 STEPS: list[tuple[str, Callable[[Ctx], str]]] = [
     ("vila_fp16", step_vila_fp16),
     ("hf_bf16", step_hf_bf16),
@@ -365,6 +386,7 @@ STEPS: list[tuple[str, Callable[[Ctx], str]]] = [
     ("train_lora_bf16", step_train_lora),
     ("train_full_bf16", step_train_full),
     ("serve_batched", step_serve_batched),
+    ("pytest_gpu", step_pytest_gpu),
 ]
 
 

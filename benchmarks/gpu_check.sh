@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command that runs and times every CUDA path of medm3 (VILA fp16, HF bf16,
 # batched generation, VISTA3D AMP vs the reference-style pipeline, BraTS, the
-# CXR ensemble, one LoRA and one full bf16 training step, m3 serve batched),
+# CXR ensemble, one LoRA and one full bf16 training step, m3 serve batched, and the
+# tests marked gpu: pytest -m gpu tests/gpu),
 # offline, with random weights in the released layouts. Prints one table and
 # exits non-zero when any step fails. Budget: under 8 minutes on one modern GPU.
 #

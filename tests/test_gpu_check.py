@@ -37,10 +37,12 @@ def _table(stdout: str) -> dict[str, str]:
 
 
 def test_dry_quick_steps_pass_and_print_the_table() -> None:
-    done = _run("--only", "vila_batched", "serve_batched", timeout=600)
+    done = _run("--only", "vila_batched", "serve_batched", "pytest_gpu", timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert _table(done.stdout) == {"vila_batched": "ok", "serve_batched": "ok"}
-    assert "dry=True" in done.stdout and "2 ok, 0 failed" in done.stdout
+    assert _table(done.stdout) == {"vila_batched": "ok", "serve_batched": "ok", "pytest_gpu": "ok"}
+    assert "dry=True" in done.stdout and "3 ok, 0 failed" in done.stdout
+    # The gpu-marked tests were collected and run (they skip here: no CUDA device).
+    assert "pytest -m gpu: " in done.stdout and "skipped" in done.stdout
 
 
 def test_a_failing_step_is_reported_and_fails_the_run(
