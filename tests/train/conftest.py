@@ -17,6 +17,15 @@ QUESTION = "<image>\nWhat is shown in the image?"
 EXPERT_ROW_ID = "expert/0"
 
 
+def chat_argv(model: Path, data: Path, *backend: str) -> list[str]:
+    """``m3 chat`` asking a trained model about the first training image, on CPU."""
+    image = data.parent / "images" / "a.png"
+    return [
+        "chat", *backend, "--model", str(model), "--device", "cpu", "--no-experts",
+        "--image", str(image), "--max-new-tokens", "8", "What is shown in the image?",
+    ]  # fmt: skip
+
+
 def write_png(path: Path, seed: int, size: tuple[int, int] = (40, 30)) -> str:
     """A small random RGB PNG; returns its name."""
     from PIL import Image

@@ -8,7 +8,7 @@ import pytest
 
 from medm3.train.trainer import train
 from tests.cli.helpers import run
-from tests.train.conftest import make_config, rows, write_dataset
+from tests.train.conftest import chat_argv, make_config, rows, write_dataset
 
 pytest.importorskip("torch")
 
@@ -45,23 +45,6 @@ def test_lora_overfits_and_exports_merged_weights(tiny_llava, tmp_path, capsys):
     assert weights[vision].equal(base[vision])
     assert (final / "chat_template.jinja").is_file()
 
-    code, out, err = run(
-        [
-            "chat",
-            "--backend",
-            "hf",
-            "--model",
-            str(final),
-            "--device",
-            "cpu",
-            "--no-experts",
-            "--image",
-            str(data.parent / "images" / "a.png"),
-            "--max-new-tokens",
-            "8",
-            "What is shown in the image?",
-        ],
-        capsys,
-    )
+    code, out, err = run(chat_argv(final, data, "--backend", "hf"), capsys)
     assert code == 0, err
     assert out.strip(), out

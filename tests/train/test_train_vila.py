@@ -11,7 +11,7 @@ from medm3.errors import InputError
 from medm3.train.checkpoints import list_checkpoints
 from medm3.train.trainer import train
 from tests.cli.helpers import run
-from tests.train.conftest import make_config, rows, write_dataset
+from tests.train.conftest import chat_argv, make_config, rows, write_dataset
 
 torch = pytest.importorskip("torch")
 
@@ -53,22 +53,7 @@ def test_full_finetune_overfits_then_exports_a_chat_model(tiny_vila, tmp_path, c
     info = json.loads((final / "medm3_train.json").read_text())
     assert info["kind"] == "vila" and info["steps"] == 20 and info["template"] == "llama_3"
 
-    code, answer, err = run(
-        [
-            "chat",
-            "--model",
-            str(final),
-            "--device",
-            "cpu",
-            "--no-experts",
-            "--image",
-            str(data.parent / "images" / "a.png"),
-            "--max-new-tokens",
-            "8",
-            "What is shown in the image?",
-        ],
-        capsys,
-    )
+    code, answer, err = run(chat_argv(final, data), capsys)
     assert code == 0, err
     assert answer.strip().startswith("This is a chest"), answer
 
