@@ -242,7 +242,7 @@ def test_run_bad_device(ct_path: Path, capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_parse_images() -> None:
-    from medm3.cli.experts import _parse_images
+    from medm3.cli.experts_run import parse_images as _parse_images
     from medm3.errors import InputError
 
     inputs = ("t1ce", "t1", "t2", "flair")

@@ -118,12 +118,14 @@ def test_nih_splits_and_batched_expert(tmp_path: Path, monkeypatch: pytest.Monke
     probs = probabilities_for(["a"], seed=5)["a"]
     batches: list[int] = []
 
-    def predict_batch(self: CXRExpert, images: list[Any], **kwargs: Any) -> list[dict]:
+    def predict(self: CXRExpert, images: list[Any], mode: str, size: int) -> list[dict]:
         assert all(image.modality == "XR" for image in images)
         batches.append(len(images))
         return [dict(probs) for _ in images]
 
-    monkeypatch.setattr(CXRExpert, "predict_batch", predict_batch)
+    # The inference step of the real expert (PrecomputedCXR, which writes the rows'
+    # texts from these probabilities, has its own and is not counted).
+    monkeypatch.setattr(CXRExpert, "_predict", predict)
     build_dataset("expert-cxr", source, tmp_path / "out", shard_size=2, options={"device": "cpu"})
     assert batches == [2, 1]  # one expert batch per shard
     data = read_dataset(tmp_path / "out")
