@@ -148,6 +148,32 @@ def test_session_memory_survives_restart(make_app: Any, fake_experts: None, ct_p
         assert stored["images"] == {"image": file_id}
 
 
+def test_feedback_of_a_segmentation_only_answer_survives_restart(
+    make_app: Any, fake_experts: None, ct_path: Path
+) -> None:
+    """released: "I segmented ..." ends the turn; the next question carries the result,
+    also when the server restarted in between (the pending feedback is saved)."""
+    from fastapi.testclient import TestClient
+
+    first = MockBackend("mock", script=["I segmented the bright region using <FAKESEG(bright)>."])
+    with TestClient(make_app(first, protocol="released"), headers=SCRIPT) as client:
+        file_id = _upload(client, ct_path)["id"]
+        r = _ask(client, "Segment the bright region", file_id)
+        assert r.status_code == 200, r.text
+        session_id = r.json()["medm3"]["session_id"]
+        live = client.app.state.service.conversations._sessions[session_id]
+        pending = [p for p in live.chat.pending_feedback if hasattr(p, "text")]
+        assert len(first.calls) == 1 and pending  # the overlay was the answer
+    second = MockBackend("mock", script=["Bright."])
+    with TestClient(make_app(second, protocol="released"), headers=SCRIPT) as client:
+        r = _ask(client, "Which side?", session_id=session_id)
+        assert r.status_code == 200, r.text
+        asked = second.calls[0][-1]
+        assert asked.role == "user" and len(asked.images) == 1  # the overlay, restored
+        assert asked.plain_text.startswith(pending[0].text)
+        assert asked.plain_text.endswith("Which side?")
+
+
 def test_stateless_history_is_replayed_without_generation(client_for: Any) -> None:
     vlm = MockBackend("mock", script=["third answer"])
     client = client_for(vlm)

@@ -41,13 +41,12 @@ from medm3.agent.protocol import (
 )
 from medm3.agent.trace import Trace
 from medm3.agent.triggers import TRIGGER_RE, Trigger, TriggerParse, parse_trigger
-from medm3.agent.views import ViewLog
+from medm3.agent.views import ViewLog, image_parts
 from medm3.errors import InputError, MedM3Error
 from medm3.experts.base import ExpertError, ExpertResult, RunContext
 from medm3.imaging.image import MedicalImage
 from medm3.vlm.base import (
     Generation,
-    ImagePart,
     Message,
     Part,
     TextPart,
@@ -172,19 +171,6 @@ class ChatSession:
             index = default_slice(image.spatial_shape, plane)
         return ShownSlice(image, plane if image.is_volume else "axial", index, self.config.window)
 
-    @staticmethod
-    def _parts(text: str, pictures: list[Any]) -> list[Part]:
-        """Text with one agent-placed ``<image>`` per picture -> message parts."""
-        pieces = prompts.split_images(text)
-        slots = sum(1 for piece in pieces if piece is None)
-        if slots != len(pictures):  # only the agent places images; never guess
-            raise InputError(f"internal: {slots} image placeholder(s) for {len(pictures)} image(s)")
-        parts: list[Part] = []
-        pics = iter(pictures)
-        for piece in pieces:
-            parts.append(ImagePart(next(pics)) if piece is None else TextPart(piece))
-        return parts
-
     def _first_message(self, question: str) -> Message:
         cards = self._model_cards()
         if self.backend.supports_tools and self._expert_names:
@@ -202,7 +188,7 @@ class ChatSession:
             chest = is_chest_xray(image, question)
             text = self.protocol.first_turn(question, image.modality, cards=cards, chest=chest)
             pictures = [self.view(image)]
-        return Message("user", self._parts(text, pictures))
+        return Message("user", image_parts(text, pictures))
 
     # ---------------------------------------------------------------- history
     @property
@@ -210,8 +196,17 @@ class ChatSession:
         """How many questions this conversation has had."""
         return self._questions
 
+    @property
+    def pending_feedback(self) -> list[Part]:
+        """Expert feedback the next question carries (after a segmentation-only answer)."""
+        return list(self._pending)
+
     def restore(
-        self, messages: Sequence[Message], results: Sequence[ExpertResult], questions_asked: int
+        self,
+        messages: Sequence[Message],
+        results: Sequence[ExpertResult],
+        questions_asked: int,
+        pending: Sequence[Part] = (),
     ) -> None:
         """Continue a saved conversation (same images and settings) from its state.
 
@@ -219,10 +214,12 @@ class ChatSession:
             messages: The conversation so far, as :attr:`messages` held it.
             results: Its expert results (the measure expert reads the last label map).
             questions_asked: :attr:`questions_asked` when it was saved.
+            pending: :attr:`pending_feedback` when it was saved.
         """
         self.messages = list(messages)
         self.results = list(results)
         self._questions = int(questions_asked)
+        self._pending = list(pending)
 
     def seed_history(self, history: Sequence[tuple[str, str]]) -> None:
         """Start from earlier turns sent by a stateless client, without generating.
@@ -488,4 +485,4 @@ class ChatSession:
             seconds=round(time.perf_counter() - start, 4),
             protocol=self.protocol.name,
         )
-        return result, written, self._parts(fed.text, fed.pictures)
+        return result, written, image_parts(fed.text, fed.pictures)

@@ -4,13 +4,17 @@ A :class:`ViewLog` remembers, per input image, the plane and slice the model
 saw (segmentation overlays are drawn on it), turns each view into a ``view``
 trace step (image, plane, slice, window, size, ``files``) and, with an output
 folder, writes the view as a PNG once the question is answered, so that a
-failed call leaves nothing behind.
+failed call leaves nothing behind. :func:`image_parts` places the pictures in a
+message.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from medm3.vlm.base import Part
 
 
 class ViewLog:
@@ -71,3 +75,22 @@ class ViewLog:
             with atomic_path(path) as tmp:
                 picture.save(tmp, format="PNG")
         self._pictures = []
+
+
+def image_parts(text: str, pictures: list[Any]) -> list[Part]:
+    """Message parts from text with one agent-placed ``<image>`` per picture.
+
+    Raises:
+        InputError: The placeholders and pictures differ in number (only the
+            agent places images; nothing is guessed).
+    """
+    from medm3 import prompts
+    from medm3.errors import InputError
+    from medm3.vlm.base import ImagePart, TextPart
+
+    pieces = prompts.split_images(text)
+    slots = sum(1 for piece in pieces if piece is None)
+    if slots != len(pictures):
+        raise InputError(f"internal: {slots} image placeholder(s) for {len(pictures)} image(s)")
+    pics = iter(pictures)
+    return [ImagePart(next(pics)) if piece is None else TextPart(piece) for piece in pieces]

@@ -156,11 +156,15 @@ def dump_state(chat: ChatSession, results: list[str], folder: Path, root: Path) 
         folder: Where message images are written.
         root: The data folder.
     """
+    from medm3.vlm.base import Message
+
+    pending = chat.pending_feedback  # carried by the next question (released protocol)
     return {
         "version": STATE_VERSION,
         "messages": dump_messages(chat.messages, folder, root),
         "results": list(results),
         "questions": chat.questions_asked,
+        "pending": dump_messages([Message("user", pending)], folder, root) if pending else [],
     }
 
 
@@ -181,7 +185,10 @@ def restore(chat: ChatSession, state: dict[str, Any], inside: Any) -> None:
             results.append(load_result(inside(rel)))
         except (OSError, ValueError, KeyError, MedM3Error):
             continue  # a result folder removed by hand: later experts recompute
-    chat.restore(messages, results, int(state.get("questions", 0)))
+    pending = load_messages(state.get("pending", []), inside)
+    chat.restore(
+        messages, results, int(state.get("questions", 0)), pending[0].content if pending else ()
+    )
 
 
 def seed_history(chat: ChatSession, history: Sequence[tuple[str, str]]) -> None:
