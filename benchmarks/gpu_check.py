@@ -173,43 +173,17 @@ def step_vista3d(ctx: Ctx) -> str:
     return f"{ratio.replace(' (goal >= 2x)', '')}; 2nd call setup {setup}"
 
 
-def _brats_bundle(folder: Path, roi: list[int]) -> Path:
-    import torch
-    from monai.networks.nets import SegResNet
-
-    net_def = {
-        "_target_": "SegResNet",
-        "blocks_down": [1, 2, 2, 4],
-        "blocks_up": [1, 1, 1],
-        "init_filters": 16,
-        "in_channels": 4,
-        "out_channels": 3,
-        "dropout_prob": 0.2,
-    }
-    (folder / "configs").mkdir(parents=True, exist_ok=True)
-    (folder / "models").mkdir(parents=True, exist_ok=True)
-    cfg = {
-        "network_def": net_def,
-        "inferer": {"_target_": "SlidingWindowInferer", "roi_size": roi, "sw_batch_size": 1},
-    }
-    (folder / "configs" / "inference.json").write_text(json.dumps(cfg))
-    (folder / "configs" / "metadata.json").write_text(json.dumps({"version": "0.5.0"}))
-    torch.manual_seed(0)
-    kwargs = {k: v for k, v in net_def.items() if not k.startswith("_")}
-    torch.save(SegResNet(**kwargs).state_dict(), folder / "models" / "model.pt")
-    return folder
-
-
 def step_brats(ctx: Ctx) -> str:
     """BraTS expert on four random MR sequences."""
     import numpy as np
 
     from medm3.experts.brats import BratsExpert
     from medm3.imaging.image import MedicalImage
+    from medm3.testing import write_brats_bundle
 
     shape = (32, 32, 24) if ctx.dry else (160, 192, 128)
     roi = [32, 32, 24] if ctx.dry else [224, 224, 144]
-    bundle = _brats_bundle(ctx.tmp / "brats", roi)
+    bundle = write_brats_bundle(ctx.tmp / "brats", init_filters=16, roi=roi)  # released width
     rng = np.random.default_rng(0)
     images = {
         name: MedicalImage(
