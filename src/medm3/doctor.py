@@ -223,19 +223,13 @@ def _writable(folder: Path) -> tuple[bool, str]:
     return True, str(folder) if probe == folder else f"{folder} (will be created)"
 
 
-def data_dir() -> Path:
-    """medm3's per-user data folder (``$MEDM3_DATA_DIR``, else the platform's)."""
-    from medm3.utils.paths import data_root
-
-    return data_root()
-
-
 def check_folders() -> list[Check]:
     """The weights cache and the data folder exist (or can be made) and are writable."""
     from medm3.experts.catalogue import cache_root
+    from medm3.utils.paths import data_root
 
     out = []
-    for name, folder in (("cache", cache_root()), ("data dir", data_dir())):
+    for name, folder in (("cache", cache_root()), ("data dir", data_root())):
         ok, detail = _writable(folder)
         out.append(Check("folders", name, "ok" if ok else "warn", detail))
     return out
